@@ -1,0 +1,265 @@
+"""From a corpus to a searchable database: read, count words, train, encode, store.
+
+:func:`index_corpus` builds a new database in one go. It trains everything before it
+writes anything, and writes into a temporary file that replaces the target only when
+complete, so an interrupted or failed run leaves no half-written database (and an
+existing one untouched).
+
+:func:`add_documents` encodes new documents with the models already stored (no
+retraining), in batches, each batch one transaction: after an interruption, running
+it again skips what is stored and finishes the rest.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from index.database import Database, DatabaseError
+from index.faiss_index import load_or_build
+from pipelines.corpus import CorpusWarning, Document, read_corpus
+from pipelines.vectorize import WordCounter, empty_rows
+from semhash.estimator import DeepCodeModel, MODEL_CLASSES
+from semhash.hasher import SemanticHasher
+from semhash.topic_map import TopicMap
+
+HASHER_MODEL = "hasher"  # binary codes: Hamming search
+MAP_MODEL = "map"  # real-valued low-dimensional codes: Euclidean search and maps
+
+
+@dataclass
+class IndexReport:
+    """What an indexing run did, for the CLI and for scripts."""
+
+    database: str
+    documents: int
+    skipped_empty: int
+    vocabulary: int
+    models: dict[str, dict] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return self.__dict__.copy()
+
+
+def index_corpus(
+    source: str | os.PathLike,
+    database: str | os.PathLike,
+    *,
+    subdir: str | None = None,
+    n_bits: int = 128,
+    map_dims: int = 2,
+    vocabulary_size: int = 2000,
+    overwrite: bool = False,
+    hasher_params: dict | None = None,
+    map_params: dict | None = None,
+    read_options: dict | None = None,
+    random_state: int = 0,
+    verbose: bool = True,
+    log: Callable[[str], None] | None = None,
+) -> IndexReport:
+    """Read ``source``, train a :class:`SemanticHasher` (and a :class:`TopicMap` unless
+    ``map_dims=0``), and store documents, vocabulary, models and codes in ``database``
+    (a new SQLite file), then build its FAISS indexes.
+    """
+    say = log or (lambda line: None)
+    target = Path(database)
+    if target.exists() and not overwrite:
+        with Database(target, create=False) as db:
+            stored = db.count_documents()
+        raise DatabaseError(
+            f"{target} already holds {stored} documents: add to it with `semhash add`, "
+            "or rebuild it with --overwrite"
+        )
+    timings: dict[str, float] = {}
+
+    started = time.perf_counter()
+    documents = read_corpus(source, subdir=subdir, progress=verbose, **(read_options or {}))
+    timings["read"] = time.perf_counter() - started
+    say(f"read {len(documents)} documents from {source} in {timings['read']:.1f}s")
+
+    started = time.perf_counter()
+    counter = WordCounter(max_words=vocabulary_size)
+    counts = counter.fit_transform([doc.text for doc in documents])
+    documents, counts, skipped = _drop_empty(documents, counts)
+    timings["vectorize"] = time.perf_counter() - started
+    say(f"vocabulary of {len(counter.words_)} words ({timings['vectorize']:.1f}s)")
+
+    models: list[tuple[str, DeepCodeModel]] = []
+    started = time.perf_counter()
+    hasher = SemanticHasher(n_bits=n_bits, random_state=random_state, verbose=verbose, **(hasher_params or {}))
+    models.append((HASHER_MODEL, hasher.fit(counts)))
+    timings["train_hasher"] = time.perf_counter() - started
+    if map_dims:
+        started = time.perf_counter()
+        topic_map = TopicMap(n_components=map_dims, random_state=random_state, verbose=verbose, **(map_params or {}))
+        models.append((MAP_MODEL, topic_map.fit(counts)))
+        timings["train_map"] = time.perf_counter() - started
+
+    started = time.perf_counter()
+    encoded = {name: encode(model, counts) for name, model in models}
+    timings["encode"] = time.perf_counter() - started
+
+    started = time.perf_counter()
+    _write_new_database(target, documents, counter, models, encoded)
+    timings["store"] = time.perf_counter() - started
+
+    started = time.perf_counter()
+    with Database(target, create=False) as db:
+        for name, _ in models:
+            load_or_build(db, name)
+    timings["faiss"] = time.perf_counter() - started
+    say(f"stored {len(documents)} documents and {len(models)} models in {target}")
+
+    return IndexReport(
+        database=str(target),
+        documents=len(documents),
+        skipped_empty=skipped,
+        vocabulary=len(counter.words_),
+        models={name: model_summary(model) for name, model in models},
+        seconds={key: round(value, 2) for key, value in timings.items()},
+    )
+
+
+def encode(model: DeepCodeModel, counts) -> np.ndarray:
+    """The codes a model stores: packed bits for binary models, float32 for real ones."""
+    return model.transform(counts)
+
+
+def model_kind(model: DeepCodeModel) -> str:
+    return "binary" if model.code_units == "binary" else "real"
+
+
+def model_summary(model: DeepCodeModel) -> dict:
+    return {
+        "class": type(model).__name__,
+        "kind": model_kind(model),
+        "layers": model.layer_sizes,
+        "best_epoch": model.best_epoch_,
+        "fit_seconds": round(model.fit_seconds_, 1),
+    }
+
+
+def load_model(db: Database, name: str) -> tuple[DeepCodeModel, WordCounter, int]:
+    """A stored model with the vocabulary it reads, and its database id."""
+    row = db.get_model(name)
+    model_class = MODEL_CLASSES.get(row.config.get("class", ""), DeepCodeModel)
+    model = model_class.from_bytes(row.weights)
+    if row.vocabulary is None:
+        raise DatabaseError(f"model {name!r} has no stored vocabulary, so it cannot encode text")
+    return model, WordCounter.from_dict(row.vocabulary), row.id
+
+
+def add_documents(
+    database: str | os.PathLike,
+    source: str | os.PathLike | Sequence[Document],
+    *,
+    subdir: str | None = None,
+    batch_size: int = 2000,
+    read_options: dict | None = None,
+    verbose: bool = True,
+    log: Callable[[str], None] | None = None,
+) -> dict:
+    """Encode and store new documents with the database's existing models.
+
+    Documents whose external id is already stored are skipped (so a re-run after an
+    interruption resumes). Each batch of documents is stored with its codes; if the
+    process stops between the two writes, the next run encodes the documents that
+    have no codes yet.
+    """
+    say = log or (lambda line: None)
+    started = time.perf_counter()
+    documents = (
+        list(source)
+        if not isinstance(source, (str, os.PathLike))
+        else read_corpus(source, subdir=subdir, progress=verbose, **(read_options or {}))
+    )
+    with Database(database, create=False) as db:
+        names = [row.name for row in db.list_models() if row.name in (HASHER_MODEL, MAP_MODEL)]
+        if HASHER_MODEL not in names:
+            raise DatabaseError(f"{database} has no trained model yet: build it with `semhash index` first")
+        loaded = {name: load_model(db, name) for name in names}
+        counter = loaded[HASHER_MODEL][1]
+        stored = db.stored_external_ids([doc.external_id for doc in documents])
+        new = [doc for doc in documents if doc.external_id not in stored]
+        say(f"{len(documents) - len(new)} of {len(documents)} documents already stored; adding {len(new)}")
+        added = skipped = 0
+        for start in range(0, len(new), batch_size):
+            batch = new[start : start + batch_size]
+            counts = counter.transform([doc.text for doc in batch])
+            batch, counts, n_empty = _drop_empty(batch, counts)
+            skipped += n_empty
+            if not batch:
+                continue
+            ids = db.add_documents([_document_record(doc) for doc in batch])
+            for name, (model, _, model_id) in loaded.items():
+                db.put_codes(model_id, ids, encode(model, counts))
+            added += len(batch)
+            say(f"  stored {added}/{len(new)} documents")
+        # Documents stored by an interrupted run before their codes were written.
+        for name, (model, _, model_id) in loaded.items():
+            missing = db.documents_without_codes(model_id, kind="text")
+            if missing:
+                rows = db.get_documents(missing)
+                db.put_codes(model_id, missing, encode(model, counter.transform([row.text or "" for row in rows])))
+        for name in loaded:
+            load_or_build(db, name)
+    seconds = time.perf_counter() - started
+    return {"added": added, "already_stored": len(documents) - len(new), "skipped_empty": skipped, "seconds": round(seconds, 2)}
+
+
+def _drop_empty(documents: list[Document], counts):
+    """Remove documents with no vocabulary word (they cannot be coded), with a warning."""
+    empty = empty_rows(counts)
+    if len(empty) == 0:
+        return documents, counts, 0
+    examples = ", ".join(documents[i].external_id for i in empty[:3])
+    warnings.warn(
+        f"{len(empty)} documents have no word of the vocabulary (empty or only stop words) "
+        f"and were skipped, e.g. {examples}",
+        CorpusWarning,
+        stacklevel=3,
+    )
+    keep = np.setdiff1d(np.arange(len(documents)), empty)
+    return [documents[i] for i in keep], counts[keep], len(empty)
+
+
+def _document_record(doc: Document) -> dict:
+    return {
+        "external_id": doc.external_id,
+        "text": doc.text,
+        "label": doc.label,
+        "title": doc.title,
+        "source": doc.source,
+        "kind": "text",
+    }
+
+
+def _write_new_database(target: Path, documents, counter: WordCounter, models, encoded) -> None:
+    """Write everything into a temporary database, then move it over ``target``."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temporary = target.with_name(f".{target.name}.building")
+    temporary.unlink(missing_ok=True)
+    try:
+        with Database(temporary) as db:
+            ids = db.add_documents([_document_record(doc) for doc in documents])
+            vocabulary = counter.to_dict()
+            for name, model in models:
+                model_id = db.save_model(
+                    name,
+                    model_kind(model),
+                    model.code_size,
+                    config={"class": type(model).__name__, **model_summary(model)},
+                    weights=model.to_bytes(),
+                    vocabulary=vocabulary,
+                )
+                db.put_codes(model_id, ids, encoded[name])
+        os.replace(temporary, target)
+    finally:
+        temporary.unlink(missing_ok=True)

@@ -1,0 +1,178 @@
+"""The deep autoencoder: a stack of pretrained RBMs, unrolled and fine-tuned.
+
+Unrolling (Hinton & Salakhutdinov, Science 2006): the encoder uses each RBM's weights
+and hidden biases bottom-up; the decoder uses the transposed weights and visible
+biases top-down, so before fine-tuning the network computes exactly the stack's
+deterministic up-down pass. Fine-tuning then trains encoder and decoder as separate
+weights by backpropagation.
+
+Binary codes come from logistic code units with Gaussian noise added to their total
+input during fine-tuning: to get its reconstruction through the noise, the network has
+to push the inputs far from zero, which drives the code units to 0 or 1, so that
+thresholding at 0.5 loses little ("Semantic Hashing", Salakhutdinov & Hinton 2009).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import torch
+from torch import nn
+
+from semhash.data import iterate_batches
+from semhash.rbm import RBM
+
+CODE_UNITS = ("binary", "linear")
+OUTPUT_UNITS = ("softmax", "linear", "logistic")
+
+
+class DeepAutoencoder(nn.Module):
+    """Encoder ``sizes[0] -> ... -> sizes[-1]`` (the code) and its mirror-image decoder."""
+
+    def __init__(self, sizes: Sequence[int], *, code: str = "binary", output: str = "softmax"):
+        super().__init__()
+        if len(sizes) < 2:
+            raise ValueError(f"an autoencoder needs at least two layer sizes, got {list(sizes)}")
+        if code not in CODE_UNITS:
+            raise ValueError(f"unknown code units {code!r}; choose from {CODE_UNITS}")
+        if output not in OUTPUT_UNITS:
+            raise ValueError(f"unknown output units {output!r}; choose from {OUTPUT_UNITS}")
+        self.sizes, self.code, self.output = list(sizes), code, output
+        pairs = list(zip(self.sizes[:-1], self.sizes[1:]))
+        self.encoder = nn.ModuleList(nn.Linear(a, b) for a, b in pairs)
+        self.decoder = nn.ModuleList(nn.Linear(b, a) for a, b in reversed(pairs))
+
+    @classmethod
+    @torch.no_grad()
+    def from_rbms(cls, rbms: Sequence[RBM], *, code: str, output: str) -> "DeepAutoencoder":
+        sizes = [rbms[0].weights_.shape[0]] + [rbm.weights_.shape[1] for rbm in rbms]
+        model = cls(sizes, code=code, output=output)
+        for layer, rbm in zip(model.encoder, rbms):
+            layer.weight.copy_(rbm.weights_.T)
+            layer.bias.copy_(rbm.hidden_bias_)
+        for layer, rbm in zip(model.decoder, reversed(rbms)):
+            layer.weight.copy_(rbm.weights_)
+            layer.bias.copy_(rbm.visible_bias_)
+        return model
+
+    def code_input(self, x: torch.Tensor) -> torch.Tensor:
+        """Total input to the code units."""
+        for layer in self.encoder[:-1]:
+            x = torch.sigmoid(layer(x))
+        return self.encoder[-1](x)
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """Code-unit activities: probabilities in (0, 1) for binary codes, reals otherwise."""
+        total = self.code_input(x)
+        return torch.sigmoid(total) if self.code == "binary" else total
+
+    def decode(self, code: torch.Tensor) -> torch.Tensor:
+        """Output total inputs (logits for softmax and logistic outputs)."""
+        for layer in self.decoder[:-1]:
+            code = torch.sigmoid(layer(code))
+        return self.decoder[-1](code)
+
+    def forward(self, x: torch.Tensor, code_noise: float = 0.0, generator=None):
+        """Code and output logits; ``code_noise`` is the std of the noise on binary codes."""
+        total = self.code_input(x)
+        if self.code == "binary":
+            if code_noise > 0:
+                total = total + code_noise * torch.randn(total.shape, generator=generator)
+            code = torch.sigmoid(total)
+        else:
+            code = total
+        return code, self.decode(code)
+
+    def reconstruction_loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Mean loss per row: softmax cross-entropy against a distribution, or MSE/BCE."""
+        if self.output == "softmax":
+            return -(target * torch.log_softmax(logits, dim=1)).sum(dim=1).mean()
+        if self.output == "logistic":
+            return nn.functional.binary_cross_entropy_with_logits(logits, target, reduction="none").sum(1).mean()
+        return ((logits - target) ** 2).sum(dim=1).mean()
+
+
+@dataclass
+class FineTuneResult:
+    history: list[tuple[float, float]]  # (train loss, validation loss) per epoch
+    best_epoch: int
+
+
+def fine_tune(
+    model: DeepAutoencoder,
+    inputs,
+    targets,
+    *,
+    validation: tuple | None = None,
+    n_epochs: int = 30,
+    batch_size: int = 100,
+    learning_rate: float = 1e-3,
+    code_noise: float = 0.0,
+    patience: int = 5,
+    warmup_epochs: int = 10,
+    generator: torch.Generator | None = None,
+    report: Callable[[str], None] = lambda line: None,
+) -> FineTuneResult:
+    """Backpropagation through the unrolled network, with early stopping.
+
+    ``inputs`` feed the encoder and ``targets`` are what the decoder must reproduce
+    (for documents: the word distribution). With ``validation=(inputs, targets)``, the
+    model keeps the weights of the epoch with the lowest validation loss, measured on
+    the codes as they will be used: thresholded at 0.5 for binary codes. The first
+    ``warmup_epochs`` are never chosen nor counted towards ``patience``: while the code
+    noise is driving the units to 0/1, the thresholded codes get worse before they
+    get better, and stopping there would keep nearly constant codes.
+    """
+    optimizer = torch.optim.Adam(model.parameters(), lr=learning_rate)
+    history: list[tuple[float, float]] = []
+    best = (math.inf, 0, copy.deepcopy(model.state_dict()))
+    for epoch in range(n_epochs):
+        started = time.perf_counter()
+        model.train()
+        total, seen = 0.0, 0
+        batches = iterate_batches(inputs, batch_size, shuffle=True, generator=generator, extra=targets)
+        for x, target in batches:
+            _, logits = model(x, code_noise=code_noise, generator=generator)
+            loss = model.reconstruction_loss(logits, target)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total += loss.item() * len(x)
+            seen += len(x)
+        train_loss = total / seen
+        if not math.isfinite(train_loss):
+            raise FloatingPointError(
+                f"fine-tuning diverged at epoch {epoch + 1}: lower the learning rate (now {learning_rate})"
+            )
+        val_loss = evaluate_loss(model, *validation) if validation is not None else train_loss
+        history.append((train_loss, val_loss))
+        if val_loss < best[0] or epoch < warmup_epochs or epoch == 0:
+            best = (val_loss, epoch, copy.deepcopy(model.state_dict()))
+        report(
+            f"  epoch {epoch + 1:3d}/{n_epochs}  train loss {train_loss:.4f}  "
+            f"validation loss {val_loss:.4f}  ({time.perf_counter() - started:.1f}s)"
+        )
+        if epoch - best[1] >= patience:
+            report(f"  early stop: no improvement for {patience} epochs, best epoch {best[1] + 1}")
+            break
+    model.load_state_dict(best[2])
+    model.eval()
+    return FineTuneResult(history=history, best_epoch=best[1])
+
+
+@torch.no_grad()
+def evaluate_loss(model: DeepAutoencoder, inputs, targets, batch_size: int = 1024) -> float:
+    """Reconstruction loss with deployment-time codes (binary codes thresholded)."""
+    model.eval()
+    total, seen = 0.0, 0
+    for x, target in iterate_batches(inputs, batch_size, extra=targets):
+        code = model.encode(x)
+        if model.code == "binary":
+            code = (code > 0.5).to(code.dtype)
+        total += float(model.reconstruction_loss(model.decode(code), target)) * len(x)
+        seen += len(x)
+    return total / seen

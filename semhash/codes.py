@@ -1,0 +1,86 @@
+"""Binary codes: packing, Hamming distance and hex form.
+
+A code of ``n_bits`` bits is stored packed, 8 bits per byte, most significant bit
+first (``numpy.packbits`` order), so an array of codes has shape ``(n, ceil(n_bits / 8))``
+and dtype ``uint8``. This is the layout FAISS binary indexes expect, and the one
+stored in the database.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+# popcount of every byte value, for Hamming distances without unpacking.
+_POPCOUNT = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)
+
+
+def n_bytes(n_bits: int) -> int:
+    """Bytes needed to hold a code of ``n_bits`` bits."""
+    if n_bits <= 0:
+        raise ValueError(f"n_bits must be positive, got {n_bits}")
+    return (n_bits + 7) // 8
+
+
+def pack_bits(bits: np.ndarray) -> np.ndarray:
+    """Pack an ``(n, n_bits)`` array of 0/1 (or booleans) into ``(n, n_bytes)`` uint8."""
+    bits = np.asarray(bits)
+    if bits.ndim != 2:
+        raise ValueError(f"expected a 2-D array of bits, got shape {bits.shape}")
+    if bits.dtype != np.bool_ and not np.isin(bits, (0, 1)).all():
+        raise ValueError("bits must be 0 or 1")
+    return np.packbits(bits.astype(bool), axis=1)
+
+
+def unpack_bits(codes: np.ndarray, n_bits: int) -> np.ndarray:
+    """Inverse of :func:`pack_bits`: ``(n, n_bytes)`` uint8 to ``(n, n_bits)`` uint8 of 0/1."""
+    codes = _as_codes(codes)
+    if codes.shape[1] != n_bytes(n_bits):
+        raise ValueError(
+            f"codes have {codes.shape[1]} bytes per row, but {n_bits} bits need {n_bytes(n_bits)}"
+        )
+    return np.unpackbits(codes, axis=1, count=n_bits)
+
+
+def hamming_distances(queries: np.ndarray, database: np.ndarray) -> np.ndarray:
+    """All pairwise Hamming distances, ``(n_queries, n_database)`` int32.
+
+    Meant for small problems and tests; large searches go through FAISS.
+    """
+    queries, database = _as_codes(queries), _as_codes(database)
+    if queries.shape[1] != database.shape[1]:
+        raise ValueError(
+            f"code lengths differ: {queries.shape[1]} bytes in the queries, "
+            f"{database.shape[1]} in the database"
+        )
+    xor = np.bitwise_xor(queries[:, None, :], database[None, :, :])
+    return _POPCOUNT[xor].sum(axis=2, dtype=np.int32)
+
+
+def to_hex(code: np.ndarray) -> str:
+    """One packed code as a hex string (two characters a byte)."""
+    return bytes(np.asarray(code, dtype=np.uint8).ravel()).hex()
+
+
+def from_hex(text: str, n_bits: int) -> np.ndarray:
+    """Parse a hex string made by :func:`to_hex` into a ``(1, n_bytes)`` packed code."""
+    text = text.strip().lower().removeprefix("0x")
+    try:
+        raw = bytes.fromhex(text)
+    except ValueError as err:
+        raise ValueError(f"not a hex code: {text!r}") from err
+    if len(raw) != n_bytes(n_bits):
+        raise ValueError(
+            f"a {n_bits}-bit code has {n_bytes(n_bits) * 2} hex digits, got {len(text)}"
+        )
+    return np.frombuffer(raw, dtype=np.uint8).reshape(1, -1).copy()
+
+
+def _as_codes(codes: np.ndarray) -> np.ndarray:
+    codes = np.asarray(codes)
+    if codes.dtype != np.uint8:
+        raise ValueError(f"packed codes must be uint8, got {codes.dtype}")
+    if codes.ndim == 1:
+        codes = codes.reshape(1, -1)
+    if codes.ndim != 2:
+        raise ValueError(f"packed codes must be 2-D, got shape {codes.shape}")
+    return codes

@@ -1,0 +1,61 @@
+"""Feeding data to torch models: dense or sparse matrices in mini-batches."""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+
+def n_rows(X) -> int:
+    return X.shape[0]
+
+
+def as_generator(seed: int | None) -> torch.Generator:
+    """A torch generator seeded with ``seed`` (fresh entropy when ``None``)."""
+    generator = torch.Generator()
+    if seed is None:
+        generator.seed()
+    else:
+        generator.manual_seed(int(seed))
+    return generator
+
+
+def to_dense_tensor(X) -> torch.Tensor:
+    """Rows of a numpy array, scipy sparse matrix or tensor as a float32 tensor."""
+    if isinstance(X, torch.Tensor):
+        return X.to(torch.float32)
+    if sp.issparse(X):
+        X = X.toarray()
+    return torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32))
+
+
+def iterate_batches(
+    X,
+    batch_size: int,
+    *,
+    shuffle: bool = False,
+    generator: torch.Generator | None = None,
+    extra=None,
+) -> Iterator[torch.Tensor]:
+    """Yield dense float32 batches of the rows of ``X``.
+
+    Sparse matrices are densified one batch at a time, so a large corpus never has to
+    fit in memory as a dense array. With ``extra`` (a second matrix of the same number of
+    rows), yields pairs of batches that share the same rows.
+    """
+    n = n_rows(X)
+    order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+    order = order.numpy()
+    for start in range(0, n, batch_size):
+        rows = order[start : start + batch_size]
+        if shuffle:
+            # Sorted row access is much faster on CSR; the batch content is what is random.
+            rows = np.sort(rows)
+        batch = to_dense_tensor(X[rows])
+        if extra is None:
+            yield batch
+        else:
+            yield batch, to_dense_tensor(extra[rows])

@@ -1,0 +1,390 @@
+"""The deep-code estimator shared by binary hashers and 2-D maps.
+
+``fit`` runs the whole recipe of Hinton & Salakhutdinov: greedy layer-wise pretraining
+of a stack of RBMs, unrolling into a deep autoencoder, and fine-tuning by
+backpropagation. Subclasses only choose the code layer (binary or linear) and its size.
+
+Text input is a matrix of raw word counts. The encoder sees ``log(1 + count)``, which
+keeps a long post from saturating the first layer while preserving which words occur;
+the decoder reconstructs the document's word distribution (counts / length) through a
+softmax, scored by cross-entropy, as in the papers.
+"""
+
+from __future__ import annotations
+
+import inspect
+import io
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+from semhash.autoencoder import DeepAutoencoder, evaluate_loss, fine_tune
+from semhash.data import as_generator, iterate_batches
+from semhash.rbm import RBM
+
+FORMAT_NAME = "semhash.model"
+FORMAT_VERSION = 1
+
+
+class ModelFormatError(ValueError):
+    """A model file that is not a semhash model, or one this version cannot read."""
+
+
+class DeepCodeModel:
+    """Base estimator: RBM-pretrained, fine-tuned deep autoencoder over word counts.
+
+    Parameters
+    ----------
+    hidden_layers : sizes of the layers between the input and the code.
+    code_size : units in the code layer (bits, or dimensions of a real code).
+    pretrain_epochs : CD-1 epochs for each RBM of the stack.
+    pretrain_learning_rate : CD step for binary layers; the Poisson bottom layer and a
+        linear top layer use a tenth of it, as they see larger total inputs.
+    finetune_epochs, finetune_learning_rate : backpropagation schedule (Adam).
+    batch_size : mini-batch size; ``"auto"`` is 100 (as in the papers) for collections
+        of 10,000 documents or more and down to 10 for small ones, so that a small
+        collection still gets enough updates. The CD learning rates are given for
+        batches of 100 and scale with the batch size (same step per example).
+    code_noise : std of the Gaussian noise added to the code units' input during
+        fine-tuning (binary codes only); it is what makes the codes binary.
+    neighbour_targets : if > 0, the fine-tuning target of each document is its word
+        distribution averaged with those of its ``neighbour_targets`` nearest training
+        documents by TF-IDF cosine (weight ``neighbour_weight`` on the neighbours). This
+        denoises the short, sparse posts' targets: the code must explain the topic a
+        document shares with its neighbours, not its idiosyncratic words.
+    validation_fraction : share of the training documents held out for early stopping.
+    patience : fine-tuning epochs without validation improvement before stopping.
+    random_state : seed; the same seed and data give the same model.
+    verbose : print progress (layer, epoch, loss) to stderr.
+    """
+
+    code_units = "binary"  # or "linear"
+    visible_units = "poisson"  # bottom RBM's visible units
+    output_units = "softmax"  # decoder output: a word distribution
+
+    def __init__(
+        self,
+        *,
+        hidden_layers: tuple[int, ...] = (500, 500),
+        code_size: int = 128,
+        pretrain_epochs: int = 5,
+        pretrain_learning_rate: float = 0.5,
+        finetune_epochs: int = 50,
+        finetune_learning_rate: float = 3e-3,
+        batch_size: int | str = "auto",
+        code_noise: float = 4.0,
+        neighbour_targets: int = 10,
+        neighbour_weight: float = 0.5,
+        validation_fraction: float = 0.1,
+        patience: int = 5,
+        random_state: int | None = 0,
+        verbose: bool = False,
+    ):
+        self.hidden_layers = hidden_layers
+        self.code_size = code_size
+        self.pretrain_epochs = pretrain_epochs
+        self.pretrain_learning_rate = pretrain_learning_rate
+        self.finetune_epochs = finetune_epochs
+        self.finetune_learning_rate = finetune_learning_rate
+        self.batch_size = batch_size
+        self.code_noise = code_noise
+        self.neighbour_targets = neighbour_targets
+        self.neighbour_weight = neighbour_weight
+        self.validation_fraction = validation_fraction
+        self.patience = patience
+        self.random_state = random_state
+        self.verbose = verbose
+
+    # ------------------------------------------------------------ parameters
+    def get_params(self) -> dict[str, Any]:
+        names = [name for name in inspect.signature(DeepCodeModel.__init__).parameters if name != "self"]
+        return {name: getattr(self, name) for name in names}
+
+    @property
+    def layer_sizes(self) -> list[int]:
+        return [self.n_features_in_, *self.hidden_layers, self.code_size]
+
+    # -------------------------------------------------------------- training
+    def fit(self, X, y=None) -> "DeepCodeModel":
+        """Pretrain the RBM stack on word counts ``X`` and fine-tune the autoencoder."""
+        started = time.perf_counter()
+        X = self._check_input(X)
+        generator = as_generator(self.random_state)
+        torch.manual_seed(0 if self.random_state is None else self.random_state)
+        self.n_features_in_ = X.shape[1]
+        self._fit_input_statistics(X)
+        inputs, targets = self._encoder_input(X), self._reconstruction_target(X)
+        if self.neighbour_targets > 0:
+            targets = smooth_with_neighbours(X, targets, self.neighbour_targets, self.neighbour_weight)
+
+        train_rows, val_rows = self._split(X.shape[0], generator)
+        self.batch_size_ = self._batch_size(len(train_rows))
+        self._log(
+            f"{type(self).__name__}: {X.shape[0]} documents, network "
+            f"{'-'.join(map(str, self.layer_sizes))}, {self.code_units} code"
+        )
+        rbms = self._pretrain(inputs[train_rows], generator)
+        self.model_ = DeepAutoencoder.from_rbms(rbms, code=self.code_units, output=self.output_units)
+        self.pretrain_history_ = [rbm.history_ for rbm in rbms]
+
+        validation = (inputs[val_rows], targets[val_rows]) if len(val_rows) else None
+        self._log(f"fine-tuning ({'noise std %g on the code' % self.code_noise if self.code_units == 'binary' else 'linear code'})")
+        result = fine_tune(
+            self.model_,
+            inputs[train_rows],
+            targets[train_rows],
+            validation=validation,
+            n_epochs=self.finetune_epochs,
+            batch_size=self.batch_size_,
+            learning_rate=self.finetune_learning_rate,
+            code_noise=self.code_noise if self.code_units == "binary" else 0.0,
+            patience=self.patience,
+            generator=generator,
+            report=self._log,
+        )
+        self.finetune_history_ = result.history
+        self.best_epoch_ = result.best_epoch + 1
+        self.fit_seconds_ = time.perf_counter() - started
+        self._log(f"trained in {self.fit_seconds_:.1f}s (best epoch {self.best_epoch_})")
+        return self
+
+    def _split(self, n: int, generator: torch.Generator):
+        order = torch.randperm(n, generator=generator).numpy()
+        n_val = int(round(self.validation_fraction * n)) if n >= 20 else 0
+        return np.sort(order[n_val:]), np.sort(order[:n_val])
+
+    def _batch_size(self, n_train: int) -> int:
+        if self.batch_size == "auto":
+            return int(np.clip(n_train // 100, 10, 100))
+        if not isinstance(self.batch_size, int) or self.batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer or 'auto', got {self.batch_size!r}")
+        return self.batch_size
+
+    def _pretrain(self, inputs, generator: torch.Generator) -> list[RBM]:
+        """Greedy layer-wise pretraining; each RBM learns from the hidden means below it."""
+        sizes = self.layer_sizes
+        rbms, data = [], inputs
+        for depth, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+            bottom, top = depth == 0, depth == len(sizes) - 2
+            visible = self.visible_units if bottom else "binary"
+            hidden = "linear" if top and self.code_units == "linear" else "binary"
+            slow = bottom or hidden == "linear"
+            self._log(f"pretraining layer {depth + 1}/{len(sizes) - 1}: {visible} {n_in} -> {hidden} {n_out}")
+            rbm = RBM(
+                n_out,
+                visible=visible,
+                hidden=hidden,
+                learning_rate=self.pretrain_learning_rate * (0.1 if slow else 1.0) * (self.batch_size_ / 100) ** 0.5,
+                batch_size=self.batch_size_,
+                n_epochs=self.pretrain_epochs,
+                random_state=int(torch.randint(0, 2**31 - 1, (1,), generator=generator)),
+                verbose=self._log if self.verbose else False,
+            )
+            rbm.fit(data)
+            rbms.append(rbm)
+            if not top:
+                data = rbm.transform(data)
+        return rbms
+
+    # ------------------------------------------------- input hooks (text)
+    # Subclasses for other data (images) override these five methods.
+    def _check_input(self, X, fitted: bool = False):
+        if not fitted:
+            return check_counts(X)
+        return check_counts(X, n_features=self.n_features_in_, allow_empty_rows=True)
+
+    def _fit_input_statistics(self, X) -> None:
+        """Learn what the encoder input needs (nothing for word counts)."""
+
+    def _encoder_input(self, X):
+        return encoder_input(X)
+
+    def _reconstruction_target(self, X):
+        return word_distribution(X)
+
+    def _extra_state(self) -> dict[str, torch.Tensor]:
+        """Fitted tensors besides the network's weights, saved with the model."""
+        return {}
+
+    def _load_extra_state(self, state: dict[str, torch.Tensor]) -> None:
+        pass
+
+    # ------------------------------------------------------------- inference
+    @torch.no_grad()
+    def transform_real(self, X) -> np.ndarray:
+        """Code-unit activities, ``(n, code_size)`` float32 (probabilities for binary codes)."""
+        self._check_fitted()
+        X = self._check_input(X, fitted=True)
+        self.model_.eval()
+        out = [self.model_.encode(x) for x in iterate_batches(self._encoder_input(X), 2048)]
+        return torch.cat(out).numpy() if out else np.zeros((0, self.code_size), np.float32)
+
+    @torch.no_grad()
+    def reconstruction_loss(self, X) -> float:
+        """Mean cross-entropy of the reconstructed word distributions (codes as deployed)."""
+        self._check_fitted()
+        X = self._check_input(X, fitted=True)
+        return evaluate_loss(self.model_, self._encoder_input(X), self._reconstruction_target(X))
+
+    # ------------------------------------------------------------ persistence
+    def to_bytes(self) -> bytes:
+        """Serialise to bytes: a JSON config and the weight tensors, via ``torch.save``."""
+        self._check_fitted()
+        config = {
+            "class": type(self).__name__,
+            "params": self.get_params() | {"verbose": False},
+            "n_features_in": self.n_features_in_,
+            "best_epoch": self.best_epoch_,
+            "fit_seconds": self.fit_seconds_,
+        }
+        payload = {
+            "format": FORMAT_NAME,
+            "version": FORMAT_VERSION,
+            "config": json.dumps(config),
+            "state": {k: v.contiguous() for k, v in self.model_.state_dict().items()},
+            "extra": {k: v.contiguous() for k, v in self._extra_state().items()},
+        }
+        buffer = io.BytesIO()
+        torch.save(payload, buffer)
+        return buffer.getvalue()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> "DeepCodeModel":
+        """Inverse of :meth:`to_bytes`; refuses anything but a compatible semhash model."""
+        try:
+            payload = torch.load(io.BytesIO(data), weights_only=True, map_location="cpu")
+        except Exception as err:  # torch raises several types for foreign or corrupt files
+            raise ModelFormatError(f"not a semhash model file ({type(err).__name__}: {err})") from None
+        if not isinstance(payload, dict) or payload.get("format") != FORMAT_NAME:
+            raise ModelFormatError("not a semhash model file (no semhash format marker)")
+        version = payload.get("version")
+        if version != FORMAT_VERSION:
+            raise ModelFormatError(
+                f"model file format version {version} is not supported by this semhash "
+                f"(it reads version {FORMAT_VERSION}); re-train the model or use a matching semhash"
+            )
+        config = json.loads(payload["config"])
+        model_class = MODEL_CLASSES.get(config["class"])
+        if model_class is None or not issubclass(model_class, cls):
+            raise ModelFormatError(f"the file holds a {config['class']}, not a {cls.__name__}")
+        params = dict(config["params"])
+        params["hidden_layers"] = tuple(params["hidden_layers"])
+        estimator = model_class(**params)
+        estimator.n_features_in_ = config["n_features_in"]
+        estimator.best_epoch_ = config["best_epoch"]
+        estimator.fit_seconds_ = config["fit_seconds"]
+        estimator.model_ = DeepAutoencoder(
+            estimator.layer_sizes, code=estimator.code_units, output=estimator.output_units
+        )
+        try:
+            estimator.model_.load_state_dict(payload["state"])
+            estimator._load_extra_state(payload.get("extra", {}))
+        except RuntimeError as err:
+            raise ModelFormatError(f"model weights do not match its config: {err}") from None
+        estimator.model_.eval()
+        return estimator
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the model to ``path`` atomically (a temporary file, then a rename)."""
+        atomic_write_bytes(Path(path), self.to_bytes())
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "DeepCodeModel":
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"no model file at {path}")
+        try:
+            return cls.from_bytes(path.read_bytes())
+        except ModelFormatError as err:
+            raise ModelFormatError(f"{path}: {err}") from None
+
+    # ----------------------------------------------------------------- misc
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "model_"):
+            raise RuntimeError(f"this {type(self).__name__} is not fitted yet: call fit first")
+
+    def _log(self, line: str) -> None:
+        if self.verbose:
+            print(line, file=sys.stderr, flush=True)
+
+
+# Filled by the subclasses' modules, so that a file names the class it holds.
+MODEL_CLASSES: dict[str, type[DeepCodeModel]] = {}
+
+
+def check_counts(X, *, n_features: int | None = None, allow_empty_rows: bool = False) -> sp.csr_matrix:
+    """Validate a word-count matrix and return it as float32 CSR."""
+    if isinstance(X, torch.Tensor):
+        X = X.numpy()
+    X = sp.csr_matrix(X, dtype=np.float32)
+    if X.ndim != 2 or X.shape[0] == 0:
+        raise ValueError(f"expected a non-empty 2-D matrix of word counts, got shape {X.shape}")
+    if n_features is not None and X.shape[1] != n_features:
+        raise ValueError(
+            f"the word counts have {X.shape[1]} columns, but the model was trained on a "
+            f"{n_features}-word vocabulary"
+        )
+    if X.nnz and (X.data.min() < 0 or not np.isfinite(X.data).all()):
+        raise ValueError("word counts must be finite and non-negative")
+    if not allow_empty_rows:
+        empty = np.flatnonzero(np.diff(X.indptr) == 0)
+        if len(empty):
+            raise ValueError(
+                f"{len(empty)} documents have no words in the vocabulary (rows {empty[:5].tolist()}"
+                f"{'...' if len(empty) > 5 else ''}); drop them before fitting"
+            )
+    return X
+
+
+def encoder_input(X: sp.csr_matrix) -> sp.csr_matrix:
+    """``log(1 + count)``: what the encoder sees."""
+    X = X.copy()
+    np.log1p(X.data, out=X.data)
+    return X
+
+
+def word_distribution(X: sp.csr_matrix) -> sp.csr_matrix:
+    """Each row divided by its total: the distribution the decoder must reproduce."""
+    totals = np.asarray(X.sum(axis=1)).ravel()
+    totals[totals == 0] = 1.0
+    return sp.csr_matrix(sp.diags(1.0 / totals) @ X, dtype=np.float32)
+
+
+def smooth_with_neighbours(X: sp.csr_matrix, targets: sp.csr_matrix, k: int, weight: float) -> sp.csr_matrix:
+    """Mix each target with the mean target of its ``k`` nearest documents (TF-IDF cosine)."""
+    from semhash.baselines import TfidfCosine
+
+    tfidf = TfidfCosine().fit_transform(X)
+    rows, cols, vals = [], [], []
+    for start in range(0, X.shape[0], 2048):
+        sims = (tfidf[start : start + 2048] @ tfidf.T).toarray()
+        np.fill_diagonal(sims[:, start : start + 2048], -1.0)  # not one's own neighbour
+        top = np.argpartition(-sims, k, axis=1)[:, :k]
+        rows.append(np.repeat(np.arange(start, start + len(sims)), k))
+        cols.append(top.ravel())
+    rows, cols = np.concatenate(rows), np.concatenate(cols)
+    mixing = sp.csr_matrix((np.full(len(rows), weight / k, np.float32), (rows, cols)), shape=(X.shape[0],) * 2)
+    return sp.csr_matrix((1 - weight) * targets + mixing @ targets, dtype=np.float32)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that readers see the old file or the new one, never half."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -1,0 +1,69 @@
+"""Shared fixtures: a synthetic topic corpus for fast model tests, and a real
+20 Newsgroups subset for the end-to-end tests."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+REPO = Path(__file__).resolve().parents[1]
+NEWSGROUPS = REPO / "data" / "20news-bydate.tar.gz"
+# Four groups far apart in topic, so a small model trained for seconds separates them.
+SUBSET_GROUPS = ("comp.graphics", "rec.sport.hockey", "sci.space", "talk.politics.mideast")
+
+
+def topic_counts(n_docs: int = 400, n_topics: int = 4, n_words: int = 120, seed: int = 0):
+    """Word counts drawn from ``n_topics`` topics, each favouring its own block of words.
+
+    Returns ``(counts CSR float32, labels int array)``. Each document has 20-60 words,
+    70% from its topic's block and 30% from the whole vocabulary.
+    """
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, n_topics, n_docs)
+    block = n_words // n_topics
+    rows = []
+    for label in labels:
+        length = rng.integers(20, 61)
+        topical = rng.integers(label * block, (label + 1) * block, int(length * 0.7))
+        background = rng.integers(0, n_words, length - len(topical))
+        rows.append(np.bincount(np.concatenate([topical, background]), minlength=n_words))
+    return sp.csr_matrix(np.array(rows, dtype=np.float32)), labels
+
+
+@pytest.fixture(scope="session")
+def topic_corpus():
+    return topic_counts()
+
+
+@pytest.fixture(scope="session")
+def newsgroups_subset(tmp_path_factory):
+    """200 train and 50 test posts from each of 4 groups of 20 Newsgroups, as JSONL files."""
+    from pipelines.corpus import read_corpus
+
+    folder = tmp_path_factory.mktemp("newsgroups")
+    paths = {}
+    for split, per_group in (("train", 200), ("test", 50)):
+        documents = read_corpus(NEWSGROUPS, subdir=f"20news-bydate-{split}")
+        taken: dict[str, int] = {}
+        path = folder / f"{split}.jsonl"
+        with path.open("w", encoding="utf-8") as handle:
+            for doc in documents:
+                if doc.label in SUBSET_GROUPS and taken.get(doc.label, 0) < per_group:
+                    taken[doc.label] = taken.get(doc.label, 0) + 1
+                    record = {"id": doc.external_id, "text": doc.text, "label": doc.label, "title": doc.title}
+                    handle.write(json.dumps(record) + "\n")
+        paths[split] = path
+    return paths
+
+
+def precision_at_k(neighbour_labels: np.ndarray, query_labels: np.ndarray) -> float:
+    return float((neighbour_labels == np.asarray(query_labels)[:, None]).mean())
+
+
+def pytest_configure(config):
+    # 20 Newsgroups has 73 latin-1 posts; the reader says so, as it should, once per read.
+    config.addinivalue_line("filterwarnings", "ignore:.*not valid UTF-8:UserWarning")

@@ -1,0 +1,54 @@
+import numpy as np
+import torch
+
+from semhash.autoencoder import DeepAutoencoder, evaluate_loss, fine_tune
+from semhash.data import as_generator
+from semhash.estimator import encoder_input, word_distribution
+from semhash.rbm import RBM
+from tests.conftest import topic_counts
+
+
+def _stack(counts, sizes=(30, 8)):
+    rbms, data = [], encoder_input(counts)
+    for depth, size in enumerate(sizes):
+        rbm = RBM(size, visible="poisson" if depth == 0 else "binary", learning_rate=0.05 if depth else 0.005,
+                  n_epochs=3, random_state=depth).fit(data)
+        rbms.append(rbm)
+        data = rbm.transform(data)
+    return rbms
+
+
+def test_unrolled_network_computes_the_stacks_up_down_pass():
+    counts, _ = topic_counts(n_docs=60)
+    rbms = _stack(counts)
+    model = DeepAutoencoder.from_rbms(rbms, code="binary", output="softmax")
+    x = torch.from_numpy(encoder_input(counts).toarray())
+    h = x
+    for rbm in rbms:
+        h = rbm.hidden_mean(h)
+    assert torch.allclose(model.encode(x), h, atol=1e-5)
+    down = h
+    for rbm in reversed(rbms[1:]):
+        down = torch.sigmoid(down @ rbm.weights_.T + rbm.visible_bias_)
+    logits = down @ rbms[0].weights_.T + rbms[0].visible_bias_
+    assert torch.allclose(model.decode(h), logits, atol=1e-4)
+
+
+def test_fine_tuning_lowers_the_reconstruction_loss():
+    counts, _ = topic_counts(n_docs=200)
+    model = DeepAutoencoder.from_rbms(_stack(counts), code="binary", output="softmax")
+    inputs, targets = encoder_input(counts), word_distribution(counts)
+    before = evaluate_loss(model, inputs, targets)
+    fine_tune(model, inputs, targets, n_epochs=5, learning_rate=3e-3, code_noise=4.0, generator=as_generator(0))
+    assert evaluate_loss(model, inputs, targets) < before
+
+
+def test_early_stopping_keeps_the_best_validation_epoch():
+    counts, _ = topic_counts(n_docs=200)
+    model = DeepAutoencoder.from_rbms(_stack(counts), code="linear", output="softmax")
+    inputs, targets = encoder_input(counts), word_distribution(counts)
+    result = fine_tune(model, inputs[:150], targets[:150], validation=(inputs[150:], targets[150:]),
+                       n_epochs=8, learning_rate=1e-2, patience=2, generator=as_generator(0))
+    val_losses = [val for _, val in result.history]
+    assert result.best_epoch == int(np.argmin(val_losses))
+    assert abs(evaluate_loss(model, inputs[150:], targets[150:]) - min(val_losses)) < 1e-4

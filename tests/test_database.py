@@ -1,0 +1,357 @@
+"""Tests for index.database: round trips, atomicity, validation and safe opening."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from index.database import Database, DatabaseError, DocumentRow
+from semhash.codes import n_bytes, pack_bits
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Iterator[Database]:
+    database = Database(tmp_path / "semhash.db")
+    yield database
+    database.close()
+
+
+def _docs(n: int, prefix: str = "doc", kind: str = "text") -> list[dict]:
+    return [
+        {"external_id": f"{prefix}{i}", "text": f"text {i}", "label": f"label{i % 3}", "kind": kind}
+        for i in range(n)
+    ]
+
+
+def _raw_count(path: Path, sql: str) -> int:
+    with sqlite3.connect(path) as conn:
+        return conn.execute(sql).fetchone()[0]
+
+
+# --------------------------------------------------------------------------- documents
+
+
+def test_documents_round_trip_from_dicts_and_objects(db: Database) -> None:
+    ids = db.add_documents([
+        {"external_id": "a", "text": "alpha", "label": "x", "title": "A", "source": "s1"},
+        SimpleNamespace(external_id="b", text="beta", label=None, title=None, source=None, kind="image"),
+        {"external_id": "c"},
+    ])
+    assert ids == sorted(ids) and len(set(ids)) == 3
+
+    rows = db.get_documents([ids[2], ids[0], ids[1]])  # order follows the request
+    assert [r.external_id for r in rows] == ["c", "a", "b"]
+    assert rows[1] == DocumentRow(ids[0], "a", "text", "s1", "A", "x", "alpha")
+    assert rows[2].kind == "image" and rows[2].text == "beta"
+    assert rows[0].kind == "text" and rows[0].text is None
+
+    assert db.count_documents() == 3
+    assert db.count_documents(kind="image") == 1
+    assert db.find_document("b").id == ids[1]
+    assert db.find_document(ids[0]).external_id == "a"
+    assert db.find_document(str(ids[2])).external_id == "c"  # digits from a command line
+
+
+def test_missing_documents_raise_key_error(db: Database) -> None:
+    (doc_id,) = db.add_documents([{"external_id": "only"}])
+    with pytest.raises(KeyError, match="nope"):
+        db.find_document("nope")
+    with pytest.raises(KeyError, match="999"):
+        db.get_documents([doc_id, 999])
+
+
+def test_iter_documents_pages_in_id_order_and_filters_kind(db: Database) -> None:
+    db.add_documents(_docs(7, "t"))
+    db.add_documents(_docs(4, "i", kind="image"))
+    texts = list(db.iter_documents(kind="text", batch_size=3))
+    assert [d.external_id for d in texts] == [f"t{i}" for i in range(7)]
+    everything = [d.id for d in db.iter_documents(batch_size=2)]
+    assert everything == sorted(everything) and len(everything) == 11
+
+
+def test_duplicate_in_batch_writes_nothing(db: Database) -> None:
+    with pytest.raises(DatabaseError, match="'dup'"):
+        db.add_documents([{"external_id": "ok"}, {"external_id": "dup"}, {"external_id": "dup"}])
+    assert db.count_documents() == 0
+
+
+def test_duplicate_with_stored_writes_nothing_and_keeps_old(db: Database) -> None:
+    db.add_documents([{"external_id": "a", "text": "original"}])
+    with pytest.raises(DatabaseError, match="already stored: 'a'"):
+        db.add_documents([{"external_id": "new"}, {"external_id": "a", "text": "changed"}])
+    assert db.count_documents() == 1
+    assert db.find_document("a").text == "original"
+
+
+def test_duplicate_error_lists_at_most_five(db: Database) -> None:
+    db.add_documents(_docs(8))
+    with pytest.raises(DatabaseError) as info:
+        db.add_documents(_docs(8))
+    message = str(info.value)
+    assert "'doc0'" in message and "'doc7'" not in message and "8 in all" in message
+
+
+@pytest.mark.parametrize(
+    ("doc", "problem"),
+    [
+        ({"text": "no id"}, "external_id"),
+        ({"external_id": ""}, "external_id"),
+        ({"external_id": "x", "label": 3}, "label must be a string"),
+    ],
+)
+def test_bad_documents_are_rejected_before_writing(db: Database, doc: dict, problem: str) -> None:
+    with pytest.raises(ValueError, match=problem):
+        db.add_documents([{"external_id": "fine"}, doc])
+    assert db.count_documents() == 0
+
+
+# --------------------------------------------------------------------------- models
+
+
+def test_model_round_trip(db: Database) -> None:
+    weights = bytes(range(256)) * 10
+    model_id = db.save_model(
+        "hasher-128", "binary", 128, {"layers": [2000, 500, 128]}, weights, {"the": 0, "cat": 1}
+    )
+    model = db.get_model("hasher-128")
+    assert model.id == model_id
+    assert (model.kind, model.n_dims) == ("binary", 128)
+    assert model.config == {"layers": [2000, 500, 128]}
+    assert model.weights == weights
+    assert model.vocabulary == {"the": 0, "cat": 1}
+    assert model.created_at.tzinfo is not None
+    assert db.get_model(model_id) == model
+
+    db.save_model("map-2d", "real", 2, {}, b"w", None)
+    listed = db.list_models()
+    assert [m.name for m in listed] == ["hasher-128", "map-2d"]
+    assert all(m.weights is None for m in listed)  # listing never loads weights
+    assert listed[1].vocabulary is None
+
+
+def test_existing_model_name_needs_replace(db: Database) -> None:
+    db.save_model("m", "real", 3, {"v": 1}, b"old", None)
+    with pytest.raises(DatabaseError, match="replace=True"):
+        db.save_model("m", "real", 3, {"v": 2}, b"new", None)
+    assert db.get_model("m").weights == b"old"
+
+
+def test_missing_model_names_known_models(db: Database) -> None:
+    db.save_model("hasher-32", "binary", 32, {}, b"", None)
+    with pytest.raises(KeyError, match="hasher-32"):
+        db.get_model("hasher-64")
+
+
+@pytest.mark.parametrize(
+    ("args", "error"),
+    [
+        (("m", "ternary", 8, {}, b"", None), ValueError),
+        (("m", "binary", 0, {}, b"", None), ValueError),
+        (("m", "binary", 8, {"f": object()}, b"", None), ValueError),
+        (("m", "binary", 8, {}, "not bytes", None), TypeError),
+    ],
+)
+def test_bad_models_are_rejected(db: Database, args: tuple, error: type) -> None:
+    with pytest.raises(error):
+        db.save_model(*args)
+    assert db.list_models() == []
+
+
+def test_replacing_a_model_cascades_to_its_codes(db: Database) -> None:
+    ids = db.add_documents(_docs(4))
+    old_id = db.save_model("m", "binary", 16, {}, b"v1", None)
+    db.put_codes(old_id, ids, np.full((4, 2), 7, dtype=np.uint8))
+    new_id = db.save_model("m", "binary", 16, {}, b"v2", None, replace=True)
+
+    assert new_id != old_id  # ids are never reused, so old search indexes go stale
+    assert db.get_model("m").weights == b"v2"
+    assert _raw_count(db.path, f"SELECT count(*) FROM codes WHERE model_id = {old_id}") == 0
+    assert db.get_codes(new_id)[0].size == 0
+    assert db.documents_without_codes(new_id) == ids
+    assert db.count_documents() == 4  # documents are untouched
+
+
+# --------------------------------------------------------------------------- codes
+
+
+def test_binary_codes_round_trip_sorted_by_id(db: Database) -> None:
+    ids = db.add_documents(_docs(50))
+    model_id = db.save_model("hasher-20", "binary", 20, {}, b"", None)
+    rng = np.random.default_rng(0)
+    codes = pack_bits(rng.integers(0, 2, (50, 20)))
+    order = rng.permutation(50)
+    db.put_codes(model_id, np.asarray(ids)[order], codes[order])
+
+    got_ids, got_codes = db.get_codes(model_id)
+    assert got_ids.dtype == np.int64 and got_codes.dtype == np.uint8
+    assert got_ids.tolist() == ids
+    np.testing.assert_array_equal(got_codes, codes)
+    assert got_codes.shape == (50, n_bytes(20))
+
+    subset_ids, subset = db.get_codes(model_id, [ids[9], ids[3], 10_000])
+    assert subset_ids.tolist() == [ids[3], ids[9]]  # ascending, unknown id left out
+    np.testing.assert_array_equal(subset, codes[[3, 9]])
+
+
+def test_put_codes_upserts(db: Database) -> None:
+    ids = db.add_documents(_docs(3))
+    model_id = db.save_model("m", "binary", 8, {}, b"", None)
+    db.put_codes(model_id, ids, np.array([[1], [2], [3]], dtype=np.uint8))
+    db.put_codes(model_id, ids[1:2], np.array([[200]], dtype=np.uint8))
+    assert db.get_codes(model_id)[1].ravel().tolist() == [1, 200, 3]
+
+
+def test_real_codes_round_trip_as_little_endian_float32(db: Database) -> None:
+    ids = db.add_documents(_docs(5))
+    model_id = db.save_model("map-3d", "real", 3, {}, b"", None)
+    codes = np.random.default_rng(1).normal(size=(5, 3)).astype(np.float32)
+    db.put_codes(model_id, ids, codes)
+
+    got_ids, got = db.get_codes(model_id)
+    assert got.dtype == np.float32
+    np.testing.assert_array_equal(got, codes)
+    with sqlite3.connect(db.path) as conn:
+        blob = conn.execute(
+            "SELECT code FROM codes WHERE model_id = ? AND document_id = ?", (model_id, ids[0])
+        ).fetchone()[0]
+    assert blob == codes[0].astype("<f4").tobytes()
+
+
+@pytest.mark.parametrize(
+    ("kind", "codes", "match"),
+    [
+        ("binary", np.zeros((3, 3), dtype=np.uint8), r"shape \(3, 2\)"),
+        ("binary", np.zeros((2, 2), dtype=np.uint8), r"shape \(3, 2\)"),
+        ("binary", np.zeros((3, 2), dtype=np.int64), "uint8"),
+        ("real", np.zeros((3, 16), dtype=np.float64), "float32"),
+        ("real", np.full((3, 16), np.nan, dtype=np.float32), "NaN"),
+    ],
+)
+def test_put_codes_rejects_wrong_codes(db: Database, kind: str, codes: np.ndarray, match: str) -> None:
+    ids = db.add_documents(_docs(3))
+    model_id = db.save_model("m", kind, 16, {}, b"", None)
+    with pytest.raises(ValueError, match=match):
+        db.put_codes(model_id, ids, codes)
+    assert db.get_codes(model_id)[0].size == 0
+
+
+def test_failed_put_codes_keeps_previous_codes(db: Database) -> None:
+    ids = db.add_documents(_docs(2))
+    model_id = db.save_model("m", "binary", 8, {}, b"", None)
+    db.put_codes(model_id, ids, np.array([[1], [2]], dtype=np.uint8))
+    before = db.code_fingerprint(model_id)
+
+    with pytest.raises(KeyError, match="12345"):
+        db.put_codes(model_id, [ids[0], 12345], np.array([[9], [9]], dtype=np.uint8))
+    with pytest.raises(ValueError, match="repeats"):
+        db.put_codes(model_id, [ids[0], ids[0]], np.array([[9], [9]], dtype=np.uint8))
+
+    assert db.get_codes(model_id)[1].ravel().tolist() == [1, 2]
+    assert db.code_fingerprint(model_id) == before
+
+
+def test_documents_without_codes_resumes_incremental_indexing(db: Database) -> None:
+    ids = db.add_documents(_docs(6))
+    image_ids = db.add_documents(_docs(2, "img", kind="image"))
+    model_id = db.save_model("m", "binary", 8, {}, b"", None)
+    db.put_codes(model_id, ids[:4], np.zeros((4, 1), dtype=np.uint8))
+    assert db.documents_without_codes(model_id) == ids[4:] + image_ids
+    assert db.documents_without_codes(model_id, kind="text") == ids[4:]
+
+
+def test_code_fingerprint_tracks_changes(db: Database) -> None:
+    ids = db.add_documents(_docs(3))
+    model_id = db.save_model("m", "binary", 8, {}, b"", None)
+    empty = db.code_fingerprint(model_id)
+    db.put_codes(model_id, ids, np.zeros((3, 1), dtype=np.uint8))
+    full = db.code_fingerprint(model_id)
+    assert full != empty and db.code_fingerprint(model_id) == full  # stable when unchanged
+
+    db.put_codes(model_id, ids[:1], np.ones((1, 1), dtype=np.uint8))  # same count, same ids
+    assert db.code_fingerprint(model_id) != full
+
+
+def test_stats(db: Database) -> None:
+    ids = db.add_documents(_docs(5))
+    db.add_documents(_docs(2, "img", kind="image"))
+    model_id = db.save_model("m", "binary", 8, {}, b"", None)
+    db.save_model("n", "real", 2, {}, b"", None)
+    db.put_codes(model_id, ids[:3], np.zeros((3, 1), dtype=np.uint8))
+
+    stats = db.stats()
+    assert stats["documents"] == 7
+    assert stats["documents_by_kind"] == {"image": 2, "text": 5}
+    assert stats["labels"] == 3
+    assert [(m["name"], m["codes"]) for m in stats["models"]] == [("m", 3), ("n", 0)]
+    assert stats["file_size"] == db.path.stat().st_size > 0
+
+
+# --------------------------------------------------------------------------- opening
+
+
+def test_reopening_keeps_data(tmp_path: Path) -> None:
+    path = tmp_path / "kept.db"
+    with Database(path) as first:
+        first.add_documents(_docs(3))
+    with Database(f"sqlite:///{path}", create=False) as second:
+        assert second.path == path
+        assert second.count_documents() == 3
+
+
+def test_in_memory_url(tmp_path: Path) -> None:
+    with Database("sqlite://") as memory:
+        assert memory.path is None
+        memory.add_documents(_docs(2))
+        assert memory.count_documents() == 2
+        assert memory.stats()["file_size"] is None
+
+
+def test_missing_database_without_create(tmp_path: Path) -> None:
+    path = tmp_path / "absent.db"
+    with pytest.raises(DatabaseError, match=f"no database at {path}"):
+        Database(path, create=False)
+    assert not path.exists()
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"just some notes, not a database\n" * 10,
+        np.random.default_rng(2).integers(0, 256, 4096, dtype=np.uint8).tobytes(),
+    ],
+    ids=["text", "random-bytes"],
+)
+def test_non_database_file_is_refused_and_untouched(tmp_path: Path, content: bytes) -> None:
+    path = tmp_path / "notes.db"
+    path.write_bytes(content)
+    with pytest.raises(DatabaseError, match="is not a semhash database: file is not a database") as info:
+        Database(path)
+    assert str(path) in str(info.value)
+    assert path.read_bytes() == content
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.db"]
+
+
+def test_foreign_sqlite_database_is_refused_and_untouched(tmp_path: Path) -> None:
+    path = tmp_path / "other.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE people (name TEXT)")
+    before = path.read_bytes()
+    with pytest.raises(DatabaseError, match="no 'meta' table"):
+        Database(path)
+    assert path.read_bytes() == before
+
+
+def test_newer_schema_version_is_refused_and_untouched(tmp_path: Path) -> None:
+    path = tmp_path / "future.db"
+    Database(path).close()
+    with sqlite3.connect(path) as conn:
+        conn.execute("UPDATE meta SET value = '2' WHERE key = 'schema_version'")
+    before = path.read_bytes()
+    with pytest.raises(DatabaseError, match="schema version 2 was written by a newer semhash"):
+        Database(path)
+    assert path.read_bytes() == before
