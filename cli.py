@@ -13,6 +13,7 @@ import warnings
 from pathlib import Path
 
 import click
+import numpy as np
 
 DB_OPTION = click.option(
     "--db",
@@ -49,6 +50,7 @@ def main() -> None:
 @click.option("--subdir", help="Only read this sub-folder of a folder or archive (e.g. 20news-bydate-train).")
 @click.option("--bits", default=128, show_default=True, type=click.IntRange(8, 1024), help="Length of the binary codes.")
 @click.option("--vocab", default=2000, show_default=True, type=click.IntRange(10, 100_000), help="Vocabulary size (words of highest document frequency).")
+@click.option("--address-bits", default=24, show_default=True, type=click.IntRange(0, 32), help="Length of the address codes for `search --mode address` (0: no address model).")
 @click.option("--map-dims", default=2, show_default=True, type=click.IntRange(0, 64), help="Dimensions of the real-valued map code (0: no map model).")
 @click.option("--epochs", type=click.IntRange(1, 1000), help="Fine-tuning epochs (default 50, with early stopping).")
 @click.option("--pretrain-epochs", type=click.IntRange(0, 1000), help="CD epochs per RBM layer (default 5).")
@@ -62,7 +64,7 @@ def main() -> None:
 @click.option("--overwrite", is_flag=True, help="Replace an existing database (atomically, once the new one is complete).")
 @QUIET_OPTION
 @JSON_OPTION
-def index(corpus, database, subdir, bits, vocab, map_dims, epochs, pretrain_epochs, text_column, label_column,
+def index(corpus, database, subdir, bits, address_bits, vocab, map_dims, epochs, pretrain_epochs, text_column, label_column,
           title_column, id_column, split, limit, seed, overwrite, quiet, as_json):
     """Read CORPUS, train the models, and store documents and codes in a new database.
 
@@ -84,7 +86,7 @@ def index(corpus, database, subdir, bits, vocab, map_dims, epochs, pretrain_epoc
                     "id_column": id_column, "split": split, "limit": limit}
     with _friendly_errors(quiet):
         report = index_corpus(
-            corpus, database, subdir=subdir, n_bits=bits, map_dims=map_dims, vocabulary_size=vocab,
+            corpus, database, subdir=subdir, n_bits=bits, address_bits=address_bits, map_dims=map_dims, vocabulary_size=vocab,
             overwrite=overwrite, hasher_params=fine_tuning, map_params=fine_tuning, read_options=read_options,
             random_state=seed, verbose=not quiet, log=None if quiet else _progress,
         )
@@ -131,6 +133,11 @@ SPACE_OPTION = click.option(
     help="hamming: binary codes; euclidean: the real-valued map code.",
 )
 RERANK_OPTION = click.option("--rerank", is_flag=True, help="Re-rank the Hamming candidates by TF-IDF cosine (slower, more precise).")
+MODE_OPTION = click.option(
+    "--mode", type=click.Choice(["exhaustive", "address"]), default="exhaustive", show_default=True,
+    help="address: look only at documents whose address code is within --radius bits of the query's (fast on large collections).",
+)
+RADIUS_OPTION = click.option("--radius", default=2, show_default=True, type=click.IntRange(0, 4), help="With --mode address: Hamming radius of the address ball.")
 CANDIDATES_OPTION = click.option("--candidates", default=100, show_default=True, type=click.IntRange(1), help="With --rerank: how many Hamming candidates to re-rank.")
 
 
@@ -141,9 +148,11 @@ CANDIDATES_OPTION = click.option("--candidates", default=100, show_default=True,
 @SPACE_OPTION
 @RERANK_OPTION
 @CANDIDATES_OPTION
+@MODE_OPTION
+@RADIUS_OPTION
 @click.option("--code", "is_code", is_flag=True, help="TEXT is a binary code in hex (as printed by `semhash encode`).")
 @JSON_OPTION
-def search(text, database, k, space, rerank, candidates, is_code, as_json):
+def search(text, database, k, space, rerank, candidates, mode, radius, is_code, as_json):
     """Find the stored documents nearest in meaning to TEXT.
 
     TEXT is encoded with the collection's vocabulary and model; results are ranked by
@@ -160,7 +169,7 @@ def search(text, database, k, space, rerank, candidates, is_code, as_json):
         if is_code:
             hits = engine.search_code(text, k)
         else:
-            hits = engine.search(text, k, space=space, rerank=rerank, candidates=candidates)
+            hits = engine.search(text, k, space=space, rerank=rerank, candidates=candidates, mode=mode, radius=radius)
     _print_hits(hits, as_json, "cosine distance" if rerank else f"{space} distance")
 
 
@@ -171,8 +180,10 @@ def search(text, database, k, space, rerank, candidates, is_code, as_json):
 @SPACE_OPTION
 @RERANK_OPTION
 @CANDIDATES_OPTION
+@MODE_OPTION
+@RADIUS_OPTION
 @JSON_OPTION
-def similar(doc_id, database, k, space, rerank, candidates, as_json):
+def similar(doc_id, database, k, space, rerank, candidates, mode, radius, as_json):
     """Find the documents nearest to a stored one.
 
     DOC_ID is the document's external id (e.g. a path like sci.space/60154, as shown in
@@ -181,7 +192,7 @@ def similar(doc_id, database, k, space, rerank, candidates, as_json):
     from index.search import SearchEngine
 
     with _friendly_errors(True):
-        hits = SearchEngine(database).similar(doc_id, k, space=space, rerank=rerank, candidates=candidates)
+        hits = SearchEngine(database).similar(doc_id, k, space=space, rerank=rerank, candidates=candidates, mode=mode, radius=radius)
     _print_hits(hits, as_json, "cosine distance" if rerank else f"{space} distance")
 
 
@@ -197,6 +208,69 @@ def encode(text, database, space):
     with _friendly_errors(True):
         code = SearchEngine(database).encode(text, space)
     click.echo(to_hex(code[0]) if space == "hamming" else " ".join(f"{x:.4f}" for x in code[0]))
+
+
+# --------------------------------------------------------------------------- evaluate
+@main.command()
+@DB_OPTION
+@click.option("--queries", "queries_source", help="Labelled corpus to use as queries (any CORPUS format); default: hold out --fraction of the stored documents.")
+@click.option("--subdir", help="With --queries: only read this sub-folder.")
+@click.option("--fraction", default=0.1, show_default=True, type=click.FloatRange(0, 1, min_open=True, max_open=True), help="Share of stored documents held out as queries when no --queries.")
+@click.option("--max-queries", type=click.IntRange(1), help="Use at most this many queries (a seeded sample).")
+@click.option("--seed", default=0, show_default=True, help="Seed of the held-out sample.")
+@QUIET_OPTION
+@JSON_OPTION
+def evaluate(database, queries_source, subdir, fraction, max_queries, seed, quiet, as_json):
+    """Measure retrieval quality on a labelled database: precision@10/@100 and mAP
+    (relevant = same label) of its codes, beside TF-IDF cosine and LSA.
+
+    \b
+      semhash evaluate --db news.db --queries data/20news-bydate.tar.gz --subdir 20news-bydate-test
+    """
+    from pipelines.benchmark import evaluate_database, format_report
+
+    with _friendly_errors(quiet):
+        report = evaluate_database(database, queries_source or fraction, seed=seed, subdir=subdir,
+                                   max_queries=max_queries, log=None if quiet else _progress)
+    click.echo(json.dumps(report, indent=2, default=float) if as_json else format_report(report))
+
+
+# --------------------------------------------------------------------------- recall
+@main.command()
+@click.argument("fragment", required=False)
+@DB_OPTION
+@click.option("--code", "hex_code", help="Recall from a binary code in hex (possibly damaged) instead of text.")
+@click.option("-k", "k", default=1, show_default=True, type=click.IntRange(1, 10_000), help="Number of documents.")
+@JSON_OPTION
+def recall(fragment, database, hex_code, k, as_json):
+    """Bring back whole stored documents from a FRAGMENT of one, or from a damaged code.
+
+    The collection's binary codes are stored in a Willshaw associative memory (cached in
+    <db>.faiss/recall.npz, rebuilt when the codes change). FRAGMENT is encoded with the
+    stored vocabulary and model; confidence 1 means every block of the query code is
+    connected to the whole address of the document (e.g. its own, undamaged code).
+
+    \b
+      semhash recall "the shuttle launch was delayed by a faulty valve" --db news.db
+      semhash recall --code 9f0c3e... --db news.db -k 3 --json
+    """
+    from index.recall import DocumentMemory
+
+    if (fragment is None) == (hex_code is None):
+        raise click.UsageError("give either a FRAGMENT of text or --code HEX (not both)")
+    with _friendly_errors(True):
+        memory = DocumentMemory(database)
+        hits = memory.recall_code(hex_code, k) if hex_code is not None else memory.recall_text(fragment, k)
+    if as_json:
+        click.echo(json.dumps([hit.to_dict() for hit in hits], indent=2, ensure_ascii=False))
+        return
+    if not hits:
+        click.echo("No documents stored.")
+        return
+    for rank, hit in enumerate(hits, 1):
+        label = f"[{hit.label}] " if hit.label else ""
+        click.echo(f"{rank:3d}. confidence {hit.confidence:.2f}  {label}{hit.external_id}  {hit.title or ''}")
+        click.echo(f"     {hit.snippet}")
 
 
 # --------------------------------------------------------------------------- info / map
@@ -218,7 +292,8 @@ def info(database, as_json):
         model["code_bytes_per_document"] = row.code_width * row.code_dtype.itemsize
         # FAISS keeps the code and an 8-byte document id per document in memory.
         model["search_bytes_per_document"] = model["code_bytes_per_document"] + 8
-    search_bytes = sum(model["search_bytes_per_document"] for model in stats["models"])
+    # Stored pixels of images are data, not a search structure.
+    search_bytes = sum(m["search_bytes_per_document"] for m in stats["models"] if m["class"] != "PixelStore")
     stats["search_bytes_per_document"] = search_bytes
     if as_json:
         click.echo(json.dumps(stats, indent=2, default=str))
@@ -236,13 +311,25 @@ def info(database, as_json):
 @main.command(name="map")
 @DB_OPTION
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=Path("map.png"), show_default=True, help="PNG file to write.")
+@click.option("--compare", type=click.Choice(["lsa", "umap"]), help="Draw the LSA or UMAP map of the same documents beside it (umap needs `pip install umap-learn`).")
+@click.option("--html", "html_out", type=click.Path(dir_okay=False, path_type=Path), help="Also write a self-contained interactive page (hover for title and snippet; works offline).")
+@click.option("--query", "queries", multiple=True, help="Mark where this text lands on the map (repeatable).")
 @click.option("--title", help="Title of the plot (default: says what and how many).")
 @QUIET_OPTION
-def map_command(database, out, title, quiet):
-    """Draw every document at its 2-D code, coloured by label: a map of the collection."""
+def map_command(database, out, compare, html_out, queries, title, quiet):
+    """Draw every document at its 2-D code, coloured by label: a map of the collection.
+
+    Unlabelled collections are coloured by clusters of the map, each named by its most
+    characteristic words. New text given with --query is placed by the same model.
+
+    \b
+      semhash map --db news.db --out map.png --compare lsa
+      semhash map --db news.db --html map.html --query "hubble telescope images"
+    """
     from index.database import Database
+    from index.search import SearchEngine, snippet
     from pipelines.indexing import MAP_MODEL
-    from pipelines.maps import draw_map
+    from pipelines.maps import draw_comparison, draw_map, lsa_map, map_title, umap_map, write_html_map
 
     with _friendly_errors(quiet):
         with Database(database, create=False) as db:
@@ -250,10 +337,131 @@ def map_command(database, out, title, quiet):
             if model.n_dims != 2:
                 raise click.ClickException(f"the map model has {model.n_dims} dimensions; `semhash map` draws 2-D codes")
             ids, points = db.get_codes(model.id)
-            labels = [doc.label for doc in db.get_documents(ids.tolist())]
-        figure = draw_map(points, labels, title=title or f"{Path(database).stem}: {len(ids):,} documents, deep autoencoder 2-D code")
-        figure.savefig(out, dpi=110)
-    click.echo(f"Wrote {out} ({len(ids)} documents).")
+            documents = db.get_documents(ids.tolist())
+            engine = SearchEngine(db)
+            labels = [doc.label for doc in documents]
+            counts = engine.vocabulary.transform([doc.text or "" for doc in documents])
+            words = engine.vocabulary.words_
+            query_points = np.vstack([engine.encode(text, "euclidean") for text in queries]) if queries else None
+            heading = title or map_title(len(ids), Path(database).stem, "deep autoencoder 2-D code")
+            if compare:
+                other, mapper = (lsa_map if compare == "lsa" else umap_map)(counts)
+                maps = {"semhash (deep autoencoder)": points, compare.upper() if compare == "lsa" else "UMAP over LSA-50": other}
+                query_by_map = None
+                if query_points is not None:
+                    query_counts = engine.vocabulary.transform(list(queries))
+                    query_by_map = dict(zip(maps, (query_points, mapper.transform(query_counts))))
+                figure = draw_comparison(maps, labels, title=heading, counts=counts, words=words, query_points=query_by_map)
+            else:
+                figure = draw_map(points, labels, title=heading, counts=counts, words=words, query_points=query_points)
+            figure.savefig(out, dpi=110, bbox_inches="tight")
+            if html_out:
+                write_html_map(points, labels, [doc.title for doc in documents], [snippet(doc.text or "") for doc in documents],
+                               html_out, query_points=query_points, query_titles=list(queries) or None, title=heading,
+                               counts=counts, words=words)
+    click.echo(f"Wrote {out}{f' and {html_out}' if html_out else ''} ({len(ids)} documents).")
+
+
+# --------------------------------------------------------------------------- images
+@main.group()
+def images() -> None:
+    """Small colour images: 256-bit codes, search by similar image.
+
+    \b
+      semhash images index photos/ --db photos.db
+      semhash images search query.jpg --db photos.db -k 16 --montage result.png
+      semhash images similar image:cat/0001.jpg --db photos.db
+    """
+
+
+@images.command(name="index")
+@click.argument("source")
+@DB_OPTION
+@click.option("--subdir", help="Only read this sub-folder of a folder or archive (e.g. cifar10-jpg/train).")
+@click.option("--bits", default=256, show_default=True, type=click.IntRange(8, 1024), help="Length of the image codes.")
+@click.option("--address-bits", default=28, show_default=True, type=click.IntRange(0, 32), help="Length of the short address codes (0: none).")
+@click.option("--limit", type=click.IntRange(1), help="Read at most this many images.")
+@click.option("--epochs", type=click.IntRange(1, 1000), help="Fine-tuning epochs (default 30).")
+@click.option("--retrain", is_flag=True, help="Train new models even if the database has some (re-encodes every stored image).")
+@QUIET_OPTION
+@JSON_OPTION
+def images_index(source, database, subdir, bits, address_bits, limit, epochs, retrain, quiet, as_json):
+    """Read images from SOURCE (a folder with one sub-folder per label, a .tar.gz of one,
+    a .npz/.npy array of 32x32 RGB images, or hf:NAME), resize them to 32x32, train the
+    models if the database has none, and store images and codes.
+    """
+    from pipelines.images import index_images
+
+    params = {"finetune_epochs": epochs} if epochs else None
+    with _friendly_errors(quiet):
+        report = index_images(source, database, n_bits=bits, address_bits=address_bits, subdir=subdir, limit=limit,
+                              retrain=retrain, hasher_params=params, verbose=not quiet, log=None if quiet else _progress)
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), indent=2, default=str))
+    else:
+        click.echo(f"Stored {report.added} images ({report.already_stored} already stored) in {report.database}.")
+
+
+def _image_hits(hits, database, query_pixels, montage_path, as_json):
+    if montage_path:
+        from index.database import Database
+        from pipelines.images import montage, stored_pixels
+
+        with Database(database, create=False) as db:
+            pixels = stored_pixels(db, [hit.id for hit in hits])
+        montage(query_pixels, pixels, [hit.distance for hit in hits], montage_path)
+    if as_json:
+        click.echo(json.dumps([hit.to_dict() for hit in hits], indent=2))
+        return
+    for rank, hit in enumerate(hits, 1):
+        label = f"[{hit.label}] " if hit.label else ""
+        click.echo(f"{rank:3d}. hamming distance {hit.distance}  {label}{hit.external_id}")
+    if montage_path:
+        click.echo(f"Wrote {montage_path}.", err=True)
+
+
+MONTAGE_OPTION = click.option("--montage", "montage_path", type=click.Path(dir_okay=False, path_type=Path),
+                              help="Write the query and its hits, with Hamming distances, as a PNG grid.")
+ADDRESS_OPTION = click.option("--address", "use_address", is_flag=True, help="Two-stage search: address-code ball first, then re-rank by the long code.")
+
+
+@images.command(name="search")
+@click.argument("image", type=click.Path(exists=True, dir_okay=False))
+@DB_OPTION
+@K_OPTION
+@ADDRESS_OPTION
+@MONTAGE_OPTION
+@JSON_OPTION
+def images_search(image, database, k, use_address, montage_path, as_json):
+    """Find the stored images nearest to IMAGE (PNG or JPEG) by Hamming distance of their codes."""
+    from index.database import Database
+    from pipelines.images import read_images, search_image
+
+    with _friendly_errors(True):
+        query = read_images(image).pixels[0]
+        with Database(database, create=False) as db:
+            hits = search_image(db, query, k, use_address=use_address)
+        _image_hits(hits, database, query, montage_path, as_json)
+
+
+@images.command(name="similar")
+@click.argument("image_id")
+@DB_OPTION
+@K_OPTION
+@ADDRESS_OPTION
+@MONTAGE_OPTION
+@JSON_OPTION
+def images_similar(image_id, database, k, use_address, montage_path, as_json):
+    """Find the images nearest to a stored one (its id, or external id such as image:cat/0001.jpg)."""
+    from index.database import Database
+    from pipelines.images import similar_image, stored_pixels
+
+    with _friendly_errors(True):
+        with Database(database, create=False) as db:
+            document = db.find_document(image_id)
+            hits = similar_image(db, document.id, k, use_address=use_address)
+            query = stored_pixels(db, [document.id])[0] if montage_path else None
+        _image_hits(hits, database, query, montage_path, as_json)
 
 
 # --------------------------------------------------------------------------- helpers

@@ -19,15 +19,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
-import tempfile
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import faiss
 import numpy as np
+
+from semhash.files import atomic_write_bytes
 
 if TYPE_CHECKING:
     from index.database import Database
@@ -258,8 +258,8 @@ def save_index(index: CodeIndex, path: Path, fingerprint: str) -> None:
         "faiss_version": faiss.__version__,
         "sha256": hashlib.sha256(data).hexdigest(),
     }
-    _write_atomically(path, data)
-    _write_atomically(sidecar_path(path), json.dumps(meta, indent=2).encode() + b"\n")
+    atomic_write_bytes(path, data)
+    atomic_write_bytes(sidecar_path(path), json.dumps(meta, indent=2).encode() + b"\n")
 
 
 def load_index(path: Path, expected_fingerprint: str | None = None) -> CodeIndex | None:
@@ -385,20 +385,3 @@ def _file_stem(model_name: str) -> str:
     if stem != model_name or not stem:
         stem = f"{stem or 'model'}-{hashlib.sha256(model_name.encode()).hexdigest()[:8]}"
     return stem
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    """Write to a temporary file in the same directory, fsync, then os.replace."""
-    handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as temp:
-            temp.write(data)
-            temp.flush()
-            os.fsync(temp.fileno())
-        os.replace(temp_name, path)
-    except BaseException:
-        try:
-            os.unlink(temp_name)
-        except FileNotFoundError:
-            pass
-        raise

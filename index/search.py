@@ -5,6 +5,9 @@ with FAISS:
 
 * ``"hamming"``: binary codes of the semantic hasher, Hamming distance;
 * ``"euclidean"``: real-valued codes of the topic map, Euclidean distance;
+* ``"hamming"`` with ``mode="address"``: semantic hashing proper: only the documents
+  whose short address code lies within Hamming ``radius`` of the query's are looked at,
+  ranked by their long codes (see :mod:`index.address`); exhaustive when fewer than k;
 * ``"hamming"`` with ``rerank=True``: the 2009 paper's two stages: the Hamming search
   is a fast filter for ``candidates`` documents, which are then ranked by TF-IDF cosine
   (distance reported as ``1 - cosine``).
@@ -21,6 +24,7 @@ from functools import cached_property
 
 import numpy as np
 
+from index.address import ADDRESS_MODEL, AddressResult, load_or_build_address
 from index.database import Database, DocumentRow
 from index.faiss_index import load_or_build
 from pipelines.indexing import HASHER_MODEL, MAP_MODEL, load_model
@@ -28,6 +32,7 @@ from semhash.baselines import TfidfCosine
 from semhash.codes import from_hex
 
 SPACES = ("hamming", "euclidean")
+MODES = ("exhaustive", "address")
 SNIPPET_CHARS = 200
 
 
@@ -55,26 +60,36 @@ class SearchEngine:
         self.db = database if isinstance(database, Database) else Database(database, create=False)
         self._models: dict[str, tuple] = {}
         self._indexes: dict[str, object] = {}
+        # Candidates and fallback of the latest address search, for diagnostics.
+        self.last_address_result: AddressResult | None = None
 
     # -------------------------------------------------------------- queries
     def search(
-        self, text: str, k: int = 10, *, space: str = "hamming", rerank: bool = False, candidates: int = 100
+        self, text: str, k: int = 10, *, space: str = "hamming", rerank: bool = False, candidates: int = 100,
+        mode: str = "exhaustive", radius: int = 2,
     ) -> list[Hit]:
-        """The ``k`` stored documents nearest to free ``text``."""
+        """The ``k`` stored documents nearest to free ``text``.
+
+        ``mode="address"`` (Hamming space only) looks only at the documents whose address
+        code is within ``radius`` bits of the query's (exhaustive if that finds < k).
+        """
         counts = self.word_counts(text)
-        return self._search_counts(counts, k, space=space, rerank=rerank, candidates=candidates)
+        return self._search_counts(counts, k, space=space, rerank=rerank, candidates=candidates, mode=mode, radius=radius)
 
     def similar(
-        self, key: str | int, k: int = 10, *, space: str = "hamming", rerank: bool = False, candidates: int = 100
+        self, key: str | int, k: int = 10, *, space: str = "hamming", rerank: bool = False, candidates: int = 100,
+        mode: str = "exhaustive", radius: int = 2,
     ) -> list[Hit]:
         """The ``k`` documents nearest to a stored one (by id or external id), itself excluded."""
         document = self.db.find_document(key)
         model_name = self._model_name(space)
+        address = self._check_mode(mode, space)
         _, code = self.db.get_codes(self._model(model_name)[2], [document.id])
-        if len(code) == 0:
+        address_code = self.db.get_codes(self._model(ADDRESS_MODEL)[2], [document.id])[1] if address else None
+        if len(code) == 0 or (address and len(address_code) == 0):
             raise QueryError(f"document {document.external_id!r} has no {space} code yet: run `semhash add` to encode it")
         query_counts = self.word_counts(document.text or "", allow_empty=True) if rerank else None
-        hits = self._nearest(model_name, code, k + 1, rerank, candidates, query_counts)
+        hits = self._nearest(model_name, code, k + 1, rerank, candidates, query_counts, address_code, radius)
         return [hit for hit in hits if hit.id != document.id][:k]
 
     def search_code(self, hex_code: str, k: int = 10) -> list[Hit]:
@@ -101,17 +116,25 @@ class SearchEngine:
         return model.transform(self.word_counts(text))
 
     # ------------------------------------------------------------ internals
-    def _search_counts(self, counts, k, *, space, rerank, candidates) -> list[Hit]:
+    def _search_counts(self, counts, k, *, space, rerank, candidates, mode="exhaustive", radius=2) -> list[Hit]:
         model_name = self._model_name(space)
+        address = self._check_mode(mode, space)
         code = self._model(model_name)[0].transform(counts)
-        return self._nearest(model_name, code, k, rerank, candidates, counts)
+        address_code = self._model(ADDRESS_MODEL)[0].transform(counts) if address else None
+        return self._nearest(model_name, code, k, rerank, candidates, counts, address_code, radius)
 
-    def _nearest(self, model_name, code, k, rerank, candidates, query_counts=None) -> list[Hit]:
+    def _nearest(self, model_name, code, k, rerank, candidates, query_counts=None, address_code=None, radius=2) -> list[Hit]:
         if k < 1:
             raise QueryError(f"k must be at least 1, got {k}")
-        index = self._index(model_name)
-        distances, ids = index.search(code, max(k, candidates) if rerank else k)
-        ids, distances = ids[0], distances[0].astype(float)
+        n = max(k, candidates) if rerank else k
+        if address_code is not None:
+            if isinstance(radius, bool) or not isinstance(radius, int) or not 0 <= radius <= 4:
+                raise QueryError(f"radius must be 0 to 4 bits, got {radius!r}")
+            self.last_address_result = self._address_index().search(address_code, code, n, radius)
+            ids, distances = self.last_address_result.ids, self.last_address_result.distances.astype(float)
+        else:
+            distances, ids = self._index(model_name).search(code, n)
+            ids, distances = ids[0], distances[0].astype(float)
         if rerank and len(ids):
             ids, distances = self._rerank_by_tfidf(query_counts, ids, k)
         documents = self.db.get_documents(ids.tolist())
@@ -133,6 +156,23 @@ class SearchEngine:
         if name not in known:
             raise QueryError(f"this database has no {name!r} model for {space} search (models: {sorted(known)})")
         return name
+
+    def _check_mode(self, mode: str, space: str) -> bool:
+        """True for address search (after checking it is possible), False for exhaustive."""
+        if mode not in MODES:
+            raise QueryError(f"unknown search mode {mode!r}; choose from {MODES}")
+        if mode == "exhaustive":
+            return False
+        if space != "hamming":
+            raise QueryError("address search works in the hamming space only")
+        if ADDRESS_MODEL not in {row.name for row in self.db.list_models()}:
+            raise QueryError("this database has no address model: rebuild it with `semhash index` (--address-bits)")
+        return True
+
+    def _address_index(self):
+        if ADDRESS_MODEL not in self._indexes:
+            self._indexes[ADDRESS_MODEL] = load_or_build_address(self.db)
+        return self._indexes[ADDRESS_MODEL]
 
     def _model(self, name: str):
         if name not in self._models:

@@ -21,6 +21,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from index.address import ADDRESS_MODEL, DEFAULT_ADDRESS_BITS, load_or_build_address, train_address_model
 from index.database import Database, DatabaseError
 from index.faiss_index import load_or_build
 from pipelines.corpus import CorpusWarning, Document, read_corpus
@@ -31,6 +32,7 @@ from semhash.topic_map import TopicMap
 
 HASHER_MODEL = "hasher"  # binary codes: Hamming search
 MAP_MODEL = "map"  # real-valued low-dimensional codes: Euclidean search and maps
+CODE_MODELS = (HASHER_MODEL, MAP_MODEL, ADDRESS_MODEL)  # the models add_documents encodes with
 
 
 @dataclass
@@ -55,6 +57,7 @@ def index_corpus(
     subdir: str | None = None,
     n_bits: int = 128,
     map_dims: int = 2,
+    address_bits: int = DEFAULT_ADDRESS_BITS,
     vocabulary_size: int = 2000,
     overwrite: bool = False,
     hasher_params: dict | None = None,
@@ -65,7 +68,8 @@ def index_corpus(
     log: Callable[[str], None] | None = None,
 ) -> IndexReport:
     """Read ``source``, train a :class:`SemanticHasher` (and a :class:`TopicMap` unless
-    ``map_dims=0``), and store documents, vocabulary, models and codes in ``database``
+    ``map_dims=0``) and a short-code address hasher (``address_bits`` bits, for
+    ``SearchEngine(..., mode="address")``; none if 0), and store documents, vocabulary, models and codes in ``database``
     (a new SQLite file), then build its FAISS indexes.
     """
     say = log or (lambda line: None)
@@ -96,6 +100,13 @@ def index_corpus(
     hasher = SemanticHasher(n_bits=n_bits, random_state=random_state, verbose=verbose, **(hasher_params or {}))
     models.append((HASHER_MODEL, hasher.fit(counts)))
     timings["train_hasher"] = time.perf_counter() - started
+    if address_bits:
+        started = time.perf_counter()
+        address = train_address_model(
+            counts, n_bits=address_bits, random_state=random_state, verbose=verbose, **(hasher_params or {})
+        )
+        models.append((ADDRESS_MODEL, address))
+        timings["train_address"] = time.perf_counter() - started
     if map_dims:
         started = time.perf_counter()
         topic_map = TopicMap(n_components=map_dims, random_state=random_state, verbose=verbose, **(map_params or {}))
@@ -113,7 +124,10 @@ def index_corpus(
     started = time.perf_counter()
     with Database(target, create=False) as db:
         for name, _ in models:
-            load_or_build(db, name)
+            if name != ADDRESS_MODEL:  # searched through its table, not FAISS
+                load_or_build(db, name)
+        if address_bits:
+            load_or_build_address(db)
     timings["faiss"] = time.perf_counter() - started
     say(f"stored {len(documents)} documents and {len(models)} models in {target}")
 
@@ -181,7 +195,7 @@ def add_documents(
         else read_corpus(source, subdir=subdir, progress=verbose, **(read_options or {}))
     )
     with Database(database, create=False) as db:
-        names = [row.name for row in db.list_models() if row.name in (HASHER_MODEL, MAP_MODEL)]
+        names = [row.name for row in db.list_models() if row.name in CODE_MODELS]
         if HASHER_MODEL not in names:
             raise DatabaseError(f"{database} has no trained model yet: build it with `semhash index` first")
         loaded = {name: load_model(db, name) for name in names}
@@ -209,7 +223,10 @@ def add_documents(
                 rows = db.get_documents(missing)
                 db.put_codes(model_id, missing, encode(model, counter.transform([row.text or "" for row in rows])))
         for name in loaded:
-            load_or_build(db, name)
+            if name != ADDRESS_MODEL:
+                load_or_build(db, name)
+        if ADDRESS_MODEL in loaded:
+            load_or_build_address(db)
     seconds = time.perf_counter() - started
     return {"added": added, "already_stored": len(documents) - len(new), "skipped_empty": skipped, "seconds": round(seconds, 2)}
 

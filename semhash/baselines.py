@@ -19,7 +19,8 @@ Binary hashers (codes packed as in :mod:`semhash.codes`, searched by Hamming dis
 All hashers share :class:`BinaryHasher`: they first map the counts to the
 L2-normalised TF-IDF of :class:`TfidfCosine` (idf learned on the data given to
 ``fit``), then apply their own real-valued projection, and a bit is 1 where that
-projection is positive.
+projection is positive. With ``tfidf=False`` they skip the TF-IDF and take dense real
+features as given, ``(n_samples, n_features)`` (e.g. standardised pixels for images).
 """
 
 from __future__ import annotations
@@ -162,28 +163,41 @@ class BinaryHasher(TransformerMixin, BaseEstimator, ABC):
         n_bits: int = 64,
         sublinear_tf: bool = DEFAULT_SUBLINEAR_TF,
         random_state: int | None = 0,
+        tfidf: bool = True,
     ):
         self.n_bits = n_bits
         self.sublinear_tf = sublinear_tf
         self.random_state = random_state
+        self.tfidf = tfidf
 
     def fit(self, X, y=None) -> "BinaryHasher":
-        """Learn the idf and the projection from the database counts ``X``."""
+        """Learn the idf (unless ``tfidf=False``) and the projection from the database ``X``."""
         if self.n_bits <= 0:
             raise ValueError(f"n_bits must be positive, got {self.n_bits}")
-        self.tfidf_ = TfidfCosine(sublinear_tf=self.sublinear_tf).fit(X)
-        self._fit_embedding(self.tfidf_.transform(X))
+        self.tfidf_ = TfidfCosine(sublinear_tf=self.sublinear_tf).fit(X) if self.tfidf else None
+        self._fit_embedding(self._features(X))
         return self
 
     def transform(self, X) -> np.ndarray:
-        """Counts to packed binary codes, uint8 ``(n_docs, ceil(n_bits / 8))``."""
+        """Counts (or dense features) to packed binary codes, uint8 ``(n_docs, ceil(n_bits / 8))``."""
         check_is_fitted(self, "tfidf_")
         return pack_bits(self.embed(X) > 0)
 
     def embed(self, X) -> np.ndarray:
         """The real-valued ``(n_docs, n_bits)`` embedding whose signs are the bits."""
         check_is_fitted(self, "tfidf_")
-        return self._embed(self.tfidf_.transform(X))
+        return self._embed(self._features(X))
+
+    def _features(self, X):
+        """What the projections see: L2-normalised TF-IDF, or dense real features as given."""
+        if self.tfidf_ is not None:
+            return self.tfidf_.transform(X)
+        if sp.issparse(X):
+            X = X.toarray()
+        X = np.asarray(X, dtype=np.float32)
+        if X.ndim != 2:
+            raise ValueError(f"expected a 2-D (n_samples, n_features) array, got shape {X.shape}")
+        return X
 
     @abstractmethod
     def _fit_embedding(self, tfidf: sp.csr_matrix) -> None:
@@ -210,9 +224,10 @@ class _PCAHasher(BinaryHasher):
                 f"{type(self).__name__} needs n_bits < min(n_docs, n_words) = "
                 f"{min(tfidf.shape)}, got {n_components}"
             )
-        self.pca_ = PCA(
-            n_components=n_components, svd_solver="arpack", random_state=self.random_state
-        )
+        # Dense features (tfidf=False): scikit-learn's own choice ("auto": covariance
+        # eigendecomposition, full or seeded randomized SVD by shape) beats ARPACK there.
+        solver = "arpack" if sp.issparse(tfidf) else "auto"
+        self.pca_ = PCA(n_components=n_components, svd_solver=solver, random_state=self.random_state)
         return self.pca_.fit_transform(tfidf)
 
     def _project(self, tfidf: sp.csr_matrix) -> np.ndarray:
@@ -230,9 +245,13 @@ class RandomHyperplaneLSH(BinaryHasher):
     """
 
     def __init__(
-        self, n_bits: int = 64, sublinear_tf: bool = False, random_state: int | None = 0
+        self,
+        n_bits: int = 64,
+        sublinear_tf: bool = False,
+        random_state: int | None = 0,
+        tfidf: bool = True,
     ):
-        super().__init__(n_bits=n_bits, sublinear_tf=sublinear_tf, random_state=random_state)
+        super().__init__(n_bits=n_bits, sublinear_tf=sublinear_tf, random_state=random_state, tfidf=tfidf)
 
     def _fit_embedding(self, tfidf: sp.csr_matrix) -> None:
         rng = check_random_state(self.random_state)
@@ -275,8 +294,9 @@ class ITQ(_PCAHasher):
         n_iter: int = 50,
         sublinear_tf: bool = DEFAULT_SUBLINEAR_TF,
         random_state: int | None = 0,
+        tfidf: bool = True,
     ):
-        super().__init__(n_bits=n_bits, sublinear_tf=sublinear_tf, random_state=random_state)
+        super().__init__(n_bits=n_bits, sublinear_tf=sublinear_tf, random_state=random_state, tfidf=tfidf)
         self.n_iter = n_iter
 
     def _fit_embedding(self, tfidf: sp.csr_matrix) -> None:

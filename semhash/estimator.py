@@ -17,7 +17,6 @@ import io
 import json
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ import torch
 
 from semhash.autoencoder import DeepAutoencoder, evaluate_loss, fine_tune
 from semhash.data import as_generator, iterate_batches
+from semhash.files import atomic_write_bytes
 from semhash.rbm import RBM
 
 FORMAT_NAME = "semhash.model"
@@ -60,6 +60,10 @@ class DeepCodeModel:
         documents by TF-IDF cosine (weight ``neighbour_weight`` on the neighbours). This
         denoises the short, sparse posts' targets: the code must explain the topic a
         document shares with its neighbours, not its idiosyncratic words.
+    idf_target : weight each word of the reconstruction target by its inverse document
+        frequency (then renormalise to a distribution), so that the code spends its
+        capacity on topical words rather than on ones every post has.
+    idf_input : likewise weight the encoder's ``log(1 + count)`` input by idf.
     validation_fraction : share of the training documents held out for early stopping.
     patience : fine-tuning epochs without validation improvement before stopping.
     random_state : seed; the same seed and data give the same model.
@@ -83,6 +87,8 @@ class DeepCodeModel:
         code_noise: float = 4.0,
         neighbour_targets: int = 10,
         neighbour_weight: float = 0.5,
+        idf_target: bool = False,
+        idf_input: bool = False,
         validation_fraction: float = 0.1,
         patience: int = 5,
         random_state: int | None = 0,
@@ -98,6 +104,8 @@ class DeepCodeModel:
         self.code_noise = code_noise
         self.neighbour_targets = neighbour_targets
         self.neighbour_weight = neighbour_weight
+        self.idf_target = idf_target
+        self.idf_input = idf_input
         self.validation_fraction = validation_fraction
         self.patience = patience
         self.random_state = random_state
@@ -202,20 +210,23 @@ class DeepCodeModel:
         return check_counts(X, n_features=self.n_features_in_, allow_empty_rows=True)
 
     def _fit_input_statistics(self, X) -> None:
-        """Learn what the encoder input needs (nothing for word counts)."""
+        """Learn the words' inverse document frequencies (used if idf weighting is on)."""
+        document_frequency = np.bincount(X.indices, minlength=X.shape[1])
+        self.idf_ = (np.log((1.0 + X.shape[0]) / (1.0 + document_frequency)) + 1.0).astype(np.float32)
 
     def _encoder_input(self, X):
-        return encoder_input(X)
+        inputs = encoder_input(X)
+        return sp.csr_matrix(inputs @ sp.diags(self.idf_)) if self.idf_input else inputs
 
     def _reconstruction_target(self, X):
-        return word_distribution(X)
+        return word_distribution(sp.csr_matrix(X @ sp.diags(self.idf_)) if self.idf_target else X)
 
     def _extra_state(self) -> dict[str, torch.Tensor]:
         """Fitted tensors besides the network's weights, saved with the model."""
-        return {}
+        return {"idf": torch.from_numpy(self.idf_)}
 
     def _load_extra_state(self, state: dict[str, torch.Tensor]) -> None:
-        pass
+        self.idf_ = state["idf"].numpy()
 
     # ------------------------------------------------------------- inference
     @torch.no_grad()
@@ -363,7 +374,7 @@ def smooth_with_neighbours(X: sp.csr_matrix, targets: sp.csr_matrix, k: int, wei
     from semhash.baselines import TfidfCosine
 
     tfidf = TfidfCosine().fit_transform(X)
-    rows, cols, vals = [], [], []
+    rows, cols = [], []
     for start in range(0, X.shape[0], 2048):
         sims = (tfidf[start : start + 2048] @ tfidf.T).toarray()
         np.fill_diagonal(sims[:, start : start + 2048], -1.0)  # not one's own neighbour
@@ -373,18 +384,3 @@ def smooth_with_neighbours(X: sp.csr_matrix, targets: sp.csr_matrix, k: int, wei
     rows, cols = np.concatenate(rows), np.concatenate(cols)
     mixing = sp.csr_matrix((np.full(len(rows), weight / k, np.float32), (rows, cols)), shape=(X.shape[0],) * 2)
     return sp.csr_matrix((1 - weight) * targets + mixing @ targets, dtype=np.float32)
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see the old file or the new one, never half."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -24,6 +24,9 @@ class SemanticHasher(DeepCodeModel):
     code_units = "binary"
 
     def __init__(self, n_bits: int = 128, *, hidden_layers: tuple[int, ...] = (500, 500), **kwargs):
+        # Weighting the reconstruction target by idf raised validation precision@100 of
+        # 64-bit codes from 0.434 to 0.464 on 20 Newsgroups (benchmarks/README.md).
+        kwargs.setdefault("idf_target", True)
         super().__init__(hidden_layers=hidden_layers, code_size=n_bits, **kwargs)
         self.n_bits = n_bits
 

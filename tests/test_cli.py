@@ -2,6 +2,8 @@
 
 import json
 
+import numpy as np
+
 import pytest
 from click.testing import CliRunner
 
@@ -49,12 +51,44 @@ def test_similar_by_external_id_and_numeric_id(database):
 def test_info_and_encode(database):
     info = json.loads(run("info", "--db", database, "--json").output)
     assert info["documents"] == 800
-    assert {m["name"] for m in info["models"]} == {"hasher", "map"}
-    assert info["search_bytes_per_document"] == (2 + 8) + (8 + 8)
+    assert {m["name"] for m in info["models"]} == {"hasher", "map", "address"}
+    assert info["search_bytes_per_document"] == (2 + 8) + (8 + 8) + (3 + 8)
     code = run("encode", "space shuttle", "--db", database)
     assert code.exit_code == 0 and len(code.output.strip()) == 4  # 16 bits = 4 hex digits
     hits = json.loads(run("search", code.output.strip(), "--code", "--db", database, "--json").output)
     assert len(hits) == 10
+
+
+def test_recall_brings_back_a_document_from_its_code(database):
+    hit = json.loads(run("search", "israel arab", "--db", database, "-k", "1", "--json").output)[0]
+    from index.search import SearchEngine
+    from semhash.codes import to_hex
+
+    engine = SearchEngine(database)
+    _, codes = engine.db.get_codes(engine.db.get_model("hasher").id, [hit["id"]])
+    result = run("recall", "--code", to_hex(codes[0]), "--db", database, "-k", "3", "--json")
+    assert result.exit_code == 0, result.output
+    recalled = json.loads(result.output)
+    assert recalled[0]["confidence"] == 1.0
+    assert {"id", "external_id", "title", "label", "confidence", "snippet"} <= set(recalled[0])
+    assert run("recall", "--db", database).exit_code == 2  # neither text nor code
+
+
+def test_map_png_comparison_and_offline_html(database, tmp_path):
+    png, html = tmp_path / "map.png", tmp_path / "map.html"
+    result = run("map", "--db", database, "--out", png, "--compare", "lsa", "--html", html, "--query", "hockey goalie")
+    assert result.exit_code == 0, result.output
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    page = html.read_text(encoding="utf-8")
+    assert "<script src=" not in page and "<link href=" not in page
+    assert "hockey goalie" in page and "rec.sport.hockey" in page
+
+
+def test_evaluate_reports_precision_beside_baselines(database, newsgroups_subset):
+    result = run("evaluate", "--db", database, "--queries", newsgroups_subset["test"], "--max-queries", "60", "--json", "-q")
+    assert result.exit_code == 0, result.output
+    methods = {row["method"] for row in json.loads(result.output)["methods"]}
+    assert {"tfidf", "lsa"} <= methods and any(name.startswith("semhash") for name in methods)
 
 
 def test_errors_are_one_clear_line(database, tmp_path):
@@ -77,7 +111,32 @@ def test_errors_are_one_clear_line(database, tmp_path):
 
 
 def test_help_teaches(database):
-    for command in ("index", "search", "similar", "add", "info", "map"):
+    for command in ("index", "search", "similar", "add", "info", "map", "recall"):
         result = run(command, "--help")
         assert result.exit_code == 0 and "Usage" in result.output and "--db" in result.output
     assert "semhash search" in run("--help").output
+
+
+def test_images_index_search_similar_and_montage(tmp_path):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for label, colour in (("red", (200, 30, 30)), ("blue", (30, 30, 200))):
+        (tmp_path / "photos" / label).mkdir(parents=True)
+        for i in range(30):
+            pixels = np.clip(np.array(colour) + rng.normal(0, 25, (32, 32, 3)), 0, 255).astype(np.uint8)
+            Image.fromarray(pixels).save(tmp_path / "photos" / label / f"{i:03d}.png")
+    db = tmp_path / "photos.db"
+    result = run("images", "index", tmp_path / "photos", "--db", db, "--bits", "16", "--address-bits", "8",
+                 "--epochs", "3", "-q")
+    assert result.exit_code == 0, result.output
+    assert "Stored 60 images" in result.output
+    montage_png = tmp_path / "hits.png"
+    result = run("images", "search", tmp_path / "photos" / "red" / "000.png", "--db", db, "-k", "5", "--json",
+                 "--montage", montage_png)
+    assert result.exit_code == 0, result.output
+    hits = json.loads(result.output)
+    assert [hit["label"] for hit in hits].count("red") >= 4
+    assert montage_png.read_bytes()[:4] == b"\x89PNG"
+    similar = json.loads(run("images", "similar", hits[0]["external_id"], "--db", db, "-k", "3", "--json").output)
+    assert len(similar) == 3 and hits[0]["id"] not in [hit["id"] for hit in similar]

@@ -10,8 +10,9 @@ import pytest
 from index.database import Database, DatabaseError
 from index.search import QueryError, SearchEngine
 from pipelines.corpus import read_corpus
+from index.address import ADDRESS_MODEL
 from pipelines.indexing import HASHER_MODEL, MAP_MODEL, add_documents, index_corpus
-from tests.conftest import SUBSET_GROUPS, precision_at_k
+from tests.conftest import precision_at_k
 
 FAST = dict(hidden_layers=(200, 100), finetune_epochs=25, pretrain_epochs=2)
 FAST_MAP = dict(hidden_layers=(200, 50, 20), finetune_epochs=25, pretrain_epochs=2)
@@ -32,7 +33,7 @@ def test_index_stores_documents_models_and_codes(indexed):
     assert report.documents == 800 and report.vocabulary == 2000
     with Database(path, create=False) as db:
         assert db.count_documents() == 800
-        assert {row.name for row in db.list_models()} == {HASHER_MODEL, MAP_MODEL}
+        assert {row.name for row in db.list_models()} == {HASHER_MODEL, MAP_MODEL, ADDRESS_MODEL}
         ids, codes = db.get_codes(db.get_model(HASHER_MODEL).id)
         assert codes.shape == (800, 4) and codes.dtype == np.uint8
         _, points = db.get_codes(db.get_model(MAP_MODEL).id)
@@ -130,12 +131,13 @@ def test_add_is_incremental_and_resumable(tmp_path, newsgroups_subset, monkeypat
     index_corpus(newsgroups_subset["train"], path, n_bits=16, map_dims=0, hasher_params=FAST, verbose=False)
     tests = read_corpus(newsgroups_subset["test"])
 
-    # Interrupt after the first batch's documents are stored but before their codes.
+    # Interrupt after the second batch's documents are stored but before their codes
+    # (each batch stores codes twice: hasher, then address).
     real_put_codes, calls = Database.put_codes, []
 
     def flaky_put_codes(self, *args, **kwargs):
         calls.append(1)
-        if len(calls) == 2:
+        if len(calls) == 3:
             raise KeyboardInterrupt
         return real_put_codes(self, *args, **kwargs)
 
@@ -152,6 +154,7 @@ def test_add_is_incremental_and_resumable(tmp_path, newsgroups_subset, monkeypat
         assert db.documents_without_codes(model.id) == []
         ids, _ = db.get_codes(model.id)
         assert len(ids) == 1000
+        assert db.documents_without_codes(db.get_model(ADDRESS_MODEL).id) == []
     # Newly added documents are searchable at once: the FAISS index was rebuilt.
     assert SearchEngine(path).similar(tests[0].external_id, k=3)
 

@@ -1,0 +1,275 @@
+"""CIFAR-10 image retrieval: semantic hashing of pixels against the usual baselines.
+
+Protocol (as in the hashing literature on CIFAR-10): 1,000 test images (100 per class,
+seeded) are the queries; ``--n-train`` training images (stratified, seeded; all 50,000
+by default) are both the training set and the database; a database image is relevant
+when it has the query's class. Reported: precision@10/100/1000 and mAP over the full
+ranking (ties in Hamming distance broken by database index), training and query times.
+
+Methods: semhash ImageHasher 256 bits (3072-1024-512-256), the 28-bit address hasher
+alone and as the first stage of two-stage search (Hamming ball of >= 1,000 candidates
+re-ranked by the 256-bit codes; the rest follow by address distance), Euclidean
+distance on standardised pixels, PCA-256 Euclidean, and LSH / PCA-sign / ITQ / spectral
+hashing at 256 bits on the standardised pixels (``tfidf=False``).
+
+    python -m benchmarks.images --quick             # 5,000 train images, few epochs
+    python -m benchmarks.images --n-train 20000
+
+Writes ``benchmarks/results/images[.quick].{json,md}`` and ``...montage.png`` (8 queries,
+top 16 of semhash-256 left, of pixel Euclidean right; green = same class).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from pipelines.evaluate import mean_average_precision, precision_at_k, rank_by_hamming, rank_by_score  # noqa: E402
+from pipelines.images import address_ranking, montage, read_images  # noqa: E402
+from semhash.baselines import ITQ, PCASign, RandomHyperplaneLSH, SpectralHashing  # noqa: E402
+from semhash.image_hasher import MIN_PIXEL_STD, ImageHasher  # noqa: E402
+
+DEFAULT_DATA = Path("/work/shared/data/cifar10-jpg.tar.gz")
+RESULTS = REPO / "benchmarks" / "results"
+KS = (10, 100, 1000)
+
+
+def load_split(data: Path, split: str, cache_dir: Path | None) -> tuple[np.ndarray, np.ndarray]:
+    """Pixels and labels of one split, decoded once and cached as .npz (no pickle)."""
+    cache = cache_dir / f"{data.name}.{split}.npz" if cache_dir else None
+    if cache is not None and cache.is_file():
+        with np.load(cache, allow_pickle=False) as arrays:
+            return arrays["images"], arrays["labels"]
+    images = read_images(data, split=split)
+    labels = np.array(images.labels)
+    if cache is not None:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(cache, images=images.pixels, labels=labels)
+    return images.pixels, labels
+
+
+def stratified(labels: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    """``n`` indices, as equal a share per class as possible, sorted."""
+    classes = np.unique(labels)
+    per_class = [rng.permutation(np.flatnonzero(labels == c)) for c in classes]
+    picked, i = [], 0
+    while len(picked) < min(n, len(labels)):
+        for rows in per_class:
+            if i < len(rows) and len(picked) < n:
+                picked.append(rows[i])
+        i += 1
+    return np.sort(np.array(picked))
+
+
+def score(ranking: np.ndarray, query_labels, db_labels) -> dict:
+    p = precision_at_k(ranking, query_labels, db_labels, KS)
+    out = {f"p@{k}": round(p[k], 4) for k in KS}
+    out["mAP"] = round(mean_average_precision(ranking, query_labels, db_labels), 4)
+    return out
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--n-train", type=int, default=None, help="database/training images (default 50000; 5000 with --quick)")
+    parser.add_argument("--queries-per-class", type=int, default=100)
+    parser.add_argument("--n-bits", type=int, default=256)
+    parser.add_argument("--address-bits", type=int, default=28)
+    parser.add_argument("--pretrain-epochs", type=int, default=None)
+    parser.add_argument("--finetune-epochs", type=int, default=None)
+    parser.add_argument("--address-finetune-epochs", type=int, default=None)
+    parser.add_argument("--hidden", type=str, default="1024,512", help="hidden layer sizes, comma-separated")
+    parser.add_argument("--address-hidden", type=str, default=None, help="hidden sizes of the address hasher (default: --hidden)")
+    parser.add_argument("--quick", action="store_true", help="5,000 train images, few epochs (CI)")
+    parser.add_argument("--cache-dir", type=Path, default=Path("/tmp/semhash-image-cache"))
+    parser.add_argument("--out", type=str, default=None, help="output stem under benchmarks/results")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--skip", type=str, default="",
+                        help="comma-separated methods to leave out: pca,lsh,pca-sign,itq,spectral-hashing,address")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    n_train = args.n_train or (5000 if args.quick else 50000)
+    pretrain_epochs = args.pretrain_epochs or (3 if args.quick else 10)
+    finetune_epochs = args.finetune_epochs or (5 if args.quick else 30)
+    address_epochs = args.address_finetune_epochs or finetune_epochs
+    stem = args.out or ("images.quick" if args.quick else "images")
+    hidden = tuple(int(h) for h in args.hidden.split(","))
+    address_hidden = tuple(int(h) for h in (args.address_hidden or args.hidden).split(","))
+    say = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
+
+    started = time.perf_counter()
+    train_pixels, train_labels = load_split(args.data, "train", args.cache_dir)
+    test_pixels, test_labels = load_split(args.data, "test", args.cache_dir)
+    say(f"loaded {len(train_pixels)} train / {len(test_pixels)} test images in {time.perf_counter() - started:.1f}s")
+    rng = np.random.default_rng(args.seed)
+    db_rows = stratified(train_labels, n_train, rng)
+    query_rows = stratified(test_labels, args.queries_per_class * len(np.unique(test_labels)), rng)
+    db_pixels, db_labels = train_pixels[db_rows], train_labels[db_rows]
+    q_pixels, q_labels = test_pixels[query_rows], test_labels[query_rows]
+    say(f"database {len(db_rows)} images, {len(query_rows)} queries")
+
+    flat_db = db_pixels.reshape(len(db_pixels), -1).astype(np.float32) / 255
+    flat_q = q_pixels.reshape(len(q_pixels), -1).astype(np.float32) / 255
+    mean, std = flat_db.mean(0), np.maximum(flat_db.std(0), MIN_PIXEL_STD)
+    std_db, std_q = (flat_db - mean) / std, (flat_q - mean) / std
+
+    skip = {name.strip() for name in args.skip.split(",") if name.strip()}
+    results: dict[str, dict] = {}
+    rankings: dict[str, np.ndarray] = {}
+
+    def record(name, kind, width, ranking, fit_s, encode_s, query_s, **extra):
+        results[name] = {"kind": kind, "bits_or_dims": width, **score(ranking, q_labels, db_labels),
+                         "fit_s": round(fit_s, 2), "encode_s": round(encode_s, 2),
+                         "query_s_per_1000": round(query_s * 1000 / len(q_labels), 3), **extra}
+        rankings[name] = ranking[:, :16]
+        say(f"{name:28s} {json.dumps(results[name])}")
+
+    # --- Euclidean on raw standardised pixels
+    t = time.perf_counter()
+    ranking = rank_by_score(std_q, std_db, "euclidean")
+    record("pixels-euclidean", "real", std_db.shape[1], ranking, 0.0, 0.0, time.perf_counter() - t)
+
+    # --- PCA-256 Euclidean
+    from sklearn.decomposition import PCA
+
+    if "pca" not in skip:
+        t = time.perf_counter()
+        pca = PCA(n_components=args.n_bits, svd_solver="covariance_eigh").fit(std_db)
+        fit_s = time.perf_counter() - t
+        t = time.perf_counter()
+        pca_db, pca_q = pca.transform(std_db).astype(np.float32), pca.transform(std_q).astype(np.float32)
+        enc_s = time.perf_counter() - t
+        t = time.perf_counter()
+        record(f"pca-{args.n_bits}-euclidean", "real", args.n_bits, rank_by_score(pca_q, pca_db, "euclidean"),
+               fit_s, enc_s, time.perf_counter() - t)
+
+    # --- binary baselines on standardised pixels
+    for name, cls in (("lsh", RandomHyperplaneLSH), ("pca-sign", PCASign), ("itq", ITQ), ("spectral-hashing", SpectralHashing)):
+        if name in skip:
+            continue
+        t = time.perf_counter()
+        hasher = cls(n_bits=args.n_bits, tfidf=False, random_state=args.seed).fit(std_db)
+        fit_s = time.perf_counter() - t
+        t = time.perf_counter()
+        codes_db, codes_q = hasher.transform(std_db), hasher.transform(std_q)
+        enc_s = time.perf_counter() - t
+        t = time.perf_counter()
+        record(f"{name}-{args.n_bits}", "binary", args.n_bits, rank_by_hamming(codes_q, codes_db, args.n_bits),
+               fit_s, enc_s, time.perf_counter() - t)
+
+    # --- semhash
+    common = dict(hidden_layers=hidden, pretrain_epochs=pretrain_epochs, random_state=args.seed, verbose=True)
+    t = time.perf_counter()
+    long_model = ImageHasher(n_bits=args.n_bits, finetune_epochs=finetune_epochs, **common).fit(db_pixels)
+    fit_s = time.perf_counter() - t
+    t = time.perf_counter()
+    long_db, long_q = long_model.transform(db_pixels), long_model.transform(q_pixels)
+    enc_s = time.perf_counter() - t
+    t = time.perf_counter()
+    long_ranking = rank_by_hamming(long_q, long_db, args.n_bits)
+    bits_on = np.unpackbits(long_db, axis=1)[:, : args.n_bits].mean(0)
+    record(f"semhash-{args.n_bits}", "binary", args.n_bits, long_ranking, fit_s, enc_s, time.perf_counter() - t,
+           best_epoch=long_model.best_epoch_, finetune_history=[[round(a, 2), round(b, 2)] for a, b in long_model.finetune_history_],
+           bits_always_same=int(((bits_on == 0) | (bits_on == 1)).sum()))
+
+    if args.address_bits and "address" not in skip:
+        t = time.perf_counter()
+        address_model = ImageHasher.address_model(
+            n_bits=args.address_bits, finetune_epochs=address_epochs, **(common | {"hidden_layers": address_hidden})
+        ).fit(db_pixels)
+        fit_a = time.perf_counter() - t
+        t = time.perf_counter()
+        address_db, address_q = address_model.transform(db_pixels), address_model.transform(q_pixels)
+        enc_a = time.perf_counter() - t
+        t = time.perf_counter()
+        record(f"semhash-{args.address_bits}", "binary", args.address_bits,
+               rank_by_hamming(address_q, address_db, args.address_bits), fit_a, enc_a, time.perf_counter() - t)
+        for min_candidates in (1000,):
+            t = time.perf_counter()
+            pairs = [address_ranking(address_q[i], address_db, args.address_bits, long_q[i], long_db, args.n_bits,
+                                     min_candidates=min_candidates) for i in range(len(q_labels))]
+            query_s = time.perf_counter() - t
+            ranking = np.stack([p[0] for p in pairs])
+            radii = np.array([p[1] for p in pairs])
+            record(f"semhash-{args.address_bits}-ball+{args.n_bits}-rerank", "binary", args.n_bits, ranking,
+                   fit_s + fit_a, enc_s + enc_a, query_s, min_candidates=min_candidates,
+                   radius_mean=round(float(radii.mean()), 2), radius_max=int(radii.max()))
+
+    # --- montage: 8 queries (different classes), top 16: semhash left, pixel Euclidean right
+    picks = [int(np.flatnonzero(q_labels == c)[0]) for c in np.unique(q_labels)[:8]]
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    panels = []
+    for name in (f"semhash-{args.n_bits}", "pixels-euclidean"):
+        top = rankings[name][picks]
+        if name.startswith("semhash"):
+            from semhash.codes import hamming_distances
+
+            dist = np.stack([hamming_distances(long_q[i : i + 1], long_db[top[j]])[0] for j, i in enumerate(picks)])
+        else:
+            dist = np.stack([np.linalg.norm(std_db[top[j]] - std_q[i], axis=1) for j, i in enumerate(picks)])
+        panels.append(montage(q_pixels[picks], db_pixels[top], dist, RESULTS / f"{stem}.{name}.png",
+                              query_labels=list(q_labels[picks]), hit_relevant=db_labels[top] == q_labels[picks][:, None],
+                              title=f"{name} (n_train={len(db_rows)})"))
+    from PIL import Image
+
+    left, right = (Image.open(p) for p in panels)
+    both = Image.new("RGB", (left.width + right.width + 16, max(left.height, right.height)), "white")
+    both.paste(left, (0, 0))
+    both.paste(right, (left.width + 16, 0))
+    both.save(RESULTS / f"{stem}.montage.png")
+    for p in panels:
+        p.unlink()
+
+    summary = {
+        "protocol": {"dataset": "CIFAR-10 (cifar10-jpg)", "n_database": int(len(db_rows)), "n_queries": int(len(query_rows)),
+                     "relevant": "same class", "ties": "database index", "seed": args.seed},
+        "settings": {"n_bits": args.n_bits, "address_bits": args.address_bits, "hidden_layers": list(hidden), "address_hidden_layers": list(address_hidden),
+                     "pretrain_epochs": pretrain_epochs, "finetune_epochs": finetune_epochs,
+                     "address_finetune_epochs": address_epochs, "threads": args.threads, "quick": args.quick},
+        "machine": {"platform": platform.platform(), "torch": torch.__version__, "cpus": os.cpu_count()},
+        "results": results,
+        "total_seconds": round(time.perf_counter() - started, 1),
+    }
+    (RESULTS / f"{stem}.json").write_text(json.dumps(summary, indent=2) + "\n")
+    (RESULTS / f"{stem}.md").write_text(markdown(summary))
+    say(f"wrote {RESULTS / stem}.{{json,md,montage.png}} in {summary['total_seconds']}s")
+    return summary
+
+
+def markdown(summary: dict) -> str:
+    proto, settings = summary["protocol"], summary["settings"]
+    lines = [
+        f"# CIFAR-10 image retrieval ({proto['n_database']} database images, {proto['n_queries']} queries)",
+        "",
+        f"Relevant = same class; Hamming ties broken by database index. semhash: "
+        f"3072-{'-'.join(map(str, settings['hidden_layers']))}-{settings['n_bits']}, "
+        f"{settings['pretrain_epochs']} CD epochs per layer, up to {settings['finetune_epochs']} fine-tuning epochs; "
+        f"{settings['threads']} CPU thread(s).",
+        "",
+        "| method | bits/dims | p@10 | p@100 | p@1000 | mAP | fit s | encode s | query s / 1000 |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, r in summary["results"].items():
+        lines.append(
+            f"| {name} | {r['bits_or_dims']} | {r['p@10']:.3f} | {r['p@100']:.3f} | {r['p@1000']:.3f} | "
+            f"{r['mAP']:.3f} | {r['fit_s']:.1f} | {r['encode_s']:.1f} | {r['query_s_per_1000']:.2f} |"
+        )
+    lines += ["", "Query time = full ranking of the database for every query (brute force).", ""]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,435 @@
+"""2-D maps of 20 Newsgroups: how well does each map keep topics together, how fast is it?
+
+Methods (all fit on the 11,314 training posts, 2000-word vocabulary from train):
+
+* LSA-2         first two singular directions of the TF-IDF
+* UMAP          UMAP over LSA-50, cosine, random_state=0 (umap-learn)
+* t-SNE         sklearn Barnes-Hut t-SNE over LSA-50, cosine (cannot place new documents:
+                leave-one-out on train only)
+* TopicMap      semhash deep autoencoder 2000-500-250-125-2, linear code, reconstruction
+                fine-tuning (the library default)
+* param. t-SNE  the same RBM-pretrained, reconstruction-fine-tuned network, then fine-tuned
+                with the parametric t-SNE objective (semhash.parametric_tsne)
+
+Scores: 10-NN label accuracy and precision@100 of the test posts placed in 2-D against
+the train points (Euclidean in the map), leave-one-out 10-NN accuracy of the train posts,
+fitting time, and time to place 1,000 new documents from their word counts (after one
+warm-up call; UMAP's first call also compiles numba code, reported separately).
+
+The parametric t-SNE variant (affinity ``knn`` vs ``batch``, objective ``tsne`` vs
+``both``) is chosen by ``--stage select`` on a validation split of train (stratified 20%,
+seed 0): TopicMap is fit on the other 80% and each variant is scored by the validation
+posts' 10-NN accuracy. The test split is never looked at in that stage. ``--stage final``
+reads the choice from ``benchmarks/results/maps.selection.json`` (defaults otherwise).
+
+Usage::
+
+    OMP_NUM_THREADS=1 python benchmarks/maps.py --stage select
+    OMP_NUM_THREADS=1 python benchmarks/maps.py            # final run, tens of minutes on 1 core
+    python benchmarks/maps.py --quick                      # CI: 4 groups, small network, ~1 minute
+
+Writes ``benchmarks/results/maps.{json,md,png}`` (``--quick``: ``maps.quick.*``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+RESULTS = REPO / "benchmarks" / "results"
+DATA = REPO / "data" / "20news-bydate.tar.gz"
+QUICK_GROUPS = ("comp.graphics", "rec.sport.hockey", "sci.space", "talk.politics.mideast")
+PRETRAIN_LR = 0.1
+DEFAULT_CHOICE = {"affinity": "knn", "objective": "tsne", "init": "reconstruction", "n_epochs": None}
+
+
+def log(*args):
+    print(time.strftime("%H:%M:%S"), *args, file=sys.stderr, flush=True)
+
+
+# ----------------------------------------------------------------------------- data
+def load(quick: bool):
+    import warnings
+
+    from pipelines.corpus import read_corpus
+    from pipelines.vectorize import WordCounter, empty_rows
+
+    warnings.filterwarnings("ignore")
+    splits = {}
+    for split in ("train", "test"):
+        docs = read_corpus(DATA, subdir=f"20news-bydate-{split}")
+        if quick:
+            per_group = 150 if split == "train" else 40
+            taken: dict[str, int] = {}
+            kept = []
+            for doc in docs:
+                if doc.label in QUICK_GROUPS and taken.get(doc.label, 0) < per_group:
+                    taken[doc.label] = taken.get(doc.label, 0) + 1
+                    kept.append(doc)
+            docs = kept
+        splits[split] = docs
+    counter = WordCounter(max_words=2000 if not quick else 1000)
+    train_counts = counter.fit_transform([d.text for d in splits["train"]])
+    test_counts = counter.transform([d.text for d in splits["test"]])
+    out = {}
+    for split, counts in (("train", train_counts), ("test", test_counts)):
+        keep = np.setdiff1d(np.arange(counts.shape[0]), empty_rows(counts))
+        docs = [splits[split][i] for i in keep]
+        out[split] = (counts[keep].tocsr(), np.array([d.label for d in docs]), docs)
+    return out, counter.words_
+
+
+# -------------------------------------------------------------------------- scoring
+def knn_scores(train_points, train_labels, query_points=None, query_labels=None, k: int = 10, top: int = 100):
+    """10-NN vote accuracy and precision@100 of queries against train (Euclidean, 2-D);
+    without queries, leave-one-out over train."""
+    from sklearn.neighbors import NearestNeighbors
+
+    classes, train_y = np.unique(train_labels, return_inverse=True)
+    leave_one_out = query_points is None
+    queries = train_points if leave_one_out else query_points
+    query_y = train_y if leave_one_out else np.searchsorted(classes, query_labels)
+    width = min(top, len(train_points) - 1) + (1 if leave_one_out else 0)
+    index = NearestNeighbors(n_neighbors=width).fit(train_points)
+    _, neighbours = index.kneighbors(queries)
+    if leave_one_out:
+        # drop each point itself (it is its own nearest neighbour, barring exact duplicates)
+        own = neighbours == np.arange(len(queries))[:, None]
+        own[own.sum(1) == 0, -1] = True
+        neighbours = neighbours[~own].reshape(len(queries), -1)
+    neighbour_y = train_y[neighbours]
+    votes = np.zeros((len(queries), len(classes)))
+    np.add.at(votes, (np.repeat(np.arange(len(queries)), k), neighbour_y[:, :k].ravel()), 1.0)
+    accuracy = float((votes.argmax(1) == query_y).mean())
+    precision = float((neighbour_y[:, :top] == query_y[:, None]).mean())
+    return accuracy, precision
+
+
+def time_placement(transform, counts, n: int = 1000):
+    """Seconds to place ``n`` documents (after a warm-up call on 10)."""
+    rows = np.arange(min(n, counts.shape[0]))
+    warm_started = time.perf_counter()
+    transform(counts[:10])
+    first_call = time.perf_counter() - warm_started
+    started = time.perf_counter()
+    transform(counts[rows])
+    seconds = time.perf_counter() - started
+    return seconds * n / len(rows), first_call
+
+
+# ---------------------------------------------------------------------------- models
+def topic_map_params(quick: bool) -> dict:
+    if quick:
+        return dict(hidden_layers=(200, 100, 50), pretrain_epochs=3, finetune_epochs=10, random_state=0)
+    # 2000-500-250-125-2 (library default). pretrain_learning_rate=0.1 instead of the default 0.5:
+    # with 0.5 on the full 11,314 train posts, pretraining collapsed (layer-2 RBM error 5.07 and
+    # layers 3-4 ~0.002, i.e. saturated/constant units; fine-tuning loss flat at 6.78), so the map
+    # was degenerate; 0.1 is the rate the lead's own sweep was testing.
+    return dict(random_state=0, pretrain_learning_rate=PRETRAIN_LR)
+
+
+def tsne_params(quick: bool) -> dict:
+    return dict(n_epochs=12 if quick else 50, perplexity=30.0)
+
+
+def fit_topic_map(counts, quick: bool):
+    from semhash import TopicMap
+
+    started = time.perf_counter()
+    model = TopicMap(verbose=True, **topic_map_params(quick)).fit(counts)
+    return model, time.perf_counter() - started
+
+
+def fit_parametric_tsne(counts, quick: bool, choice: dict, base=None):
+    """The parametric t-SNE map: RBM pretraining (plus reconstruction fine-tuning when
+    ``choice["init"] == "reconstruction"``: a copy of the fitted TopicMap ``base``), then
+    t-SNE fine-tuning. Returns the model and the seconds spent beyond ``base``."""
+    from semhash import TopicMap
+    from semhash.parametric_tsne import tsne_fine_tune_estimator
+
+    started = time.perf_counter()
+    if choice.get("init", "reconstruction") == "pretrained":
+        model = TopicMap(**(topic_map_params(quick) | {"finetune_epochs": 0})).fit(counts)
+    else:
+        model = copy.deepcopy(base)
+    options = {"affinity": choice["affinity"], "objective": choice["objective"], "perplexity": 30.0,
+               "n_epochs": choice.get("n_epochs") or tsne_params(quick)["n_epochs"]}
+    if choice["affinity"] == "batch":
+        options["batch_size"] = 1000
+    tsne_fine_tune_estimator(model, counts, **options)
+    return model, time.perf_counter() - started
+
+
+# ----------------------------------------------------------------------------- stages
+def select(quick: bool, suffix: str) -> dict:
+    """Choose the parametric t-SNE variant and its epochs on a validation split of train."""
+    import torch
+    from sklearn.model_selection import train_test_split
+
+    from pipelines import maps
+    from semhash import TopicMap
+    from semhash.data import as_generator
+    from semhash.parametric_tsne import fine_tune_tsne, knn_affinities, lsa_features
+
+    torch.set_num_threads(1)
+    data, _ = load(quick)
+    counts, labels, _ = data["train"]
+    fit_rows, val_rows = train_test_split(np.arange(len(labels)), test_size=0.2, stratify=labels, random_state=0)
+    fit_rows, val_rows = np.sort(fit_rows), np.sort(val_rows)
+    X, V = counts[fit_rows], counts[val_rows]
+    log(f"selection: fit on {len(fit_rows)}, validate on {len(val_rows)} train posts")
+    scores, curves = {}, {}
+
+    def score(model_points, val_points):
+        acc, prec = knn_scores(model_points, labels[fit_rows], val_points, labels[val_rows])
+        return {"val_10nn_accuracy": round(acc, 4), "val_precision_at_100": round(prec, 4)}
+
+    try:
+        points, umap = maps.umap_map(X)
+        scores["UMAP (reference)"] = score(points, umap.transform(V))
+        log("UMAP", scores["UMAP (reference)"])
+    except ImportError as err:
+        log(f"no UMAP reference: {err}")
+    base, base_seconds = fit_topic_map(X, quick)
+    scores["reconstruction"] = score(base.transform(X), base.transform(V)) | {"seconds": round(base_seconds, 1)}
+    log("reconstruction", scores["reconstruction"])
+    pretrained = TopicMap(**(topic_map_params(quick) | {"finetune_epochs": 0})).fit(X)
+    scores["pretrained only"] = score(pretrained.transform(X), pretrained.transform(V))
+    log("pretrained only", scores["pretrained only"])
+
+    features = lsa_features(X, random_state=0)
+    P = knn_affinities(features, 30.0)
+    inputs, targets = base._encoder_input(X), base._reconstruction_target(X)
+    n_epochs, every = (12, 4) if quick else (50, 10)
+    variants = {
+        "knn/tsne": (base, dict(affinity="knn")),
+        "batch/tsne": (base, dict(affinity="batch", batch_size=1000)),
+        "knn/both": (base, dict(affinity="knn", reconstruction_weight=0.1, reconstruction_targets=targets)),
+        "knn/tsne from pretrained": (pretrained, dict(affinity="knn")),
+    }
+    for name, (init, options) in variants.items():
+        model = copy.deepcopy(init)
+        generator = as_generator(0)
+        started, curve = time.perf_counter(), []
+        for chunk in range(n_epochs // every):
+            fine_tune_tsne(model.model_, inputs, affinities=P, features=features, n_epochs=every,
+                           generator=generator, exaggeration_epochs=3 if chunk == 0 else 0, **options)
+            curve.append({"epochs": every * (chunk + 1), "seconds": round(time.perf_counter() - started, 1)}
+                         | score(model.transform(X), model.transform(V)))
+            log(name, curve[-1])
+        curves[name] = curve
+    best_name, best_point = max(((k, p) for k, c in curves.items() for p in c),
+                                key=lambda kp: kp[1]["val_10nn_accuracy"])
+    affinity, objective = best_name.split(" ")[0].split("/")
+    choice = {"affinity": affinity, "objective": objective, "init": "pretrained" if "pretrained" in best_name
+              else "reconstruction", "n_epochs": best_point["epochs"]}
+    result = {"choice": choice, "scores": scores, "curves": curves,
+              "split": "stratified 20% of train as validation, seed 0; test never used"}
+    path = RESULTS / f"maps.selection{suffix}.json"
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    log(f"chose {best_name} at {best_point['epochs']} epochs; wrote {path}")
+    return result
+
+
+def _row(name, train_points, y_train, fit_seconds, test_points=None, y_test=None, place=None, note=""):
+    loo_acc, _ = knn_scores(train_points, y_train)
+    row = {"method": name, "train_loo_10nn_accuracy": loo_acc, "fit_seconds": round(fit_seconds, 1), "note": note}
+    if test_points is not None:
+        acc, prec = knn_scores(train_points, y_train, test_points, y_test)
+        row |= {"test_10nn_accuracy": acc, "test_precision_at_100": prec}
+    if place is not None:
+        row |= {"place_1000_seconds": place[0], "first_call_seconds": place[1],
+                "placed": int(min(1000, len(test_points)))}
+    log(row)
+    return row
+
+
+def run_part(part: str, quick: bool, cache: Path, wait_selection: float = 0.0) -> None:
+    """``baselines`` (LSA-2, UMAP, t-SNE) or ``semhash`` (TopicMap, parametric t-SNE): fit,
+    score and save rows and train points under ``cache``, so the two can run as two
+    processes; :func:`combine` then writes the results."""
+    import torch
+
+    from pipelines import maps
+
+    torch.set_num_threads(1)
+    data, _ = load(quick)
+    (train, y_train, _), (test, y_test, _) = data["train"], data["test"]
+    log(f"{part}: {train.shape[0]} train, {test.shape[0]} test posts, {train.shape[1]} words")
+    rows, points, extra = [], {}, {}
+
+    def record(name, train_points, fit_seconds, test_points=None, place=None, note=""):
+        points[name] = train_points
+        rows.append(_row(name, train_points, y_train, fit_seconds, test_points, y_test, place, note))
+
+    if part == "baselines":
+        started = time.perf_counter()
+        lsa_points, lsa = maps.lsa_map(train)
+        record("LSA-2", lsa_points, time.perf_counter() - started, lsa.transform(test),
+               time_placement(lsa.transform, test))
+        try:
+            started = time.perf_counter()
+            umap_points, umap = maps.umap_map(train)
+            fit_seconds = time.perf_counter() - started
+            record("UMAP (LSA-50, cosine)", umap_points, fit_seconds, umap.transform(test),
+                   time_placement(umap.transform, test), note="fit includes numba compilation")
+        except ImportError as err:
+            log(f"skipping UMAP: {err}")
+        started = time.perf_counter()
+        tsne_points = maps.tsne_map(train)
+        record("t-SNE (LSA-50, cosine)", tsne_points, time.perf_counter() - started,
+               note="non-parametric: cannot place new documents")
+    else:
+        saved = cache / "topic_map.semhash"
+        if saved.exists():  # a previous run of this part already fit it (same data and parameters)
+            from semhash import TopicMap
+
+            topic_map = TopicMap.load(saved)
+            fit_seconds = topic_map.fit_seconds_
+        else:
+            topic_map, fit_seconds = fit_topic_map(train, quick)
+            cache.mkdir(parents=True, exist_ok=True)
+            topic_map.save(saved)
+        record("TopicMap (autoencoder)", topic_map.transform(train), fit_seconds, topic_map.transform(test),
+               time_placement(topic_map.transform, test), note=f"best epoch {topic_map.best_epoch_}")
+        choice_path = RESULTS / f"maps.selection{'.quick' if quick else ''}.json"
+        deadline = time.time() + wait_selection
+        while not choice_path.exists() and time.time() < deadline:
+            time.sleep(10)  # a concurrent --stage select run is still choosing
+        choice = json.loads(choice_path.read_text())["choice"] if choice_path.exists() else DEFAULT_CHOICE
+        log(f"parametric t-SNE variant: {choice}")
+        ptsne, tsne_seconds = fit_parametric_tsne(train, quick, choice, base=topic_map)
+        total = tsne_seconds + (fit_seconds if choice.get("init", "reconstruction") == "reconstruction" else 0.0)
+        record(f"parametric t-SNE ({choice['affinity']}, {choice['objective']})", ptsne.transform(train),
+               total, ptsne.transform(test), time_placement(ptsne.transform, test),
+               note=f"{choice.get('init', 'reconstruction')} init, {len(ptsne.tsne_history_)} t-SNE epochs")
+        extra = {"choice": choice, "tsne_history": ptsne.tsne_history_,
+                 "topic_map_params": {k: list(v) if isinstance(v, tuple) else v
+                                      for k, v in topic_map_params(quick).items()}}
+    cache.mkdir(parents=True, exist_ok=True)
+    np.savez(cache / f"{part}.npz", **{f"p{i}": points[row["method"]] for i, row in enumerate(rows)})
+    (cache / f"{part}.json").write_text(json.dumps({"rows": rows, "extra": extra,
+                                                    "threads": torch.get_num_threads()}, indent=2))
+    log(f"{part}: saved under {cache}")
+
+
+def combine(quick: bool, suffix: str, cache: Path, html: str | None = None) -> dict:
+    """Write ``maps{suffix}.{json,md,png}`` from the saved parts."""
+    from pipelines import maps
+
+    data, _ = load(quick)
+    (train, y_train, train_docs), (test, _, _) = data["train"], data["test"]
+    rows, points, extra = [], {}, {}
+    for part in ("baselines", "semhash"):
+        saved = json.loads((cache / f"{part}.json").read_text())
+        arrays = np.load(cache / f"{part}.npz")
+        for i, row in enumerate(saved["rows"]):
+            rows.append(row)
+            points[row["method"]] = arrays[f"p{i}"]
+        extra |= saved["extra"]
+    corpus = "20 Newsgroups" + (" (4 groups)" if quick else "")
+    figure = maps.draw_comparison(points, list(y_train), title=maps.map_title(len(y_train), corpus, "train posts"),
+                                  panel_size=5.5)
+    png = RESULTS / f"maps{suffix}.png"
+    figure.savefig(png, dpi=90, bbox_inches="tight")
+    if html:
+        name = next(k for k in points if k.startswith("parametric"))
+        maps.write_html_map(points[name], list(y_train), [d.title for d in train_docs],
+                            [d.text[:400] for d in train_docs], html,
+                            title=maps.map_title(len(y_train), corpus, "parametric t-SNE code"))
+    result = {
+        "quick": quick,
+        "n_train": int(train.shape[0]),
+        "n_test": int(test.shape[0]),
+        "n_words": int(train.shape[1]),
+        **extra,
+        "rows": rows,
+        "machine": f"{platform.processor() or platform.machine()}, 1 torch/numba thread per process, "
+                   "shared and heavily loaded (times are wall-clock, indicative only)",
+    }
+    result.setdefault("choice", DEFAULT_CHOICE)
+    (RESULTS / f"maps{suffix}.json").write_text(json.dumps(result, indent=2) + "\n")
+    (RESULTS / f"maps{suffix}.md").write_text(markdown(result))
+    log(f"wrote {RESULTS}/maps{suffix}.{{json,md,png}}")
+    return result
+
+
+def final(quick: bool, suffix: str, html: str | None, wait_selection: float = 0.0) -> dict:
+    cache = Path(f"/tmp/semhash-maps{suffix}")
+    run_part("baselines", quick, cache)
+    run_part("semhash", quick, cache, wait_selection)
+    return combine(quick, suffix, cache, html)
+
+
+def markdown(result) -> str:
+    def fmt(value, spec):
+        return "-" if value is None else format(value, spec)
+
+    lines = [
+        f"# 2-D maps of 20 Newsgroups{' (quick)' if result['quick'] else ''}",
+        "",
+        f"{result['n_train']:,} train / {result['n_test']:,} test posts, {result['n_words']}-word vocabulary. "
+        "10-NN accuracy: majority label of the 10 nearest train points in the map; P@100: share of the "
+        "100 nearest train points with the query's label; LOO: leave-one-out on train. "
+        "Placement: seconds for 1,000 new documents from word counts (after a warm-up call).",
+        "",
+        "| method | test 10-NN acc | test P@100 | train LOO 10-NN acc | fit (s) | place 1,000 (s) | note |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for row in result["rows"]:
+        lines.append(
+            f"| {row['method']} | {fmt(row.get('test_10nn_accuracy'), '.3f')} | "
+            f"{fmt(row.get('test_precision_at_100'), '.3f')} | {row['train_loo_10nn_accuracy']:.3f} | "
+            f"{row['fit_seconds']:.0f} | {fmt(row.get('place_1000_seconds'), '.3f')} | {row['note']} |"
+        )
+    by_name = {row["method"].split(" (")[0]: row for row in result["rows"]}
+    umap_row = by_name.get("UMAP")
+    for name in ("TopicMap", "parametric t-SNE"):
+        row = by_name.get(name)
+        if umap_row and row and row.get("place_1000_seconds"):
+            lines.append(f"\n{name} places new documents {umap_row['place_1000_seconds'] / row['place_1000_seconds']:.0f}x "
+                         f"faster than UMAP's transform; test 10-NN accuracy {row['test_10nn_accuracy']:.3f} vs "
+                         f"UMAP's {umap_row['test_10nn_accuracy']:.3f}.")
+    lines += ["", f"Machine: {result['machine']}. Parametric t-SNE variant chosen on validation: {result['choice']}.", ""]
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="4 groups, small network, few epochs (CI)")
+    parser.add_argument("--stage", choices=("select", "final", "both"), default="final")
+    parser.add_argument("--part", choices=("baselines", "semhash", "combine"), default=None,
+                        help="run one part of the final stage (two parts can run as two processes), "
+                             "or combine the saved parts")
+    parser.add_argument("--cache", default=None, help="folder for the parts' results (default /tmp/semhash-maps*)")
+    parser.add_argument("--html", default=None, help="also write the parametric t-SNE map as an HTML page here")
+    parser.add_argument("--wait-selection", type=float, default=0.0, metavar="SECONDS",
+                        help="wait up to this long for a concurrent --stage select run's choice")
+    args = parser.parse_args(argv)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    suffix = ".quick" if args.quick else ""
+    if args.part:
+        cache = Path(args.cache or f"/tmp/semhash-maps{suffix}")
+        if args.part == "combine":
+            combine(args.quick, suffix, cache, args.html)
+        else:
+            run_part(args.part, args.quick, cache, args.wait_selection)
+        return
+    if args.stage in ("select", "both"):
+        select(args.quick, suffix)
+    if args.stage in ("final", "both"):
+        final(args.quick, suffix, args.html, args.wait_selection)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,538 @@
+"""Search speed vs collection size: semantic-hashing address lookup against exhaustive search.
+
+Collections of 10k, 100k and 1M documents (10M does not fit this machine: its TF-IDF
+matrix alone would take ~6 GB and the perturbed-copy generation and encoding ~1 hour on
+one core). The first documents are the 20 Newsgroups training posts; beyond their 11,314,
+each extra document is a perturbed copy of a real one: its word counts are resampled
+multinomially from the word distribution of a real post (random length, 0.5-1.5x the
+original's), and for half of the copies mixed with a second post of the same newsgroup
+(20-50% of the words from it). Every document is encoded by the trained models (long
+code: ``SemanticHasher`` ``--bits``; address: ``SemanticHasher`` ``--address-bits``), so
+codes are distributed as real codes are, not uniformly. Queries are 20 Newsgroups test
+posts (never in the collection).
+
+Methods, all single-threaded (FAISS ``omp_set_num_threads(1)``, ``OMP_NUM_THREADS=1``):
+
+* ``address r=0..3``  :class:`index.address.AddressIndex`: Hamming ball of radius r around
+  the query's address, candidates re-ranked by long-code Hamming distance, exhaustive
+  fallback when the ball has fewer than k=100 documents; ``max=C``: radius 3 but the
+  addresses visited nearest first and the visit stopped at C candidates;
+* ``binary flat``     FAISS ``IndexBinaryFlat`` over the long codes (exhaustive Hamming);
+* ``faiss hash r``    FAISS ``IndexBinaryHash`` keyed by the first ``--address-bits`` bits of the
+  long code itself, ``nflip = r`` (no fallback: ``short`` is the share of queries with < k results);
+* ``LSA-128 flat``    FAISS ``IndexFlatIP`` over unit-norm LSA-128 vectors;
+* ``TF-IDF cosine``   scipy sparse matrix-vector product over the TF-IDF rows.
+
+Per method and size: latency of one query at a time (p50, p99; k=100), throughput
+(queries/s, a batch of all queries, as the method batches best), build time, memory of the
+search structure, and for the address lookup the recall of the exhaustive Hamming top-100
+(tie-aware: a returned document counts if its distance is below the 100th exhaustive
+distance, or equal to it while tied places remain), the share of queries that fell back
+and the mean number of candidates.
+
+Also: precision@100 on 20 Newsgroups (7,532 test posts as queries against the 11,314 train
+posts, relevant = same newsgroup) of address lookup + long-code re-ranking vs exhaustive
+Hamming ranking, and indexing throughput (raw text to stored codes) of
+``pipelines.indexing.add_documents`` on the test posts' texts.
+
+Models: trained once on the train posts (default parameters) and cached in
+``--models`` (default ``/tmp/semhash_speed``): ``vocab.json``, ``hasher<bits>.bin``,
+``hasher<address-bits>.bin``. Missing ones are trained (minutes per model on one core;
+``--quick`` trains small ones in seconds).
+
+Usage::
+
+    OMP_NUM_THREADS=1 nice python benchmarks/search_speed.py             # 10k, 100k, 1M
+    OMP_NUM_THREADS=1 python benchmarks/search_speed.py --quick          # CI: 10k only
+
+Writes ``benchmarks/results/search_speed.{json,md,png}`` (``--quick``: ``search_speed.quick.*``).
+Timings on a shared 2-core machine are noisy; ratios are taken within one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+RESULTS = REPO / "benchmarks" / "results"
+DATA = REPO / "data" / "20news-bydate.tar.gz"
+K = 100
+RADII = (0, 1, 2, 3)
+CAPS = (2_000, 10_000)  # max_candidates variants (radius 3, nearest addresses first)
+
+
+def log(*args):
+    print(time.strftime("%H:%M:%S"), *args, file=sys.stderr, flush=True)
+
+
+# ----------------------------------------------------------------------------- models
+def load_models(folder: Path, bits: int, address_bits: int, train_docs, quick: bool):
+    import torch
+
+    from pipelines.vectorize import WordCounter, empty_rows
+    from semhash.hasher import SemanticHasher
+
+    torch.set_num_threads(1)
+    folder.mkdir(parents=True, exist_ok=True)
+    vocab_path = folder / "vocab.json"
+    try:
+        counter = WordCounter.from_dict(json.loads(vocab_path.read_text()))
+    except Exception:  # missing, or cached by an older version: rebuild  # noqa: BLE001
+        counter = WordCounter(max_words=2000).fit([d.text for d in train_docs])
+        vocab_path.write_text(json.dumps(counter.to_dict()))
+    models = {}
+    counts = None
+    for n in (bits, address_bits):
+        path = folder / f"hasher{n}{'.quick' if quick else ''}.bin"
+        if not path.exists() and quick and (folder / f"hasher{n}.bin").exists():
+            path = folder / f"hasher{n}.bin"
+        if path.exists():
+            try:
+                models[n] = SemanticHasher.from_bytes(path.read_bytes())
+                continue
+            except Exception as err:  # cached by an older version of the model format  # noqa: BLE001
+                log(f"cannot load {path} ({err!r}); training it again")
+        if counts is None:
+            counts = counter.transform([d.text for d in train_docs])
+            counts = counts[np.setdiff1d(np.arange(counts.shape[0]), empty_rows(counts))]
+        params = {"pretrain_epochs": 1, "finetune_epochs": 3, "neighbour_targets": 0} if quick else {}
+        log(f"training a {n}-bit SemanticHasher ({'quick' if quick else 'default parameters'})")
+        models[n] = SemanticHasher(n_bits=n, random_state=0, **params).fit(counts)
+        path.write_bytes(models[n].to_bytes())
+    return counter, models[bits], models[address_bits]
+
+
+# ----------------------------------------------------------------------------- data
+def perturbed_counts(source, labels, n: int, seed: int, chunk: int = 50_000):
+    """``n`` perturbed copies of rows of ``source`` (CSR counts), in chunks (generator).
+
+    Each copy: a random source row s, a length L = round(len(s) * U(0.5, 1.5)) (>= 5),
+    and with probability 1/2 a partner p of the same label and weight w ~ U(0.2, 0.5):
+    Binomial(L, 1-w) words drawn from s's word distribution, the rest from p's.
+    """
+    import scipy.sparse as sp
+
+    rng = np.random.default_rng(seed)
+    source = sp.csr_matrix(source, dtype=np.float64)
+    lengths = np.asarray(source.sum(axis=1)).ravel()
+    n_words = source.shape[1]
+    by_label = {label: np.flatnonzero(labels == label) for label in np.unique(labels)}
+    # Row-wise cumulative word distributions, offset by the row number: one global
+    # sorted array, so sampling word j of row r is searchsorted(cum, r + u).
+    probabilities = source.multiply(1.0 / np.maximum(lengths, 1)[:, None]).tocsr()
+    row_of = np.repeat(np.arange(source.shape[0]), np.diff(probabilities.indptr))
+    cumulative = np.cumsum(probabilities.data)
+    row_start_cum = np.r_[0.0, cumulative[probabilities.indptr[1:] - 1]]
+    within = cumulative - row_start_cum[row_of]
+    global_cum = row_of + np.minimum(within, 1.0)
+    global_cum[probabilities.indptr[1:] - 1] = np.arange(source.shape[0]) + 1.0  # exact row ends
+
+    def sample(rows, counts_per_row):
+        draws = np.repeat(rows, counts_per_row) + rng.random(int(counts_per_row.sum()))
+        positions = np.minimum(np.searchsorted(global_cum, draws, side="right"), len(global_cum) - 1)
+        return probabilities.indices[positions]
+
+    done = 0
+    while done < n:
+        m = min(chunk, n - done)
+        src = rng.integers(0, source.shape[0], m)
+        length = np.maximum(5, np.round(lengths[src] * rng.uniform(0.5, 1.5, m))).astype(np.int64)
+        mixed = rng.random(m) < 0.5
+        weight = np.where(mixed, rng.uniform(0.2, 0.5, m), 0.0)
+        from_partner = rng.binomial(length, weight)
+        partner = np.array([rng.choice(by_label[labels[s]]) for s in src])
+        words_src = sample(src, length - from_partner)
+        words_partner = sample(partner, from_partner)
+        doc_src = np.repeat(np.arange(m), length - from_partner)
+        doc_partner = np.repeat(np.arange(m), from_partner)
+        docs = np.concatenate([doc_src, doc_partner])
+        words = np.concatenate([words_src, words_partner])
+        counts = sp.csr_matrix((np.ones(len(docs), np.float32), (docs, words)), shape=(m, n_words))
+        counts.sum_duplicates()
+        yield counts
+        done += m
+
+
+def encode_all(models, counts_chunks):
+    """Concatenate each model's transform over chunks."""
+    out = {name: [] for name in models}
+    for chunk in counts_chunks:
+        for name, fn in models.items():
+            out[name].append(fn(chunk))
+    import scipy.sparse as sp
+
+    return {name: sp.vstack(parts).tocsr() if sp.issparse(parts[0]) else np.concatenate(parts) for name, parts in out.items()}
+
+
+# ----------------------------------------------------------------------------- measuring
+def latencies(fn, n_queries: int) -> np.ndarray:
+    out = np.empty(n_queries)
+    for i in range(n_queries):
+        started = time.perf_counter()
+        fn(i)
+        out[i] = time.perf_counter() - started
+    return out
+
+
+def summary(lat: np.ndarray, batch_seconds: float, n_batch: int) -> dict:
+    return {
+        "p50_us": round(float(np.percentile(lat, 50)) * 1e6, 1),
+        "p99_us": round(float(np.percentile(lat, 99)) * 1e6, 1),
+        "mean_us": round(float(lat.mean()) * 1e6, 1),
+        "qps": round(n_batch / batch_seconds, 1),
+    }
+
+
+def tie_aware_recall(found_distances: np.ndarray, exact_distances: np.ndarray, k: int) -> float:
+    """Share of the exhaustive top-k a result holds, counting ties at the k-th distance as equal."""
+    kth = exact_distances[k - 1]
+    n_less_exact = int((exact_distances[:k] < kth).sum())
+    found = np.asarray(found_distances)[:k]
+    less = int((found < kth).sum())
+    tied = int((found == kth).sum())
+    return (less + min(tied, k - n_less_exact)) / k
+
+
+def bench_size(n, data, queries, n_latency_queries, tfidf_queries):
+    import faiss
+
+    from index.address import AddressIndex
+
+    row = {"documents": n, "methods": {}}
+    addr, long_codes, lsa, tfidf = (data[key][:n] for key in ("address", "long", "lsa", "tfidf"))
+    ids = np.arange(n, dtype=np.int64)
+    nq = len(queries["long"])
+    bits = long_codes.shape[1] * 8
+
+    # exhaustive binary (FAISS)
+    started = time.perf_counter()
+    flat = faiss.IndexBinaryFlat(bits)
+    flat.add(long_codes)
+    build = time.perf_counter() - started
+    lat = latencies(lambda i: flat.search(queries["long"][i : i + 1], K), n_latency_queries)
+    started = time.perf_counter()
+    exact_d, exact_i = flat.search(queries["long"], K)
+    batch = time.perf_counter() - started
+    row["methods"]["binary flat"] = {**summary(lat, batch, nq), "build_s": round(build, 3),
+                                     "memory_mb": round(long_codes.nbytes / 2**20, 1)}
+
+    # address lookup
+    started = time.perf_counter()
+    index = AddressIndex.build(ids, addr, long_codes, address_bits=data["address_bits"], long_bits=bits)
+    build = time.perf_counter() - started
+    index.search(queries["address"][0], queries["long"][0], K, 0)  # warm-up (fallback index)
+    for radius, cap in [*((r, None) for r in RADII), *((3, c) for c in CAPS)]:
+        lat = latencies(lambda i: index.search(queries["address"][i], queries["long"][i], K, radius, max_candidates=cap),
+                        n_latency_queries)
+        started = time.perf_counter()
+        results = index.search_batch(queries["address"], queries["long"], K, radius, max_candidates=cap)
+        batch = time.perf_counter() - started
+        recall = np.mean([tie_aware_recall(r.distances, exact_d[i], min(K, n)) for i, r in enumerate(results)])
+        row["methods"][f"address r={radius}" + (f" max={cap}" if cap else "")] = {
+            **summary(lat, batch, nq), "build_s": round(build, 3), "memory_mb": round(index.nbytes / 2**20, 1),
+            "recall_at_100": round(float(recall), 4),
+            "fallback_rate": round(float(np.mean([r.fell_back for r in results])), 4),
+            "mean_candidates": round(float(np.mean([r.n_candidates for r in results])), 1),
+        }
+
+    # FAISS IndexBinaryHash: the same idea with FAISS's own table, keyed by the first
+    # address_bits bits of the long code itself (no separate address model), nflip = radius.
+    started = time.perf_counter()
+    hashed = faiss.IndexBinaryHash(bits, data["address_bits"])
+    hashed.add(long_codes)
+    build = time.perf_counter() - started
+    for radius in RADII:
+        hashed.nflip = radius
+        lat = latencies(lambda i: hashed.search(queries["long"][i : i + 1], K), n_latency_queries)
+        started = time.perf_counter()
+        found_d, found_i = hashed.search(queries["long"], K)
+        batch = time.perf_counter() - started
+        recall = np.mean([tie_aware_recall(found_d[i][found_i[i] >= 0], exact_d[i], min(K, n)) for i in range(nq)])
+        row["methods"][f"faiss hash r={radius}"] = {
+            **summary(lat, batch, nq), "build_s": round(build, 3), "memory_mb": round(n * (bits // 8 + 8) / 2**20, 1),
+            "recall_at_100": round(float(recall), 4),
+            "short_rate": round(float(np.mean((found_i >= 0).sum(axis=1) < min(K, n))), 4),
+        }
+    del hashed
+
+    # LSA-128 float (FAISS inner product on unit vectors = cosine)
+    started = time.perf_counter()
+    flat_ip = faiss.IndexFlatIP(lsa.shape[1])
+    flat_ip.add(lsa)
+    build = time.perf_counter() - started
+    lat = latencies(lambda i: flat_ip.search(queries["lsa"][i : i + 1], K), n_latency_queries)
+    started = time.perf_counter()
+    flat_ip.search(queries["lsa"], K)
+    batch = time.perf_counter() - started
+    row["methods"]["LSA-128 flat"] = {**summary(lat, batch, nq), "build_s": round(build, 3),
+                                      "memory_mb": round(lsa.nbytes / 2**20, 1)}
+    del flat_ip
+
+    # sparse TF-IDF cosine
+    q_tfidf = queries["tfidf"]
+    q_dense = q_tfidf.toarray()
+
+    def tfidf_one(i):
+        scores = tfidf @ q_dense[i]
+        top = np.argpartition(-scores, K - 1)[:K] if len(scores) > K else np.arange(len(scores))
+        return top[np.argsort(-scores[top])]
+
+    lat = latencies(tfidf_one, tfidf_queries)
+    started = time.perf_counter()
+    for start in range(0, tfidf_queries, 10):  # batches of 10: N x 10 dense scores at a time
+        scores = np.asarray((tfidf @ q_dense[start : start + 10].T))
+        np.argpartition(-scores, min(K, n) - 1, axis=0)[:K]
+    batch = time.perf_counter() - started
+    tfidf_bytes = tfidf.data.nbytes + tfidf.indices.nbytes + tfidf.indptr.nbytes
+    row["methods"]["TF-IDF cosine"] = {**summary(lat, batch, tfidf_queries), "build_s": 0.0,
+                                       "memory_mb": round(tfidf_bytes / 2**20, 1), "queries_timed": tfidf_queries}
+    return row
+
+
+def precision_20ng(index_codes, query_codes, train_labels, test_labels, address_bits, bits):
+    """p@100 of exhaustive Hamming ranking vs address lookup + re-ranking, on 20NG."""
+    from index.address import AddressIndex
+    from pipelines.evaluate import precision_at_k, rank_by_hamming
+
+    address_db, long_db = index_codes
+    address_q, long_q = query_codes
+    ranking = rank_by_hamming(long_q, long_db, bits, top=K)
+    out = {"exhaustive hamming": round(precision_at_k(ranking, test_labels, train_labels, ks=(K,))[K], 4)}
+    index = AddressIndex.build(np.arange(len(long_db)), address_db, long_db, address_bits=address_bits, long_bits=bits)
+    for radius in RADII:
+        results = index.search_batch(address_q, long_q, K, radius)
+        precision = np.mean([(train_labels[r.ids] == label).mean() for r, label in zip(results, test_labels)])
+        out[f"address r={radius}"] = round(float(precision), 4)
+        out[f"address r={radius} fallback_rate"] = round(float(np.mean([r.fell_back for r in results])), 4)
+        # Without fallback: the ball alone, fewer than 100 results counted as misses.
+        hits = [(train_labels[r.ids] == label).sum() for r, label in
+                zip(index.search_batch(address_q, long_q, K, radius, fallback=False), test_labels)]
+        out[f"address r={radius} no-fallback"] = round(float(np.mean(hits) / K), 4)
+    return out
+
+
+def indexing_throughput(counter, hasher, address, docs):
+    """docs/s of add_documents (raw text -> stored codes) into a fresh database."""
+    import pipelines.indexing as indexing
+    from index.address import ADDRESS_MODEL, load_or_build_address
+    from index.database import Database
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "speed.db"
+        vocabulary = counter.to_dict()
+        with Database(path) as db:
+            for name, model in ((indexing.HASHER_MODEL, hasher), (ADDRESS_MODEL, address)):
+                db.save_model(name, "binary", model.code_size, config={"class": "SemanticHasher", **indexing.model_summary(model)},
+                              weights=model.to_bytes(), vocabulary=vocabulary)
+        encodes_address = ADDRESS_MODEL in getattr(indexing, "CODE_MODELS", ())  # after the add_documents patch
+        started = time.perf_counter()
+        result = indexing.add_documents(path, docs, batch_size=2000, verbose=False)
+        add_seconds = time.perf_counter() - started
+        extra = 0.0
+        with Database(path, create=False) as db:
+            if not encodes_address:  # encode and store the address codes as the patched add_documents would
+                started = time.perf_counter()
+                model_id = db.get_model(ADDRESS_MODEL, with_weights=False).id
+                rows = list(db.iter_documents())
+                for start in range(0, len(rows), 2000):
+                    batch = rows[start : start + 2000]
+                    db.put_codes(model_id, [r.id for r in batch], address.transform(counter.transform([r.text for r in batch])))
+                extra = time.perf_counter() - started
+            started = time.perf_counter()
+            load_or_build_address(db)
+            table = time.perf_counter() - started
+    total = add_seconds + extra + table
+    return {
+        "documents": result["added"],
+        "add_documents_s": round(add_seconds, 2),
+        "address_codes_s": round(extra, 2),
+        "address_table_s": round(table, 2),
+        "docs_per_s": round(result["added"] / total, 1),
+        "add_documents_only_docs_per_s": round(result["added"] / add_seconds, 1),
+        "note": "address codes encoded by add_documents" if encodes_address else
+                "add_documents encoded the hasher codes; the address codes were encoded and stored right after, timed and included",
+    }
+
+
+# ----------------------------------------------------------------------------- report
+def targets(result) -> list[dict]:
+    sizes = result["sizes"]
+    big, small = sizes[-1], sizes[0]
+    radius = result["chosen_radius"]
+    name = f"address r={radius}"
+    m = big["methods"]
+    out = [
+        {"target": f"{big['documents']:,} docs: address r={radius} p50 >= 50x faster than binary flat",
+         "value": round(m["binary flat"]["p50_us"] / m[name]["p50_us"], 1), "threshold": 50},
+        {"target": f"{big['documents']:,} docs: address r={radius} p50 >= 1000x faster than TF-IDF cosine",
+         "value": round(m["TF-IDF cosine"]["p50_us"] / m[name]["p50_us"], 1), "threshold": 1000},
+        {"target": f"{big['documents']:,} docs: recall of exhaustive top-100 >= 0.80",
+         "value": m[name]["recall_at_100"], "threshold": 0.8},
+        {"target": f"20NG: p@100 of address r={radius} >= 95% of exhaustive Hamming's (alternative to the recall target)",
+         "value": round(result["precision_20ng"][name] / result["precision_20ng"]["exhaustive hamming"], 3),
+         "threshold": 0.95},
+        {"target": f"latency grows < 2x from {small['documents']:,} to {big['documents']:,} (p50, address r={radius})",
+         "value": round(m[name]["p50_us"] / small["methods"][name]["p50_us"], 2), "threshold": 2.0, "lower_is_better": True},
+        {"target": "indexing throughput >= 5,000 docs/s", "value": result["indexing"]["docs_per_s"], "threshold": 5000},
+    ]
+    for t in out:
+        ok = t["value"] < t["threshold"] if t.get("lower_is_better") else t["value"] >= t["threshold"]
+        t["status"] = "PASS" if ok else "MISS"
+    return out
+
+
+def write_markdown(result, path: Path) -> None:
+    lines = [f"# Search speed vs collection size ({'quick' if result['quick'] else 'full'} run)", "",
+             f"{result['machine']}. Long code {result['bits']} bits, address {result['address_bits']} bits, k={K}, "
+             f"{result['n_latency_queries']} single-query latencies per method (TF-IDF: fewer, see table), "
+             "one thread everywhere. Shared machine: timings are noisy; ratios come from one run.", ""]
+    for size in result["sizes"]:
+        lines += [f"## {size['documents']:,} documents", "",
+                  "| method | p50 µs | p99 µs | qps (batch) | build s | memory MB | recall@100 | fallback (hash: short) | candidates | x faster than binary flat (p50) | x faster than TF-IDF (p50) |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        base, sparse = size["methods"]["binary flat"]["p50_us"], size["methods"]["TF-IDF cosine"]["p50_us"]
+        for name, m in size["methods"].items():
+            lines.append(f"| {name} | {m['p50_us']} | {m['p99_us']} | {m['qps']} | {m['build_s']} | {m['memory_mb']} | "
+                         f"{m.get('recall_at_100', '')} | {m.get('fallback_rate', m.get('short_rate', ''))} | {m.get('mean_candidates', '')} | "
+                         f"{base / m['p50_us']:.1f} | {sparse / m['p50_us']:.1f} |")
+        lines.append("")
+    lines += ["## 20 Newsgroups precision@100 (test posts vs train)", "", "| method | p@100 |", "|---|---:|"]
+    lines += [f"| {k} | {v} |" for k, v in result["precision_20ng"].items()]
+    lines += ["", "## Indexing throughput", "", "```", json.dumps(result["indexing"], indent=2), "```", "",
+              f"## Targets (address radius {result['chosen_radius']})", "", "| target | value | status |", "|---|---:|---|"]
+    lines += [f"| {t['target']} | {t['value']:.3g} | {t['status']} |" for t in result["targets"]]
+    lines += ["", result.get("notes", "")]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def plot(result, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sizes = [s["documents"] for s in result["sizes"]]
+    figure, axis = plt.subplots(figsize=(7, 4.5))
+    for name in result["sizes"][0]["methods"]:
+        if name.startswith("faiss hash") and name != "faiss hash r=2":
+            continue
+        style = "--" if name.startswith("address") else "-"
+        axis.plot(sizes, [s["methods"][name]["p50_us"] for s in result["sizes"]], marker="o", linestyle=style, label=name)
+    axis.set_xscale("log")
+    axis.set_yscale("log")
+    axis.set_xlabel("documents in the collection")
+    axis.set_ylabel("query latency p50 (µs, one query, 1 thread)")
+    axis.set_title(f"Search latency, k={K}: {result['bits']}-bit codes, {result['address_bits']}-bit addresses")
+    axis.grid(True, which="both", alpha=0.3)
+    axis.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+
+
+# ----------------------------------------------------------------------------- main
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="10k documents only, fewer queries (CI)")
+    parser.add_argument("--sizes", type=int, nargs="+")
+    parser.add_argument("--bits", type=int, default=64)
+    parser.add_argument("--address-bits", type=int, default=24)
+    parser.add_argument("--models", type=Path, default=Path("/tmp/semhash_speed"))
+    parser.add_argument("--queries", type=int, help="queries timed one at a time (default 300; quick 50)")
+    parser.add_argument("--radius", type=int, default=2, help="radius whose figures are checked against the targets")
+    args = parser.parse_args()
+
+    import faiss
+    import torch
+
+    from pipelines.corpus import read_corpus
+    from pipelines.vectorize import empty_rows
+    from semhash.baselines import LSA, TfidfCosine
+
+    faiss.omp_set_num_threads(1)
+    torch.set_num_threads(1)
+    warnings.filterwarnings("ignore")
+    sizes = args.sizes or ([10_000] if args.quick else [10_000, 100_000, 1_000_000])
+    n_latency = args.queries or (50 if args.quick else 300)
+
+    log("reading 20 Newsgroups")
+    train = read_corpus(DATA, subdir="20news-bydate-train")
+    test = read_corpus(DATA, subdir="20news-bydate-test")
+    counter, hasher, address = load_models(args.models, args.bits, args.address_bits, train, args.quick)
+    X_train = counter.transform([d.text for d in train])
+    X_test = counter.transform([d.text for d in test])
+    keep_train = np.setdiff1d(np.arange(X_train.shape[0]), empty_rows(X_train))
+    keep_test = np.setdiff1d(np.arange(X_test.shape[0]), empty_rows(X_test))
+    train_docs, X_train = [train[i] for i in keep_train], X_train[keep_train]
+    test_docs, X_test = [test[i] for i in keep_test], X_test[keep_test]
+    y_train = np.array([d.label for d in train_docs])
+    y_test = np.array([d.label for d in test_docs])
+
+    log("fitting LSA-128 and TF-IDF on train")
+    lsa = LSA(n_components=128).fit(X_train)
+    tfidf = TfidfCosine().fit(X_train)
+    encoders = {"address": address.transform, "long": hasher.transform, "lsa": lsa.transform, "tfidf": tfidf.transform}
+
+    n_max = max(sizes)
+    log(f"encoding {n_max:,} documents ({max(0, n_max - X_train.shape[0]):,} perturbed copies)")
+    started = time.perf_counter()
+    real = X_train[: min(n_max, X_train.shape[0])]
+    chunks = [real[i : i + 20_000] for i in range(0, real.shape[0], 20_000)]
+    extra = n_max - real.shape[0]
+    data = encode_all(encoders, [*chunks, *(perturbed_counts(X_train, y_train, extra, seed=1) if extra > 0 else [])])
+    data["address_bits"] = args.address_bits
+    log(f"encoded in {time.perf_counter() - started:.0f}s")
+
+    rng = np.random.default_rng(0)
+    pick = rng.choice(X_test.shape[0], size=min(n_latency, X_test.shape[0]), replace=False)
+    queries = {name: fn(X_test[pick]) for name, fn in encoders.items()}
+
+    result = {"quick": args.quick, "bits": args.bits, "address_bits": args.address_bits, "k": K,
+              "n_latency_queries": len(pick), "machine": f"{platform.processor() or platform.machine()}, "
+              f"{os.cpu_count()} cores (shared), numpy {np.__version__}, faiss {faiss.__version__}", "sizes": []}
+    for n in sizes:
+        log(f"benchmarking {n:,} documents")
+        tfidf_queries = min(len(pick), 20 if n >= 1_000_000 else 50 if n >= 100_000 else len(pick))
+        result["sizes"].append(bench_size(n, data, queries, len(pick), tfidf_queries))
+        log(json.dumps({k: v["p50_us"] for k, v in result["sizes"][-1]["methods"].items()}))
+    del data
+
+    log("20 Newsgroups precision@100")
+    result["precision_20ng"] = precision_20ng(
+        (address.transform(X_train), hasher.transform(X_train)), (address.transform(X_test), hasher.transform(X_test)),
+        y_train, y_test, args.address_bits, args.bits)
+    log(json.dumps(result["precision_20ng"]))
+
+    log("indexing throughput")
+    result["indexing"] = indexing_throughput(counter, hasher, address, test[: 2000 if args.quick else len(test)])
+    log(json.dumps(result["indexing"]))
+
+    result["chosen_radius"] = args.radius
+    result["targets"] = targets(result)
+    result["notes"] = ("10M documents were not run: the TF-IDF matrix (~6 GB), the LSA vectors (5 GB) and encoding "
+                       "10M perturbed documents on one core do not fit this 2-core, 23 GB shared machine.")
+    for t in result["targets"]:
+        print(f"{t['status']}  {t['target']}: {t['value']:.3g}")
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    stem = "search_speed.quick" if args.quick else "search_speed"
+    (RESULTS / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")
+    write_markdown(result, RESULTS / f"{stem}.md")
+    plot(result, RESULTS / f"{stem}.png")
+    log(f"wrote {RESULTS / stem}.{{json,md,png}}")
+
+
+if __name__ == "__main__":
+    main()
