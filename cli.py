@@ -261,16 +261,7 @@ def recall(fragment, database, hex_code, k, as_json):
     with _friendly_errors(True):
         memory = DocumentMemory(database)
         hits = memory.recall_code(hex_code, k) if hex_code is not None else memory.recall_text(fragment, k)
-    if as_json:
-        click.echo(json.dumps([hit.to_dict() for hit in hits], indent=2, ensure_ascii=False))
-        return
-    if not hits:
-        click.echo("No documents stored.")
-        return
-    for rank, hit in enumerate(hits, 1):
-        label = f"[{hit.label}] " if hit.label else ""
-        click.echo(f"{rank:3d}. confidence {hit.confidence:.2f}  {label}{hit.external_id}  {hit.title or ''}")
-        click.echo(f"     {hit.snippet}")
+    _print_hits(hits, as_json, score=lambda hit: f"confidence {hit.confidence:.2f}")
 
 
 # --------------------------------------------------------------------------- info / map
@@ -465,7 +456,9 @@ def images_similar(image_id, database, k, use_address, montage_path, as_json):
 
 
 # --------------------------------------------------------------------------- helpers
-def _print_hits(hits, as_json: bool, distance_name: str) -> None:
+def _print_hits(hits, as_json: bool, distance_name: str = "distance", score=None) -> None:
+    """Hits as JSON, or one ranked line each (score, label, id, title) and a snippet."""
+    score = score or (lambda hit: f"{distance_name} {hit.distance:g}")
     if as_json:
         click.echo(json.dumps([hit.to_dict() for hit in hits], indent=2, ensure_ascii=False))
         return
@@ -474,7 +467,7 @@ def _print_hits(hits, as_json: bool, distance_name: str) -> None:
         return
     for rank, hit in enumerate(hits, 1):
         label = f"[{hit.label}] " if hit.label else ""
-        click.echo(f"{rank:3d}. {distance_name} {hit.distance:g}  {label}{hit.external_id}  {hit.title or ''}")
+        click.echo(f"{rank:3d}. {score(hit)}  {label}{hit.external_id}  {hit.title or ''}")
         click.echo(f"     {hit.snippet}")
 
 

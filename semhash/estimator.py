@@ -176,6 +176,11 @@ class DeepCodeModel:
             raise ValueError(f"batch_size must be a positive integer or 'auto', got {self.batch_size!r}")
         return self.batch_size
 
+    def _layer_learning_rate(self, bottom: bool, hidden: str) -> float:
+        """CD step of one layer (for batches of 100): Poisson and linear units see larger
+        total inputs, so they take a tenth of the binary layers' step."""
+        return self.pretrain_learning_rate * (0.1 if bottom or hidden == "linear" else 1.0)
+
     def _pretrain(self, inputs, generator: torch.Generator) -> list[RBM]:
         """Greedy layer-wise pretraining; each RBM learns from the hidden means below it."""
         sizes = self.layer_sizes
@@ -184,13 +189,12 @@ class DeepCodeModel:
             bottom, top = depth == 0, depth == len(sizes) - 2
             visible = self.visible_units if bottom else "binary"
             hidden = "linear" if top and self.code_units == "linear" else "binary"
-            slow = bottom or hidden == "linear"
             self._log(f"pretraining layer {depth + 1}/{len(sizes) - 1}: {visible} {n_in} -> {hidden} {n_out}")
             rbm = RBM(
                 n_out,
                 visible=visible,
                 hidden=hidden,
-                learning_rate=self.pretrain_learning_rate * (0.1 if slow else 1.0) * (self.batch_size_ / 100) ** 0.5,
+                learning_rate=self._layer_learning_rate(bottom, hidden) * (self.batch_size_ / 100) ** 0.5,
                 batch_size=self.batch_size_,
                 n_epochs=self.pretrain_epochs,
                 random_state=int(torch.randint(0, 2**31 - 1, (1,), generator=generator)),

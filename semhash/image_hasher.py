@@ -31,7 +31,6 @@ import torch
 
 from semhash.codes import pack_bits
 from semhash.estimator import MODEL_CLASSES, DeepCodeModel
-from semhash.rbm import RBM
 
 IMAGE_SIDE = 32
 IMAGE_CHANNELS = 3
@@ -194,33 +193,11 @@ class ImageHasher(DeepCodeModel):
             raise RuntimeError(f"mean/std must have shape ({IMAGE_DIMS},)")
 
     # ------------------------------------------------------------ pretraining
-    def _pretrain(self, inputs, generator: torch.Generator) -> list[RBM]:
-        """The base class's greedy stack, with its own CD step for the Gaussian layer."""
-        if self.gaussian_learning_rate is None:
-            return super()._pretrain(inputs, generator)
-        sizes = self.layer_sizes
-        rbms, data = [], inputs
-        batch_scale = (self.batch_size_ / 100) ** 0.5
-        for depth, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
-            bottom, top = depth == 0, depth == len(sizes) - 2
-            visible = self.visible_units if bottom else "binary"
-            rate = self.gaussian_learning_rate if bottom else self.pretrain_learning_rate
-            self._log(f"pretraining layer {depth + 1}/{len(sizes) - 1}: {visible} {n_in} -> binary {n_out}")
-            rbm = RBM(
-                n_out,
-                visible=visible,
-                hidden="binary",
-                learning_rate=rate * batch_scale,
-                batch_size=self.batch_size_,
-                n_epochs=self.pretrain_epochs,
-                random_state=int(torch.randint(0, 2**31 - 1, (1,), generator=generator)),
-                verbose=self._log if self.verbose else False,
-            )
-            rbm.fit(data)
-            rbms.append(rbm)
-            if not top:
-                data = rbm.transform(data)
-        return rbms
+    def _layer_learning_rate(self, bottom: bool, hidden: str) -> float:
+        """The Gaussian bottom layer gets its own small CD step."""
+        if bottom and self.gaussian_learning_rate is not None:
+            return self.gaussian_learning_rate
+        return super()._layer_learning_rate(bottom, hidden)
 
 
 MODEL_CLASSES["ImageHasher"] = ImageHasher

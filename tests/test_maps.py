@@ -161,7 +161,7 @@ def test_umap_missing_gives_install_hint(monkeypatch):
 @pytest.fixture(scope="module")
 def small_topic_map():
     counts, labels = topic_counts(n_docs=300, seed=2)
-    model = TopicMap(hidden_layers=(40, 20), pretrain_epochs=2, finetune_epochs=3, neighbour_targets=0,
+    model = TopicMap(hidden_layers=(40, 20), pretrain_epochs=2, finetune_epochs=3, neighbour_targets=0, objective="reconstruction",
                      random_state=0).fit(counts)
     return model, counts, labels
 
