@@ -30,9 +30,7 @@ fingerprints of both models and the file's SHA-256, written atomically;
 
 from __future__ import annotations
 
-import hashlib
 import io
-import json
 import warnings
 from functools import lru_cache
 from itertools import combinations
@@ -43,8 +41,7 @@ from typing import TYPE_CHECKING, NamedTuple
 import faiss
 import numpy as np
 
-from index.faiss_index import IndexFileError, sidecar_path
-from semhash.files import atomic_write_bytes
+from index.faiss_index import REBUILD_ADVICE, IndexFileError, cache_dir, read_sidecar, read_verified, write_with_sidecar
 from semhash.codes import n_bytes
 
 if TYPE_CHECKING:
@@ -463,38 +460,22 @@ def _concat_ranges(starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------- files
 def save_address_index(index: AddressIndex, path: Path, fingerprint: str) -> None:
     """Table file first, sidecar last, each atomically (as ``faiss_index.save_index``)."""
-    path = Path(path)
-    data = index.to_bytes()
-    meta = {
-        "format": TABLE_FORMAT,
-        "fingerprint": fingerprint,
-        "kind": "address",
-        "address_bits": index.address_bits,
-        "long_bits": index.long_bits,
-        "ntotal": len(index),
-        "sha256": hashlib.sha256(data).hexdigest(),
-    }
-    atomic_write_bytes(path, data)
-    atomic_write_bytes(sidecar_path(path), json.dumps(meta, indent=2).encode() + b"\n")
+    meta = {"format": TABLE_FORMAT, "fingerprint": fingerprint, "kind": "address",
+            "address_bits": index.address_bits, "long_bits": index.long_bits, "ntotal": len(index)}
+    write_with_sidecar(path, index.to_bytes(), meta)
 
 
 def load_address_index(path: Path, expected_fingerprint: str | None = None) -> AddressIndex | None:
     """A saved table; None if missing or stale; :class:`IndexFileError` if corrupt."""
     path = Path(path)
-    meta_path = sidecar_path(path)
-    if not path.is_file() or not meta_path.is_file():
+    meta = read_sidecar(path, "address table", required=("ntotal",))
+    if meta is None:
         return None
-    advice = "delete it, it will be rebuilt from the database"
-    try:
-        meta = json.loads(meta_path.read_text())
-        fingerprint, checksum, ntotal = meta["fingerprint"], meta["sha256"], int(meta["ntotal"])
-    except (OSError, ValueError, KeyError, TypeError) as err:
-        raise IndexFileError(f"address table sidecar {meta_path} is unreadable ({err}); {advice}") from err
-    if expected_fingerprint is not None and fingerprint != expected_fingerprint:
+    advice = REBUILD_ADVICE
+    ntotal = int(meta["ntotal"])
+    if expected_fingerprint is not None and meta["fingerprint"] != expected_fingerprint:
         return None
-    data = path.read_bytes()
-    if hashlib.sha256(data).hexdigest() != checksum:
-        raise IndexFileError(f"address table {path} does not match its sidecar (checksum differs); {advice}")
+    data = read_verified(path, meta, "address table")
     try:
         index = AddressIndex.from_bytes(data)
     except (OSError, ValueError, KeyError) as err:
@@ -506,11 +487,8 @@ def load_address_index(path: Path, expected_fingerprint: str | None = None) -> A
 
 def default_address_path(db: Database, index_dir: Path | None = None) -> Path | None:
     """``<index_dir or <db file>.faiss>/address.table``; None for an in-memory database."""
-    if index_dir is None:
-        if db.path is None:
-            return None
-        index_dir = db.path.with_name(db.path.name + ".faiss")
-    return Path(index_dir) / TABLE_FILE
+    folder = cache_dir(db, index_dir)
+    return None if folder is None else folder / TABLE_FILE
 
 
 def address_fingerprint(db: Database, address_model: str = ADDRESS_MODEL, long_model: str = LONG_MODEL) -> str:

@@ -233,10 +233,63 @@ def _as_ids(ids: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------- files
 
 
+REBUILD_ADVICE = "delete it, it will be rebuilt from the database"
+
+
 def sidecar_path(path: Path) -> Path:
-    """The JSON metadata file saved with an index file: ``<path>.json``."""
+    """The JSON metadata file saved with a cache file: ``<path>.json``."""
     path = Path(path)
     return path.with_name(path.name + ".json")
+
+
+def cache_dir(db: Database, index_dir: Path | None = None) -> Path | None:
+    """Where a database's derived files live: ``index_dir``, else ``<db file>.faiss``;
+    None for a database that is not a file."""
+    if index_dir is not None:
+        return Path(index_dir)
+    return None if db.path is None else db.path.with_name(db.path.name + ".faiss")
+
+
+# Every derived file (FAISS index, address table, recall memory) is saved the same way:
+# the file first, then a JSON sidecar recording what it was built from and its SHA-256,
+# each written atomically. A crash between the two leaves a checksum that exposes it.
+def write_with_sidecar(path: Path, data: bytes, meta: dict) -> None:
+    """Write ``data`` to ``path`` and ``meta`` (plus the data's SHA-256) to its sidecar."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    meta = {**meta, "sha256": hashlib.sha256(data).hexdigest()}
+    atomic_write_bytes(path, data)
+    atomic_write_bytes(sidecar_path(path), json.dumps(meta, indent=2).encode() + b"\n")
+
+
+def read_sidecar(path: Path, what: str, required: tuple[str, ...], error: type = None) -> dict | None:
+    """The sidecar of ``path``, or None when the file or its sidecar is missing (nothing
+    says what the file was built from). An unreadable sidecar, or one without the
+    ``required`` keys, raises ``error`` (default :class:`IndexFileError`)."""
+    path, error = Path(path), error or IndexFileError
+    meta_path = sidecar_path(path)
+    if not path.is_file() or not meta_path.is_file():
+        return None
+    try:
+        meta = json.loads(meta_path.read_text())
+        missing = [key for key in ("fingerprint", "sha256", *required) if key not in meta]
+        if missing:
+            raise KeyError(", ".join(missing))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
+        raise error(f"{what} sidecar {meta_path} is unreadable ({err}); {REBUILD_ADVICE}") from err
+    return meta
+
+
+def read_verified(path: Path, meta: dict, what: str, error: type = None) -> bytes:
+    """The bytes of ``path``, checked against the SHA-256 in its sidecar ``meta`` before
+    anything parses them."""
+    data = Path(path).read_bytes()
+    if hashlib.sha256(data).hexdigest() != meta["sha256"]:
+        raise (error or IndexFileError)(
+            f"{what} file {path} does not match its sidecar (checksum differs: damaged, "
+            f"truncated or from an interrupted save); {REBUILD_ADVICE}"
+        )
+    return data
 
 
 def save_index(index: CodeIndex, path: Path, fingerprint: str) -> None:
@@ -247,19 +300,18 @@ def save_index(index: CodeIndex, path: Path, fingerprint: str) -> None:
     """
     if not isinstance(index, _CodeIndex):
         raise TypeError(f"expected a BinaryCodeIndex or RealCodeIndex, got {type(index).__name__}")
-    path = Path(path)
-    data = index._serialize().tobytes()
-    meta = {
-        "format": SIDECAR_FORMAT,
-        "fingerprint": fingerprint,
-        "kind": index.kind,
-        "dims": index.dims,
-        "ntotal": index.ntotal,
-        "faiss_version": faiss.__version__,
-        "sha256": hashlib.sha256(data).hexdigest(),
-    }
-    atomic_write_bytes(path, data)
-    atomic_write_bytes(sidecar_path(path), json.dumps(meta, indent=2).encode() + b"\n")
+    write_with_sidecar(
+        path,
+        index._serialize().tobytes(),
+        {
+            "format": SIDECAR_FORMAT,
+            "fingerprint": fingerprint,
+            "kind": index.kind,
+            "dims": index.dims,
+            "ntotal": index.ntotal,
+            "faiss_version": faiss.__version__,
+        },
+    )
 
 
 def load_index(path: Path, expected_fingerprint: str | None = None) -> CodeIndex | None:
@@ -269,30 +321,20 @@ def load_index(path: Path, expected_fingerprint: str | None = None) -> CodeIndex
     ``expected_fingerprint`` (when given). A corrupt index or sidecar (truncated,
     garbage, checksum mismatch) raises :class:`IndexFileError`.
     """
-    path = Path(path)
-    meta_path = sidecar_path(path)
-    if not path.is_file() or not meta_path.is_file():
-        return None  # without a sidecar nothing says what the file was built from
-    advice = "delete it, it will be rebuilt from the database"
-
+    meta = read_sidecar(path, "index", required=("kind", "dims", "ntotal"))
+    if meta is None:
+        return None
+    advice = REBUILD_ADVICE
+    kind, fingerprint = meta["kind"], meta["fingerprint"]
     try:
-        meta = json.loads(meta_path.read_text())
-        kind, dims, ntotal = meta["kind"], int(meta["dims"]), int(meta["ntotal"])
-        fingerprint, checksum = meta["fingerprint"], meta["sha256"]
-    except (OSError, ValueError, KeyError, TypeError) as err:
-        raise IndexFileError(f"index sidecar {meta_path} is unreadable ({err}); {advice}") from err
+        dims, ntotal = int(meta["dims"]), int(meta["ntotal"])
+    except (TypeError, ValueError) as err:
+        raise IndexFileError(f"index sidecar {sidecar_path(path)} is unreadable ({err}); {advice}") from err
     if kind not in ("binary", "real"):
-        raise IndexFileError(f"index sidecar {meta_path} names an unknown kind {kind!r}; {advice}")
+        raise IndexFileError(f"index sidecar {sidecar_path(path)} names an unknown kind {kind!r}; {advice}")
     if expected_fingerprint is not None and fingerprint != expected_fingerprint:
         return None
-
-    data = path.read_bytes()
-    # Checked before FAISS parses anything: never feed it bytes we did not write.
-    if hashlib.sha256(data).hexdigest() != checksum:
-        raise IndexFileError(
-            f"index file {path} does not match its sidecar (checksum differs: damaged, "
-            f"truncated or from an interrupted save); {advice}"
-        )
+    data = read_verified(path, meta, "index")
     buffer = np.frombuffer(data, dtype=np.uint8)
     try:
         if kind == "binary":
@@ -319,11 +361,8 @@ def default_index_path(db: Database, model_name: str, index_dir: Path | None = N
 
     None for a database that is not a file when no ``index_dir`` is given.
     """
-    if index_dir is None:
-        if db.path is None:
-            return None
-        index_dir = db.path.with_name(db.path.name + ".faiss")
-    return Path(index_dir) / f"{_file_stem(model_name)}.index"
+    folder = cache_dir(db, index_dir)
+    return None if folder is None else folder / f"{_file_stem(model_name)}.index"
 
 
 def load_or_build(db: Database, model_name_or_id: str | int, index_dir: Path | None = None) -> CodeIndex:

@@ -50,7 +50,6 @@ the helpers of :mod:`index.faiss_index`, and rebuilt whenever the codes change.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import math
@@ -62,8 +61,7 @@ from pathlib import Path
 import numpy as np
 
 from index.database import Database
-from index.faiss_index import sidecar_path
-from semhash.files import atomic_write_bytes
+from index.faiss_index import REBUILD_ADVICE, cache_dir, read_sidecar, read_verified, write_with_sidecar
 from index.search import QueryError, SearchEngine, snippet
 from pipelines.indexing import HASHER_MODEL
 from semhash.codes import from_hex, hamming_distances
@@ -304,20 +302,14 @@ class CodeMemory:
 
 def default_recall_path(db: Database) -> Path | None:
     """``<db file>.faiss/recall.npz``; None for a database that is not a file."""
-    if db.path is None:
-        return None
-    return db.path.with_name(db.path.name + ".faiss") / RECALL_FILE
+    folder = cache_dir(db)
+    return None if folder is None else folder / RECALL_FILE
 
 
 def save_memory(memory: CodeMemory, path: Path, fingerprint: str) -> None:
     """Memory file first, sidecar (fingerprint, configuration, SHA-256) last, both atomic."""
-    path = Path(path)
-    data = memory.to_bytes()
-    meta = {"format": 1, "fingerprint": fingerprint, "config": memory.config(),
-            "documents": len(memory.ids), "sha256": hashlib.sha256(data).hexdigest()}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(path, data)
-    atomic_write_bytes(sidecar_path(path), json.dumps(meta, indent=2).encode() + b"\n")
+    meta = {"format": 1, "fingerprint": fingerprint, "config": memory.config(), "documents": len(memory.ids)}
+    write_with_sidecar(path, memory.to_bytes(), meta)
 
 
 def load_memory(path: Path, fingerprint: str | None = None, config: dict | None = None) -> CodeMemory | None:
@@ -326,22 +318,15 @@ def load_memory(path: Path, fingerprint: str | None = None, config: dict | None 
     A damaged file (checksum mismatch, unreadable) raises :class:`RecallFileError`.
     """
     path = Path(path)
-    meta_path = sidecar_path(path)
-    if not path.is_file() or not meta_path.is_file():
+    meta = read_sidecar(path, "recall", required=("config",), error=RecallFileError)
+    if meta is None:
         return None
-    advice = "delete it, it will be rebuilt from the database"
-    try:
-        meta = json.loads(meta_path.read_text())
-        saved_fingerprint, saved_config, checksum = meta["fingerprint"], meta["config"], meta["sha256"]
-    except (OSError, ValueError, KeyError, TypeError) as err:
-        raise RecallFileError(f"recall sidecar {meta_path} is unreadable ({err}); {advice}") from err
-    if fingerprint is not None and saved_fingerprint != fingerprint:
+    advice = REBUILD_ADVICE
+    if fingerprint is not None and meta["fingerprint"] != fingerprint:
         return None
-    if config is not None and saved_config != config:
+    if config is not None and meta["config"] != config:
         return None
-    data = path.read_bytes()
-    if hashlib.sha256(data).hexdigest() != checksum:
-        raise RecallFileError(f"recall file {path} does not match its sidecar (checksum differs); {advice}")
+    data = read_verified(path, meta, "recall", error=RecallFileError)
     try:
         return CodeMemory.from_bytes(data)
     except (ValueError, KeyError, OSError) as err:

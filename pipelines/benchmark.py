@@ -117,29 +117,23 @@ def evaluate_real_baselines(
     log: Callable[[str], None] = lambda line: None,
 ) -> list[RetrievalReport]:
     """TF-IDF cosine and LSA (cosine) at each of ``lsa_dims``, idf and SVD fit on the database."""
-    reports = []
-    if tfidf:
-        started = time.perf_counter()
-        model = TfidfCosine().fit(db_counts)
-        fitted = time.perf_counter()
-        db_vectors, query_vectors = model.transform(db_counts), model.transform(query_counts)
-        encoded = time.perf_counter()
-        report = evaluate_vectors("tfidf", query_vectors, db_vectors, query_labels, db_labels)
-        reports.append(timed_report(report, fitted - started, encoded - fitted))
-        log(f"tfidf: p@100 {report.p_at_100:.3f}")
-    for dims in lsa_dims:
-        dims = int(dims)
+    # (method, label, model factory): one fit-encode-evaluate path for every baseline.
+    baselines = [("tfidf", "tfidf", TfidfCosine)] if tfidf else []
+    for dims in map(int, lsa_dims):
         if dims >= min(db_counts.shape):
             log(f"lsa-{dims}: skipped (needs fewer dimensions than {min(db_counts.shape)})")
             continue
+        baselines.append(("lsa", f"lsa-{dims}", lambda dims=dims: LSA(n_components=dims, random_state=random_state)))
+    reports = []
+    for method, label, make_model in baselines:
         started = time.perf_counter()
-        model = LSA(n_components=dims, random_state=random_state).fit(db_counts)
+        model = make_model().fit(db_counts)
         fitted = time.perf_counter()
         db_vectors, query_vectors = model.transform(db_counts), model.transform(query_counts)
         encoded = time.perf_counter()
-        report = evaluate_vectors("lsa", query_vectors, db_vectors, query_labels, db_labels)
+        report = evaluate_vectors(method, query_vectors, db_vectors, query_labels, db_labels)
         reports.append(timed_report(report, fitted - started, encoded - fitted))
-        log(f"lsa-{dims}: p@100 {report.p_at_100:.3f}")
+        log(f"{label}: p@100 {report.p_at_100:.3f}")
     return reports
 
 
