@@ -6,21 +6,24 @@ Methods (all fit on the 11,314 training posts, 2000-word vocabulary from train):
 * UMAP          UMAP over LSA-50, cosine, random_state=0 (umap-learn)
 * t-SNE         sklearn Barnes-Hut t-SNE over LSA-50, cosine (cannot place new documents:
                 leave-one-out on train only)
-* TopicMap      semhash deep autoencoder 2000-500-250-125-2, linear code, reconstruction
-                fine-tuning (the library default)
-* param. t-SNE  the same RBM-pretrained, reconstruction-fine-tuned network, then fine-tuned
-                with the parametric t-SNE objective (semhash.parametric_tsne)
+* TopicMap, reconstruction only
+                semhash deep autoencoder 2000-500-250-125-2, linear code, reconstruction
+                fine-tuning (the starting point of the next one)
+* semhash TopicMap default
+                the same network, then TopicMap's default parametric t-SNE stage
+                (semhash.parametric_tsne): what ``TopicMap().fit`` and ``semhash map`` give
 
 Scores: 10-NN label accuracy and precision@100 of the test posts placed in 2-D against
 the train points (Euclidean in the map), leave-one-out 10-NN accuracy of the train posts,
 fitting time, and time to place 1,000 new documents from their word counts (after one
 warm-up call; UMAP's first call also compiles numba code, reported separately).
 
-The parametric t-SNE variant (affinity ``knn`` vs ``batch``, objective ``tsne`` vs
-``both``) is chosen by ``--stage select`` on a validation split of train (stratified 20%,
-seed 0): TopicMap is fit on the other 80% and each variant is scored by the validation
-posts' 10-NN accuracy. The test split is never looked at in that stage. ``--stage final``
-reads the choice from ``benchmarks/results/maps.selection.json`` (defaults otherwise).
+TopicMap's t-SNE defaults (epochs, input dropout, ...) were chosen by ``--stage select``
+on a validation split of train (stratified 20%, seed 0): the reconstruction TopicMap is fit
+on the other 80%, each variant in ``SELECT_VARIANTS`` is fine-tuned from it and scored
+every 10 epochs by the validation posts' 10-NN accuracy (curves in
+``benchmarks/results/maps.selection.json``). The test split is never looked at there;
+``--stage final`` (the default) runs the library defaults.
 
 Usage::
 
@@ -28,7 +31,8 @@ Usage::
     OMP_NUM_THREADS=1 python benchmarks/maps.py            # final run, tens of minutes on 1 core
     python benchmarks/maps.py --quick                      # CI: 4 groups, small network, ~1 minute
 
-Writes ``benchmarks/results/maps.{json,md,png}`` (``--quick``: ``maps.quick.*``).
+Writes ``benchmarks/results/maps.{json,md,png}`` and ``news-map-compare.png`` (semhash |
+UMAP | LSA-2, for the README; ``--quick``: ``*.quick.*``).
 """
 
 from __future__ import annotations
@@ -139,14 +143,21 @@ def topic_map_params(quick: bool) -> dict:
 
 
 def tsne_params(quick: bool) -> dict:
-    return dict(n_epochs=12 if quick else 50, perplexity=30.0)
+    """The t-SNE stage of the library default (TopicMap's own defaults; fewer epochs in --quick)."""
+    from semhash import TopicMap
+
+    defaults = TopicMap()
+    return dict(n_epochs=12 if quick else defaults.tsne_epochs, perplexity=defaults.perplexity,
+                input_dropout=defaults.tsne_input_dropout)
 
 
-def fit_topic_map(counts, quick: bool):
+def fit_topic_map(counts, quick: bool, objective: str = "reconstruction"):
+    """The TopicMap network with reconstruction fine-tuning only: the starting point of the
+    t-SNE stage (the library default = this, then :func:`fit_parametric_tsne`)."""
     from semhash import TopicMap
 
     started = time.perf_counter()
-    model = TopicMap(verbose=True, **topic_map_params(quick)).fit(counts)
+    model = TopicMap(verbose=True, objective=objective, **topic_map_params(quick)).fit(counts)
     return model, time.perf_counter() - started
 
 
@@ -162,22 +173,43 @@ def fit_parametric_tsne(counts, quick: bool, choice: dict, base=None):
         model = TopicMap(**(topic_map_params(quick) | {"finetune_epochs": 0})).fit(counts)
     else:
         model = copy.deepcopy(base)
-    options = {"affinity": choice["affinity"], "objective": choice["objective"], "perplexity": 30.0,
-               "n_epochs": choice.get("n_epochs") or tsne_params(quick)["n_epochs"]}
+    options = {"affinity": choice["affinity"], "objective": choice["objective"]} | tsne_params(quick)
+    if choice.get("n_epochs"):
+        options["n_epochs"] = choice["n_epochs"]
+    options |= choice.get("options", {})
     if choice["affinity"] == "batch":
         options["batch_size"] = 1000
+    model.verbose = True
     tsne_fine_tune_estimator(model, counts, **options)
     return model, time.perf_counter() - started
 
 
 # ----------------------------------------------------------------------------- stages
-def select(quick: bool, suffix: str) -> dict:
-    """Choose the parametric t-SNE variant and its epochs on a validation split of train."""
+# Variants compared by --stage select (fine_tune_tsne options, plus "epochs", "every" = how
+# often to score, "perplexity"); all start from the same reconstruction-fine-tuned TopicMap.
+SELECT_VARIANTS = {
+    "const 80": {"epochs": 80, "every": 10},
+    "cosine 40": {"epochs": 40, "schedule": "cosine"},
+    "dof 0.5 const 30": {"epochs": 30, "dof": 0.5},
+    "dof 0.5 cosine 30": {"epochs": 30, "dof": 0.5, "schedule": "cosine"},
+    "perplexity 15 const 30": {"epochs": 30, "perplexity": 15.0},
+    "batch 1000 const 30": {"epochs": 30, "batch_size": 1000},
+    "negatives 500 const 30": {"epochs": 30, "n_negatives": 500},
+    "exaggeration 12x3 const 30": {"epochs": 30, "exaggeration": 12.0},
+    "lr 2e-2 const 40": {"epochs": 40, "learning_rate": 0.02},
+    "input dropout 0.2 const 40": {"epochs": 40, "input_dropout": 0.2},
+    "input dropout 0.5 const 80": {"epochs": 80, "input_dropout": 0.5},
+    "input dropout 0.7 const 60": {"epochs": 60, "input_dropout": 0.7},
+}
+
+
+def select(quick: bool, suffix: str, variants: dict | None = None) -> dict:
+    """Score parametric t-SNE variants on a validation split of train (every ``every``
+    epochs, one uninterrupted run each) and write the curves; the best point is the choice."""
     import torch
     from sklearn.model_selection import train_test_split
 
     from pipelines import maps
-    from semhash import TopicMap
     from semhash.data import as_generator
     from semhash.parametric_tsne import fine_tune_tsne, knn_affinities, lsa_features
 
@@ -200,39 +232,38 @@ def select(quick: bool, suffix: str) -> dict:
         log("UMAP", scores["UMAP (reference)"])
     except ImportError as err:
         log(f"no UMAP reference: {err}")
-    base, base_seconds = fit_topic_map(X, quick)
+    base, base_seconds = fit_topic_map(X, quick, objective="reconstruction")
     scores["reconstruction"] = score(base.transform(X), base.transform(V)) | {"seconds": round(base_seconds, 1)}
     log("reconstruction", scores["reconstruction"])
-    pretrained = TopicMap(**(topic_map_params(quick) | {"finetune_epochs": 0})).fit(X)
-    scores["pretrained only"] = score(pretrained.transform(X), pretrained.transform(V))
-    log("pretrained only", scores["pretrained only"])
-
     features = lsa_features(X, random_state=0)
-    P = knn_affinities(features, 30.0)
-    inputs, targets = base._encoder_input(X), base._reconstruction_target(X)
-    n_epochs, every = (12, 4) if quick else (50, 10)
-    variants = {
-        "knn/tsne": (base, dict(affinity="knn")),
-        "batch/tsne": (base, dict(affinity="batch", batch_size=1000)),
-        "knn/both": (base, dict(affinity="knn", reconstruction_weight=0.1, reconstruction_targets=targets)),
-        "knn/tsne from pretrained": (pretrained, dict(affinity="knn")),
-    }
-    for name, (init, options) in variants.items():
-        model = copy.deepcopy(init)
-        generator = as_generator(0)
+    inputs = base._encoder_input(X)
+    variants = variants or ({"const 12": {"epochs": 12, "every": 4}, "input dropout 0.5 const 12":
+                             {"epochs": 12, "every": 4, "input_dropout": 0.5}} if quick else SELECT_VARIANTS)
+    for name, variant in variants.items():
+        options = dict(variant)
+        n_epochs, every = options.pop("epochs"), options.pop("every", 10)
+        perplexity = options.pop("perplexity", 30.0)
+        model = copy.deepcopy(base)
         started, curve = time.perf_counter(), []
-        for chunk in range(n_epochs // every):
-            fine_tune_tsne(model.model_, inputs, affinities=P, features=features, n_epochs=every,
-                           generator=generator, exaggeration_epochs=3 if chunk == 0 else 0, **options)
-            curve.append({"epochs": every * (chunk + 1), "seconds": round(time.perf_counter() - started, 1)}
-                         | score(model.transform(X), model.transform(V)))
-            log(name, curve[-1])
-        curves[name] = curve
-    best_name, best_point = max(((k, p) for k, c in curves.items() for p in c),
-                                key=lambda kp: kp[1]["val_10nn_accuracy"])
-    affinity, objective = best_name.split(" ")[0].split("/")
-    choice = {"affinity": affinity, "objective": objective, "init": "pretrained" if "pretrained" in best_name
-              else "reconstruction", "n_epochs": best_point["epochs"]}
+
+        def on_epoch(epoch):
+            if epoch % every == 0 or epoch == n_epochs:
+                curve.append({"epochs": epoch, "seconds": round(time.perf_counter() - started, 1)}
+                             | score(model.transform(X), model.transform(V)))
+                log(name, curve[-1])
+
+        fine_tune_tsne(model.model_, inputs, affinities=knn_affinities(features, perplexity), perplexity=perplexity,
+                       n_epochs=n_epochs, generator=as_generator(0), on_epoch=on_epoch, **options)
+        curves[name] = {"config": variant, "curve": curve}
+    # the best validation accuracy, or the cheapest point (fewest epochs) within 0.005 of it
+    points = [(k, p) for k, c in curves.items() for p in c["curve"]]
+    top = max(p["val_10nn_accuracy"] for _, p in points)
+    best_name, best_point = min(((k, p) for k, p in points if p["val_10nn_accuracy"] >= top - 0.005),
+                                key=lambda kp: (kp[1]["epochs"], -kp[1]["val_10nn_accuracy"]))
+    best = dict(variants[best_name])
+    best.pop("every", None)
+    choice = {"affinity": "knn", "objective": "tsne", "init": "reconstruction",
+              "n_epochs": best_point["epochs"], "options": {k: v for k, v in best.items() if k != "epochs"}}
     result = {"choice": choice, "scores": scores, "curves": curves,
               "split": "stratified 20% of train as validation, seed 0; test never used"}
     path = RESULTS / f"maps.selection{suffix}.json"
@@ -290,8 +321,10 @@ def run_part(part: str, quick: bool, cache: Path, wait_selection: float = 0.0) -
         record("t-SNE (LSA-50, cosine)", tsne_points, time.perf_counter() - started,
                note="non-parametric: cannot place new documents")
     else:
-        saved = cache / "topic_map.semhash"
-        if saved.exists():  # a previous run of this part already fit it (same data and parameters)
+        from pipelines.benchmark import model_cache_key
+
+        saved = cache / f"topic_map-{model_cache_key(topic_map_params(quick), {'image_hasher.py'})}.semhash"
+        if saved.exists():  # a previous run of this part already fit it (same data, parameters and code)
             from semhash import TopicMap
 
             topic_map = TopicMap.load(saved)
@@ -300,20 +333,17 @@ def run_part(part: str, quick: bool, cache: Path, wait_selection: float = 0.0) -
             topic_map, fit_seconds = fit_topic_map(train, quick)
             cache.mkdir(parents=True, exist_ok=True)
             topic_map.save(saved)
-        record("TopicMap (autoencoder)", topic_map.transform(train), fit_seconds, topic_map.transform(test),
+        record("TopicMap, reconstruction only", topic_map.transform(train), fit_seconds, topic_map.transform(test),
                time_placement(topic_map.transform, test), note=f"best epoch {topic_map.best_epoch_}")
-        choice_path = RESULTS / f"maps.selection{'.quick' if quick else ''}.json"
-        deadline = time.time() + wait_selection
-        while not choice_path.exists() and time.time() < deadline:
-            time.sleep(10)  # a concurrent --stage select run is still choosing
-        choice = json.loads(choice_path.read_text())["choice"] if choice_path.exists() else DEFAULT_CHOICE
-        log(f"parametric t-SNE variant: {choice}")
+        # The library default: the same network, then TopicMap's default t-SNE stage (its
+        # defaults were chosen by --stage select on the validation split; see maps.selection.json).
+        choice = DEFAULT_CHOICE
+        log(f"parametric t-SNE stage: {tsne_params(quick)}")
         ptsne, tsne_seconds = fit_parametric_tsne(train, quick, choice, base=topic_map)
-        total = tsne_seconds + (fit_seconds if choice.get("init", "reconstruction") == "reconstruction" else 0.0)
-        record(f"parametric t-SNE ({choice['affinity']}, {choice['objective']})", ptsne.transform(train),
-               total, ptsne.transform(test), time_placement(ptsne.transform, test),
-               note=f"{choice.get('init', 'reconstruction')} init, {len(ptsne.tsne_history_)} t-SNE epochs")
-        extra = {"choice": choice, "tsne_history": ptsne.tsne_history_,
+        record("semhash TopicMap default (parametric t-SNE)", ptsne.transform(train),
+               tsne_seconds + fit_seconds, ptsne.transform(test), time_placement(ptsne.transform, test),
+               note=f"reconstruction fine-tuning, then {len(ptsne.tsne_history_)} t-SNE epochs")
+        extra = {"choice": choice | {"tsne": tsne_params(quick)}, "tsne_history": ptsne.tsne_history_,
                  "topic_map_params": {k: list(v) if isinstance(v, tuple) else v
                                       for k, v in topic_map_params(quick).items()}}
     cache.mkdir(parents=True, exist_ok=True)
@@ -342,11 +372,12 @@ def combine(quick: bool, suffix: str, cache: Path, html: str | None = None) -> d
                                   panel_size=5.5)
     png = RESULTS / f"maps{suffix}.png"
     figure.savefig(png, dpi=90, bbox_inches="tight")
+    compare_figure(rows, points, list(y_train), corpus, suffix)
     if html:
-        name = next(k for k in points if k.startswith("parametric"))
+        name = next(k for k in points if k.startswith("semhash"))
         maps.write_html_map(points[name], list(y_train), [d.title for d in train_docs],
                             [d.text[:400] for d in train_docs], html,
-                            title=maps.map_title(len(y_train), corpus, "parametric t-SNE code"))
+                            title=maps.map_title(len(y_train), corpus, "semhash TopicMap"))
     result = {
         "quick": quick,
         "n_train": int(train.shape[0]),
@@ -362,6 +393,27 @@ def combine(quick: bool, suffix: str, cache: Path, html: str | None = None) -> d
     (RESULTS / f"maps{suffix}.md").write_text(markdown(result))
     log(f"wrote {RESULTS}/maps{suffix}.{{json,md,png}}")
     return result
+
+
+def compare_figure(rows, points, labels, corpus: str, suffix: str) -> Path:
+    """``news-map-compare{suffix}.png``: the library's default map | UMAP | LSA-2 of the train
+    posts, each panel titled with its test 10-NN accuracy and time to place 1,000 posts."""
+    from pipelines import maps
+
+    by_name = {row["method"]: row for row in rows}
+    semhash_name = next(name for name in by_name if name.startswith("semhash"))
+    panels = {}
+    for name, short in ((semhash_name, "semhash TopicMap (default)"), ("UMAP (LSA-50, cosine)", "UMAP over LSA-50"),
+                        ("LSA-2", "LSA-2")):
+        if name in by_name:
+            row = by_name[name]
+            panels[f"{short}\ntest 10-NN acc {row['test_10nn_accuracy']:.3f}, "
+                   f"1,000 placed in {row['place_1000_seconds']:.3f} s"] = points[name]
+    figure = maps.draw_comparison(panels, labels, title=maps.map_title(len(labels), corpus, "train posts"),
+                                  panel_size=5.5)
+    path = RESULTS / f"news-map-compare{suffix}.png"
+    figure.savefig(path, dpi=80, bbox_inches="tight")
+    return path
 
 
 def final(quick: bool, suffix: str, html: str | None, wait_selection: float = 0.0) -> dict:
@@ -392,15 +444,22 @@ def markdown(result) -> str:
             f"{fmt(row.get('test_precision_at_100'), '.3f')} | {row['train_loo_10nn_accuracy']:.3f} | "
             f"{row['fit_seconds']:.0f} | {fmt(row.get('place_1000_seconds'), '.3f')} | {row['note']} |"
         )
-    by_name = {row["method"].split(" (")[0]: row for row in result["rows"]}
-    umap_row = by_name.get("UMAP")
-    for name in ("TopicMap", "parametric t-SNE"):
-        row = by_name.get(name)
-        if umap_row and row and row.get("place_1000_seconds"):
-            lines.append(f"\n{name} places new documents {umap_row['place_1000_seconds'] / row['place_1000_seconds']:.0f}x "
-                         f"faster than UMAP's transform; test 10-NN accuracy {row['test_10nn_accuracy']:.3f} vs "
-                         f"UMAP's {umap_row['test_10nn_accuracy']:.3f}.")
-    lines += ["", f"Machine: {result['machine']}. Parametric t-SNE variant chosen on validation: {result['choice']}.", ""]
+    by_name = {row["method"]: row for row in result["rows"]}
+    umap_row = by_name.get("UMAP (LSA-50, cosine)")
+    row = by_name.get("semhash TopicMap default (parametric t-SNE)")
+    if umap_row and row and row.get("place_1000_seconds"):
+        speedup = umap_row["place_1000_seconds"] / row["place_1000_seconds"]
+        accuracy_ok = row["test_10nn_accuracy"] >= umap_row["test_10nn_accuracy"]
+        lines += [
+            "",
+            f"Target 1, test 10-NN accuracy >= UMAP's: {row['test_10nn_accuracy']:.3f} vs "
+            f"{umap_row['test_10nn_accuracy']:.3f}: **{'PASS' if accuracy_ok else 'MISS'}**.",
+            "",
+            f"Target 2, placing new documents >= 10x faster than UMAP's transform: {speedup:.0f}x "
+            f"({row['place_1000_seconds']:.3f} s vs {umap_row['place_1000_seconds']:.3f} s for 1,000 posts): "
+            f"**{'PASS' if speedup >= 10 else 'MISS'}**.",
+        ]
+    lines += ["", f"Machine: {result['machine']}. t-SNE stage (TopicMap defaults, chosen on a validation split of train): {result['choice'].get('tsne')}.", ""]
     return "\n".join(lines)
 
 

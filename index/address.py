@@ -17,6 +17,15 @@ document. This module implements that as a two-stage search:
    the table, so each address's candidates are one contiguous slice. Ties are broken by
    document id. (``SearchEngine`` can re-rank them further by TF-IDF cosine.)
 
+On a crowded table the ball holds far more documents than are needed: the addresses are
+visited nearest first (distance 0, then 1, ...) and the visit stops at a budget of
+candidates (``max_candidates``, default :data:`DEFAULT_MAX_CANDIDATES`), so the cost of a
+query stays flat from ten thousand to millions of documents. With numba installed, the
+whole query (ball enumeration, an occupancy bitmap, binary search in the sorted addresses,
+popcount distances, top-k by counting sort) is one compiled call of a few microseconds
+(:mod:`index._address_kernel`; :meth:`AddressIndex.search_batch` runs many queries in
+one call); without it, a vectorised numpy path gives identical results.
+
 When the ball holds fewer than ``k`` documents, :meth:`AddressIndex.search` falls back
 to an exhaustive Hamming search over the long codes (FAISS ``IndexBinaryFlat``), so a
 query always gets ``min(k, n)`` results; the result says whether it fell back.
@@ -43,6 +52,7 @@ import numpy as np
 
 from index.faiss_index import REBUILD_ADVICE, IndexFileError, cache_dir, read_sidecar, read_verified, write_with_sidecar
 from semhash.codes import n_bytes
+from semhash.kernels import compiled_kernel, numba_available
 
 if TYPE_CHECKING:
     from index.database import Database
@@ -142,97 +152,26 @@ def _as_words(codes: np.ndarray) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- compiled kernel
-# With numba installed, one compiled function does lookup, distances and top-k of a query
-# (a few microseconds); otherwise the vectorised numpy path below does the same work in
-# ~15 numpy calls (tens of microseconds of call overhead). Both give identical results.
-_KERNEL = None
+# With numba installed, one compiled function (index/_address_kernel.py) does lookup,
+# distances and top-k of a query in a few microseconds; otherwise the vectorised numpy
+# path below does the same work in ~15 numpy calls (tens of microseconds of overhead).
+# Both give identical results.
 _FILTER_SLOTS = 1 << 24  # occupancy filter: one bit per value of an address's low 24 bits (2 MB)
+# Candidates looked at per query by default: addresses are visited nearest first and the
+# visit stops here, so the cost of a query stays flat as the collection grows. Chosen on
+# validation queries (perturbed copies of training posts, never the test posts) in
+# benchmarks/search_speed.py: see benchmarks/results/search_speed.md.
+DEFAULT_MAX_CANDIDATES = 500
 
 
 def _numba_kernel():
-    """The compiled search function, or None without numba. Compiled on first use."""
-    global _KERNEL
-    if _KERNEL is None:
-        try:
-            import numba
-        except ImportError:
-            _KERNEL = False
-            return None
-        m1, m2, m4, h01 = (np.uint64(v) for v in (0x5555555555555555, 0x3333333333333333, 0x0F0F0F0F0F0F0F0F,
-                                                   0x0101010101010101))
-        s1, s2, s4, s56 = np.uint64(1), np.uint64(2), np.uint64(4), np.uint64(56)
-        low, s3, s7 = np.uint32(_FILTER_SLOTS - 1), np.uint32(3), np.uint32(7)
-
-        @numba.njit(nogil=True, cache=False)
-        def popcount(x):
-            x = x - ((x >> s1) & m1)
-            x = (x & m2) + ((x >> s2) & m2)
-            x = (x + (x >> s4)) & m4
-            return (x * h01) >> s56
-
-        @numba.njit(nogil=True, cache=False)
-        def search(keys, offsets, words, ids, id_span, occupied, masks, address, query, k, budget):
-            n_keys, n_words = keys.shape[0], words.shape[1]
-            found = np.empty(masks.shape[0], np.int64)
-            n_found, total = 0, 0
-            for i in range(masks.shape[0]):
-                if budget > 0 and total >= budget:
-                    break  # enough candidates from the nearest addresses
-                wanted = masks[i] ^ address
-                slot = wanted & low
-                if not (occupied[slot >> s3] >> (slot & s7)) & s1:
-                    continue  # no stored address ends in these bits: skip the binary search
-                lo, hi = 0, n_keys
-                while lo < hi:
-                    mid = (lo + hi) >> 1
-                    if keys[mid] < wanted:
-                        lo = mid + 1
-                    else:
-                        hi = mid
-                if lo < n_keys and keys[lo] == wanted:
-                    found[n_found] = lo
-                    n_found += 1
-                    total += offsets[lo + 1] - offsets[lo]
-            kk = min(k, total)
-            distances = np.empty(total, np.int32)
-            rows = np.empty(total, np.int64)
-            histogram = np.zeros(n_words * 64 + 1, np.int64)
-            j = 0
-            for f in range(n_found):
-                for row in range(offsets[found[f]], offsets[found[f] + 1]):
-                    d = 0
-                    for w in range(n_words):
-                        d += popcount(words[row, w] ^ query[w])
-                    distances[j] = d
-                    rows[j] = row
-                    histogram[d] += 1
-                    j += 1
-            if kk == 0:
-                return total, distances[:0], rows[:0]
-            below, cut = 0, 0
-            while below + histogram[cut] < kk:
-                below += histogram[cut]
-                cut += 1
-            kept = below + histogram[cut]
-            kept_rows = np.empty(kept, np.int64)
-            kept_distances = np.empty(kept, np.int32)
-            t = 0
-            for j in range(total):
-                if distances[j] <= cut:
-                    kept_rows[t] = rows[j]
-                    kept_distances[t] = distances[j]
-                    t += 1
-            # One sort by (distance, id): ids are below id_span, so distance * id_span + id.
-            order = np.argsort(kept_distances.astype(np.int64) * id_span + ids[kept_rows])[:kk]
-            return total, kept_distances[order], kept_rows[order]
-
-        _KERNEL = search
-    return _KERNEL or None
+    """The compiled kernels module, or None without numba. Imported (and compiled) on first use."""
+    return compiled_kernel("index._address_kernel")
 
 
 def has_compiled_kernel() -> bool:
-    """Whether searches use the numba kernel (numba importable)."""
-    return _numba_kernel() is not None
+    """Whether searches can use the numba kernel (numba installed; not imported by this check)."""
+    return numba_available()
 
 # --------------------------------------------------------------------------- the index
 class AddressResult(NamedTuple):
@@ -270,16 +209,16 @@ class AddressIndex:
         self.keys = self.addresses[starts]  # distinct addresses, ascending
         self.offsets = np.r_[starts, len(self.addresses)].astype(np.int64)  # block of keys[i]: offsets[i]:offsets[i+1]
         self._words = _as_words(self.long_codes)
+        self._long_width, self._address_width = n_bytes(self.long_bits), n_bytes(self.address_bits)
+        self._n = len(self.ids)
         self._flat = None  # exhaustive fallback, built on first need
         self._masks: dict[int, np.ndarray] = {}
-        # The kernel sorts by distance * id_span + id: only for ids in [0, 2**53 / (bits + 1)).
-        self._id_span = int(self.ids.max()) + 1 if len(self.ids) else 1
-        small_ids = not len(self.ids) or (self.ids.min() >= 0 and self._id_span * (self.long_bits + 1) < 2**53)
-        self.engine = "numba" if has_compiled_kernel() and small_ids else "numpy"
+        self.engine = "numba" if has_compiled_kernel() else "numpy"
         # Bitmap of the addresses' low 24 bits: most addresses of a ball hold no document,
         # and one bit tells so without a binary search (no false negatives).
-        self._occupied = np.packbits(np.bincount(self.keys & np.uint32(_FILTER_SLOTS - 1),
-                                                 minlength=_FILTER_SLOTS) > 0, bitorder="little")
+        flags = np.zeros(_FILTER_SLOTS, dtype=bool)
+        flags[self.keys & np.uint32(_FILTER_SLOTS - 1)] = True
+        self._occupied = np.packbits(flags, bitorder="little")
 
     # ------------------------------------------------------------- building
     @classmethod
@@ -345,13 +284,16 @@ class AddressIndex:
         if len(positions) == 0:
             return np.empty(0, dtype=np.int64)
         starts, ends = self.offsets[positions], self.offsets[positions + 1]
-        if budget:  # addresses nearest first, up to the one that reaches the budget
-            stop = int(np.searchsorted(np.cumsum(ends - starts), budget)) + 1
-            starts, ends = starts[:stop], ends[:stop]
+        if budget:  # addresses nearest first, up to the one that reaches the budget, cut to fit
+            reached = np.cumsum(ends - starts)
+            stop = min(int(np.searchsorted(reached, budget)) + 1, len(reached))
+            starts, ends = starts[:stop], ends[:stop].copy()
+            if reached[stop - 1] > budget:
+                ends[-1] -= reached[stop - 1] - budget
         return _concat_ranges(starts, ends)
 
     def search(self, address_code: np.ndarray, long_code: np.ndarray, k: int, radius: int = 2,
-               *, fallback: bool = True, max_candidates: int | None = None) -> AddressResult:
+               *, fallback: bool = True, max_candidates: int | None = DEFAULT_MAX_CANDIDATES) -> AddressResult:
         """The ``k`` documents nearest by long-code Hamming distance among those whose
         address lies within ``radius`` of the query's; exhaustive if the ball has < ``k``.
 
@@ -360,47 +302,101 @@ class AddressIndex:
 
         ``max_candidates`` bounds the work on crowded tables: addresses are visited
         nearest first (distance 0, then 1, ...) and the visit stops once that many
-        documents are collected (the last address's block is taken whole), so cost no
-        longer grows with the collection; None visits the whole ball.
+        documents are collected (the last address's block cut to fit, its lowest ids
+        kept; a budget below ``k`` counts as ``k``), so the cost of a query does not grow with the collection. ``None``
+        visits the whole ball. The default, :data:`DEFAULT_MAX_CANDIDATES`, was chosen
+        on validation queries (benchmarks/search_speed.py).
         """
-        budget = self._check_budget(max_candidates)
-        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        # Fast paths first: this wrapper is a good part of a query's few microseconds.
+        budget = max_candidates if type(max_candidates) is int and max_candidates > 0 else self._check_budget(max_candidates)
+        if type(k) is not int and (isinstance(k, bool) or not isinstance(k, (int, np.integer))) or k < 1:
             raise ValueError(f"k must be a positive integer, got {k!r}")
-        query_words = self._query_words(long_code)
-        k_eff = min(int(k), len(self))
-        if self.engine == "numba" and len(self.keys):
-            address = self._address_value(address_code)
-            n_candidates, distances, rows = _numba_kernel()(
-                self.keys, self.offsets, self._words, self.ids, self._id_span, self._occupied, self._ball(radius), address,
-                query_words, k_eff, budget)
+        k_eff = k if k <= self._n else max(self._n, 0)
+        if budget and budget < k_eff:
+            budget = k_eff  # fewer candidates than k could never answer
+        masks = self._masks.get(radius)
+        if masks is None:
+            masks = self._ball(radius)
+        address_code, long_code = self._check_address(address_code), self._check_long(long_code)
+        kernel = _numba_kernel() if self.engine == "numba" and self._n else None
+        if kernel:
+            n_candidates, distances, ids = kernel.search_one(
+                self.keys, self.offsets, self._words, self.ids, self._occupied, masks, address_code, long_code,
+                k_eff, budget)
             if n_candidates < k_eff and fallback:
                 distances, ids = self._exhaustive(long_code, k_eff)
-                return AddressResult(distances, ids, int(n_candidates), True)
-            return AddressResult(distances, self.ids[rows], int(n_candidates), False)
+                return AddressResult(distances, ids, n_candidates, True)
+            return AddressResult(distances, ids, n_candidates, False)
         rows = self._rows_in_ball(self._address_value(address_code), radius, budget)
         n_candidates = len(rows)
         if n_candidates < k_eff and fallback:
             distances, ids = self._exhaustive(long_code, k_eff)
             return AddressResult(distances, ids, n_candidates, True)
-        distances, rows = self._rank(query_words, rows, k_eff)
+        distances, rows = self._rank(_as_words(long_code.reshape(1, -1))[0], rows, k_eff)
         return AddressResult(distances, self.ids[rows], n_candidates, False)
 
     def search_batch(self, address_codes: np.ndarray, long_codes: np.ndarray, k: int, radius: int = 2,
-                     *, fallback: bool = True, max_candidates: int | None = None) -> list[AddressResult]:
-        """:meth:`search` for each row of ``address_codes`` / ``long_codes``."""
-        address_codes = np.asarray(address_codes, dtype=np.uint8).reshape(len(long_codes), -1)
-        return [self.search(a, q, k, radius, fallback=fallback, max_candidates=max_candidates)
-                for a, q in zip(address_codes, long_codes)]
+                     *, fallback: bool = True, max_candidates: int | None = DEFAULT_MAX_CANDIDATES) -> list[AddressResult]:
+        """:meth:`search` for each row of ``address_codes`` / ``long_codes``.
+
+        With numba, all queries run in one compiled call, and those that fall back go to
+        FAISS together.
+        """
+        long_codes = np.asarray(long_codes)
+        if long_codes.ndim != 2 or long_codes.dtype != np.uint8 or long_codes.shape[1] != n_bytes(self.long_bits):
+            raise ValueError(f"long codes must be packed uint8 of shape (n, {n_bytes(self.long_bits)}), "
+                             f"got {long_codes.dtype} {long_codes.shape}")
+        address_codes = np.asarray(address_codes)
+        if address_codes.dtype != np.uint8 or address_codes.size != len(long_codes) * n_bytes(self.address_bits):
+            raise ValueError(f"address codes must be packed uint8 of shape (n, {n_bytes(self.address_bits)}), "
+                             f"got {address_codes.dtype} {address_codes.shape}")
+        address_codes = address_codes.reshape(len(long_codes), -1)
+        if self.engine != "numba" or not len(self.keys) or not len(long_codes) or _numba_kernel() is None:
+            return [self.search(a, q, k, radius, fallback=fallback, max_candidates=max_candidates)
+                    for a, q in zip(address_codes, long_codes)]
+        budget = self._check_budget(max_candidates)
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+            raise ValueError(f"k must be a positive integer, got {k!r}")
+        k_eff = min(int(k), len(self))
+        if budget and budget < k_eff:
+            budget = k_eff
+        n_candidates, n_found, distances, ids = _numba_kernel().search_many(
+            self.keys, self.offsets, self._words, self.ids, self._occupied, self._ball(radius),
+            np.ascontiguousarray(address_codes), np.ascontiguousarray(long_codes), k_eff, budget)
+        short = np.flatnonzero(n_candidates < k_eff) if fallback else np.empty(0, np.int64)
+        if len(short):
+            exact_distances, exact_ids = self._exhaustive_many(long_codes[short], k_eff)
+            distances[short], ids[short], n_found[short] = exact_distances, exact_ids, k_eff
+        fell_back = np.zeros(len(long_codes), bool)
+        fell_back[short] = True
+        return [AddressResult(distances[q, : n_found[q]], ids[q, : n_found[q]], int(n_candidates[q]), bool(fell_back[q]))
+                for q in range(len(long_codes))]
 
     # ------------------------------------------------------------- internals
-    def _query_words(self, long_code: np.ndarray) -> np.ndarray:
-        code = np.asarray(long_code)
-        if code.ndim == 2 and code.shape[0] == 1:
-            code = code[0]
-        width = n_bytes(self.long_bits)
-        if code.dtype != np.uint8 or code.shape != (width,):
-            raise ValueError(f"the long code must be packed uint8 of {width} bytes, got {code.dtype} {code.shape}")
-        return _as_words(code.reshape(1, -1))[0]
+    def _check_long(self, long_code) -> np.ndarray:
+        """One packed long code as a 1-d contiguous uint8 array (fast path: already one)."""
+        code = long_code
+        if type(code) is not np.ndarray or code.ndim != 1 or code.dtype != np.uint8 or not code.flags.c_contiguous:
+            code = np.asarray(code)
+            if code.ndim == 2 and code.shape[0] == 1:
+                code = code[0]
+            code = np.ascontiguousarray(code) if code.dtype == np.uint8 else code
+        if code.dtype != np.uint8 or code.shape != (self._long_width,):
+            raise ValueError(f"the long code must be packed uint8 of {self._long_width} bytes, got {code.dtype} {code.shape}")
+        return code
+
+    def _check_address(self, address_code) -> np.ndarray:
+        code = address_code
+        if type(code) is not np.ndarray or code.ndim != 1 or code.dtype != np.uint8 or not code.flags.c_contiguous:
+            code = np.asarray(code)
+            if code.dtype != np.uint8 or code.ndim > 2:
+                raise ValueError(f"one packed uint8 address code of {self._address_width} bytes expected, "
+                                 f"got {code.dtype} {code.shape}")
+            code = np.ascontiguousarray(code.reshape(-1))
+        if code.size != self._address_width:
+            raise ValueError(f"one packed uint8 address code of {self._address_width} bytes expected, "
+                             f"got {code.dtype} {code.shape}")
+        return code
 
     def _rank(self, query_words: np.ndarray, rows: np.ndarray, k: int):
         words = self._words[rows]
@@ -415,13 +411,18 @@ class AddressIndex:
         return distances[order], rows[order]
 
     def _exhaustive(self, long_code: np.ndarray, k: int):
+        distances, ids = self._exhaustive_many(np.asarray(long_code, dtype=np.uint8).reshape(1, -1), k)
+        return distances[0], ids[0]
+
+    def _exhaustive_many(self, long_codes: np.ndarray, k: int):
+        """FAISS exhaustive top-k of each row, ``(distances int32, ids int64)``, ties by id."""
         if self._flat is None:
             self._flat = faiss.IndexBinaryFlat(8 * self.long_codes.shape[1])
             self._flat.add(self.long_codes)
-        distances, rows = self._flat.search(np.asarray(long_code, dtype=np.uint8).reshape(1, -1), k)
-        distances, rows = distances[0].astype(np.int32), rows[0].astype(np.int64)
-        order = np.lexsort((self.ids[rows], distances))
-        return distances[order], self.ids[rows[order]]
+        distances, rows = self._flat.search(np.ascontiguousarray(long_codes, dtype=np.uint8), k)
+        distances, ids = distances.astype(np.int32), self.ids[rows.astype(np.int64)]
+        order = np.lexsort((ids, distances), axis=-1)
+        return np.take_along_axis(distances, order, -1), np.take_along_axis(ids, order, -1)
 
     # ------------------------------------------------------------- files
     def to_bytes(self) -> bytes:

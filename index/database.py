@@ -20,8 +20,10 @@ and vocabularies are JSON.
 from __future__ import annotations
 
 import json
+import threading
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -38,6 +40,7 @@ from sqlalchemy import (
     LargeBinary,
     String,
     Text,
+    cast,
     create_engine,
     delete,
     event,
@@ -46,6 +49,7 @@ from sqlalchemy import (
     insert,
     inspect,
     select,
+    text,
     update,
 )
 from sqlalchemy import exc as sa_exc
@@ -202,6 +206,16 @@ class ModelRow:
         return _code_layout(self.kind, self.n_dims)[1]
 
 
+@dataclass(frozen=True)
+class _ModelHeader:
+    """What storing and reading codes needs of a model (see ``Database._model_header``)."""
+
+    id: int
+    name: str
+    kind: str
+    n_dims: int
+
+
 def _code_layout(kind: str, n_dims: int) -> tuple[np.dtype, int]:
     if kind == "binary":
         return np.dtype(np.uint8), n_bytes(n_dims)
@@ -250,6 +264,7 @@ class Database:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
 
         self._engine: Engine = create_engine(url_text)
+        self._local = threading.local()  # the open codes_batch transaction of each thread
         if self._engine.dialect.name == "sqlite":
             # SQLite ignores foreign keys (and so ON DELETE CASCADE) unless asked, per connection.
             event.listen(self._engine, "connect", _enable_sqlite_foreign_keys)
@@ -367,18 +382,44 @@ class Database:
 
         try:
             with self._engine.begin() as conn:
-                stored = self._existing_external_ids(conn, external_ids)
-                if stored:
-                    raise DatabaseError(
-                        f"external_id already stored: {_preview(stored)}; nothing was written"
+                # One executemany INSERT (SQLite would run INSERT ... RETURNING with
+                # sort_by_parameter_order one row at a time); a stored external_id breaks
+                # the unique index, the transaction rolls back and it is named below.
+                if conn.dialect.name == "sqlite" and conn.dialect.driver == "pysqlite":
+                    # Straight to the driver's executemany (SQLAlchemy's per-row parameter
+                    # processing cost as much as the insert); created_at is the same for
+                    # every row, converted once by the column type itself.
+                    process = _documents.c.created_at.type.dialect_impl(conn.dialect).bind_processor(conn.dialect)
+                    stamp = process(now) if process is not None else now
+                    columns = ("external_id", "kind", "source", "title", "label", "text")
+                    conn.exec_driver_sql(
+                        f"INSERT INTO documents ({', '.join(columns)}, created_at) VALUES ({', '.join('?' * 7)})",
+                        [(*(row[c] for c in columns), stamp) for row in rows],
                     )
-                # Multi-row INSERT ... RETURNING; sort_by_parameter_order ties ids to inputs.
-                result = conn.execute(
-                    insert(_documents).returning(_documents.c.id, sort_by_parameter_order=True),
-                    rows,
-                )
-                return [int(doc_id) for doc_id in result.scalars()]
-        except sa_exc.IntegrityError as err:  # a concurrent writer got there first
+                else:
+                    conn.execute(insert(_documents), rows)
+                if conn.dialect.name == "sqlite":
+                    # AUTOINCREMENT gives the rows of one INSERT, under the transaction's
+                    # write lock, consecutive ids ending at the table's sequence number.
+                    last = conn.execute(
+                        text("SELECT seq FROM sqlite_sequence WHERE name = :table"), {"table": _documents.name}
+                    ).scalar_one()
+                    return list(range(int(last) - len(rows) + 1, int(last) + 1))
+                new_ids: dict[str, int] = {}
+                for chunk in _chunks(external_ids):
+                    query = select(_documents.c.external_id, _documents.c.id).where(
+                        _documents.c.external_id.in_(chunk)
+                    )
+                    new_ids.update((key, doc_id) for key, doc_id in conn.execute(query))
+                return [int(new_ids[key]) for key in external_ids]
+        except sa_exc.IntegrityError as err:
+            with self._engine.connect() as conn:
+                stored = self._existing_external_ids(conn, external_ids)
+            if stored:
+                raise DatabaseError(
+                    f"external_id already stored: {_preview(stored)}; nothing was written"
+                ) from None
+            # a concurrent writer got there first, or another constraint
             raise DatabaseError(f"could not add documents, nothing was written: {err.orig}") from err
 
     def stored_external_ids(self, external_ids: Sequence[str]) -> set[str]:
@@ -523,6 +564,7 @@ class Database:
                         )
                     # ON DELETE CASCADE removes the old model's codes in this transaction.
                     conn.execute(delete(_models).where(_models.c.id == old_id))
+                    conn.execute(delete(_meta).where(_meta.c.key == f"codes_revision/{old_id}"))
                 return int(conn.execute(insert(_models).values(values)).inserted_primary_key[0])
         except sa_exc.IntegrityError as err:
             raise DatabaseError(f"could not save model {name!r}: {err.orig}") from err
@@ -561,10 +603,51 @@ class Database:
         with self._engine.connect() as conn:
             return [_model_row(row) for row in conn.execute(select(*columns).order_by(_models.c.id))]
 
+    def _model_header(self, model_id: int) -> _ModelHeader:
+        """Id, name, kind and size of a model: the columns stored before the weights blob,
+        so SQLite never walks the blob's overflow pages (``get_model(with_weights=False)``
+        does, to reach the later columns: milliseconds per call on every batch)."""
+        model_id = _as_id(model_id, "model id")
+        with self._engine.connect() as conn:
+            row = conn.execute(
+                select(_models.c.id, _models.c.name, _models.c.kind, _models.c.n_dims).where(_models.c.id == model_id)
+            ).first()
+        if row is None:
+            self.get_model(model_id, with_weights=False)  # raises a helpful KeyError
+        return _ModelHeader(int(row.id), row.name, row.kind, int(row.n_dims))
+
     def _model_id(self, model_id: int) -> int:
         return self.get_model(_as_id(model_id, "model id"), with_weights=False).id
 
     # ---------------------------------------------------------------- codes
+
+    @contextmanager
+    def codes_batch(self) -> Iterator[None]:
+        """Run several :meth:`put_codes` calls (of this thread) in one transaction.
+
+        One commit instead of one per call: each commit of a file database waits for the
+        disk, which is most of what storing a batch of codes costs. An exception inside
+        the block rolls all of them back. Nested blocks join the outer one.
+        """
+        if getattr(self._local, "conn", None) is not None:
+            yield
+            return
+        with self._engine.begin() as conn:
+            self._local.conn = conn
+            try:
+                yield
+            finally:
+                self._local.conn = None
+
+    @contextmanager
+    def _writing(self) -> Iterator[Connection]:
+        """The open :meth:`codes_batch` transaction, or a new one committed on exit."""
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            yield conn
+            return
+        with self._engine.begin() as conn:
+            yield conn
 
     def put_codes(self, model_id: int, document_ids: Sequence[int], codes: np.ndarray) -> None:
         """Store (or overwrite) the codes of ``document_ids`` under a model, in one transaction.
@@ -572,7 +655,7 @@ class Database:
         ``codes`` must be uint8 ``(n, n_bytes(n_dims))`` packed bits for a binary model,
         or float32 ``(n, n_dims)`` (finite) for a real one; ``n == len(document_ids)``.
         """
-        model = self.get_model(_as_id(model_id, "model id"), with_weights=False)
+        model = self._model_header(model_id)
         ids = _as_id_array(document_ids, "document_ids")
         blobs = _code_blobs(model, ids, codes)
         if len(ids) == 0:
@@ -587,13 +670,9 @@ class Database:
             for doc_id, blob in zip(id_list, blobs)
         ]
         try:
-            with self._engine.begin() as conn:
+            with self._writing() as conn:
                 self._upsert_codes(conn, model.id, id_list, rows)
-                conn.execute(
-                    update(_models)
-                    .where(_models.c.id == model.id)
-                    .values(codes_revision=_models.c.codes_revision + 1)
-                )
+                self._bump_codes_revision(conn, model.id)
         except sa_exc.IntegrityError as err:
             # The transaction is rolled back; the foreign key caught unknown documents
             # (checked here, off the fast path, only to name them).
@@ -602,7 +681,35 @@ class Database:
                 raise KeyError(f"no document with id {_preview(missing)}; no codes were written") from err
             raise DatabaseError(f"could not store codes, nothing was written: {err.orig}") from err
 
+    @staticmethod
+    def _bump_codes_revision(conn: Connection, model_id: int) -> None:
+        """Count one more write of a model's codes (part of :meth:`code_fingerprint`).
+
+        Kept in the small ``meta`` table (key ``codes_revision/<model id>``): updating the
+        ``models`` row instead rewrote its multi-megabyte weights blob on every batch.
+        """
+        key = f"codes_revision/{model_id}"
+        if conn.dialect.name == "sqlite":
+            statement = sqlite_insert(_meta).values(key=key, value="1")
+            conn.execute(statement.on_conflict_do_update(
+                index_elements=[_meta.c.key], set_={"value": cast(cast(_meta.c.value, Integer) + 1, Text)}))
+            return
+        current = conn.execute(select(_meta.c.value).where(_meta.c.key == key)).scalar()
+        if current is None:
+            conn.execute(insert(_meta).values(key=key, value="1"))
+        else:
+            conn.execute(update(_meta).where(_meta.c.key == key).values(value=str(int(current) + 1)))
+
     def _upsert_codes(self, conn: Connection, model_id: int, id_list: list[int], rows: list[dict]) -> None:
+        if conn.dialect.name == "sqlite" and conn.dialect.driver == "pysqlite":
+            # Straight to the driver's executemany: SQLAlchemy's per-row parameter
+            # processing cost more than SQLite's insert itself (blobs need none).
+            conn.exec_driver_sql(
+                "INSERT INTO codes (model_id, document_id, code) VALUES (?, ?, ?) "
+                "ON CONFLICT (model_id, document_id) DO UPDATE SET code = excluded.code",
+                [(row["model_id"], row["document_id"], row["code"]) for row in rows],
+            )
+            return
         if conn.dialect.name == "sqlite":
             statement = sqlite_insert(_codes)
             conn.execute(
@@ -637,7 +744,7 @@ class Database:
         documents that have a code (absent ones are simply not returned — compare
         ``ids`` to see which). ``codes`` is uint8 ``(n, n_bytes)`` or float32 ``(n, n_dims)``.
         """
-        model = self.get_model(_as_id(model_id, "model id"), with_weights=False)
+        model = self._model_header(model_id)
         dtype, width = _code_layout(model.kind, model.n_dims)
         row_bytes = width * dtype.itemsize
         base = select(_codes.c.document_id, _codes.c.code).where(_codes.c.model_id == model.id)
@@ -681,13 +788,16 @@ class Database:
             ).first()
             if model is None:
                 self.get_model(model_id, with_weights=False)  # raises a helpful KeyError
+            writes = conn.execute(
+                select(_meta.c.value).where(_meta.c.key == f"codes_revision/{model_id}")
+            ).scalar()
             count, first, last = conn.execute(
                 select(func.count(), func.min(_codes.c.document_id), func.max(_codes.c.document_id))
                 .where(_codes.c.model_id == model_id)
             ).one()
         created = _as_utc(model.created_at).isoformat()
         return (
-            f"model={model.id};created={created};revision={model.codes_revision};"
+            f"model={model.id};created={created};revision={model.codes_revision}.{writes or 0};"
             f"count={count};min_id={first or 0};max_id={last or 0}"
         )
 
@@ -836,7 +946,7 @@ def _as_id_array(values: Sequence[int] | np.ndarray, what: str) -> np.ndarray:
     return array.astype(np.int64, copy=False)
 
 
-def _code_blobs(model: ModelRow, ids: np.ndarray, codes: np.ndarray) -> list[bytes]:
+def _code_blobs(model: ModelRow | _ModelHeader, ids: np.ndarray, codes: np.ndarray) -> list[bytes]:
     """Validate ``codes`` against the model and split it into one blob per row."""
     dtype, width = _code_layout(model.kind, model.n_dims)
     codes = np.asarray(codes)

@@ -6,8 +6,10 @@ with FAISS:
 * ``"hamming"``: binary codes of the semantic hasher, Hamming distance;
 * ``"euclidean"``: real-valued codes of the topic map, Euclidean distance;
 * ``"hamming"`` with ``mode="address"``: semantic hashing proper: only the documents
-  whose short address code lies within Hamming ``radius`` of the query's are looked at,
-  ranked by their long codes (see :mod:`index.address`); exhaustive when fewer than k;
+  whose short address code lies within Hamming ``radius`` of the query's are looked at
+  (nearest addresses first, at most ``index.address.DEFAULT_MAX_CANDIDATES`` of them, so
+  a query costs microseconds whatever the collection's size), ranked by their long codes
+  (see :mod:`index.address`); exhaustive when fewer than k;
 * ``"hamming"`` with ``rerank=True``: the 2009 paper's two stages: the Hamming search
   is a fast filter for ``candidates`` documents, which are then ranked by TF-IDF cosine
   (distance reported as ``1 - cosine``).

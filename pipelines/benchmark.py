@@ -98,6 +98,18 @@ def evaluate_rerank(
     return _report(name, n_bits, batches, query_labels, db_labels, full=True)
 
 
+def model_cache_key(params: dict, skip_modules: Iterable[str] = ()) -> str:
+    """A short digest of a network's parameters and of the ``semhash`` sources it depends
+    on, for naming a cached fitted model: a changed estimator or setting is refit, never
+    silently reused."""
+    import hashlib
+    import json
+
+    package = Path(__file__).resolve().parents[1] / "semhash"
+    sources = b"".join(p.read_bytes() for p in sorted(package.glob("*.py")) if p.name not in set(skip_modules))
+    return hashlib.sha1(json.dumps(params, sort_keys=True, default=str).encode() + sources).hexdigest()[:8]
+
+
 def timed_report(report: RetrievalReport, seconds_fit: float, seconds_encode: float) -> RetrievalReport:
     report.seconds_fit = float(seconds_fit)
     report.seconds_encode = float(seconds_encode)

@@ -212,8 +212,10 @@ def add_documents(
             if not batch:
                 continue
             ids = db.add_documents([_document_record(doc) for doc in batch])
-            for name, (model, _, model_id) in loaded.items():
-                db.put_codes(model_id, ids, encode(model, counts))
+            codes = [(model_id, encode(model, counts)) for model, _, model_id in loaded.values()]
+            with db.codes_batch():  # every model's codes of the batch: one commit
+                for model_id, model_codes in codes:
+                    db.put_codes(model_id, ids, model_codes)
             added += len(batch)
             say(f"  stored {added}/{len(new)} documents")
         # Documents stored by an interrupted run before their codes were written.

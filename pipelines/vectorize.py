@@ -11,11 +11,15 @@ from __future__ import annotations
 from collections.abc import Iterable
 from numbers import Integral, Real
 
+import re
+
 import numpy as np
 import scipy.sparse
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS, CountVectorizer
 from sklearn.utils.validation import check_is_fitted
+
+from semhash.kernels import compiled_kernel
 
 __all__ = ["WordCounter", "empty_rows", "TOKEN_PATTERN"]
 
@@ -133,9 +137,24 @@ class WordCounter(TransformerMixin, BaseEstimator):
     # ------------------------------------------------------------------ counting
 
     def transform(self, texts: Iterable[str]) -> scipy.sparse.csr_matrix:
-        """Raw counts of the vocabulary words: float32, shape ``(n_texts, len(words_))``."""
+        """Raw counts of the vocabulary words: float32, shape ``(n_texts, len(words_))``.
+
+        Same counts as scikit-learn's ``CountVectorizer`` with :data:`TOKEN_PATTERN`, but
+        tokenised with numpy over a whole batch at once (~10x faster; see :class:`_FastCounter`).
+        """
         check_is_fitted(self, "words_")
-        # Built per call (cheap next to tokenizing) so it can never go stale after set_params.
+        texts = _as_text_list(texts)
+        # Rebuilt when the vocabulary or parameters change, so it can never go stale after set_params.
+        stop_words = self._stop_word_set()
+        key = (tuple(self.words_), bool(self.lowercase), stop_words)
+        fast = getattr(self, "_fast_counter", None)
+        if fast is None or fast.key != key:
+            fast = self._fast_counter = _FastCounter(self.words_, stop_words, bool(self.lowercase), key)
+        return fast.transform(texts)
+
+    def _slow_transform(self, texts: Iterable[str]) -> scipy.sparse.csr_matrix:
+        """:meth:`transform` through scikit-learn's ``CountVectorizer`` (the reference)."""
+        check_is_fitted(self, "words_")
         return self._count_vectorizer(vocabulary=self.words_).transform(_as_text_list(texts)).tocsr()
 
     def idf(self) -> np.ndarray:
@@ -222,6 +241,210 @@ class WordCounter(TransformerMixin, BaseEstimator):
         counter.document_frequency_ = np.asarray(frequencies, dtype=np.int64)
         counter.n_documents_ = n_documents
         return counter
+
+
+class _FastCounter:
+    """Vectorised counting of a fixed vocabulary's words, as ``CountVectorizer`` counts them.
+
+    A batch of texts is joined with newlines (not word characters, so no token spans two
+    texts), lowercased once and read as an array of code points. Each code point is
+    classified once by the regular expression itself (cached per code point): not a word
+    character, a word character that is not a letter (digit, underscore, ...), a letter. A
+    :data:`TOKEN_PATTERN` token is then exactly a maximal run of word characters made of
+    letters only, at least 2 long (``\\b`` needs a non-word character or the text's end on
+    both sides). Tokens no longer than the longest vocabulary word are hashed (64-bit
+    polynomial hash of the code points, seeded with the length) and looked up in the sorted
+    hashes of the vocabulary; a false match needs a 64-bit collision between a token and a
+    vocabulary word of the same length (probability ~1e-19 per pair). Stop words are never
+    counted, as with ``CountVectorizer(stop_words=...)``.
+    """
+
+    _CHUNK_CHARS = 4_000_000  # texts per numpy pass, about this many characters
+    _MULTIPLIER = np.uint64(0x9E3779B97F4A7C15)
+    _classes = np.full(0x110000, 255, dtype=np.uint8)  # code point -> 0/1/2, 255 unknown (shared)
+    _word_re = re.compile(r"\w")
+    _letter_re = re.compile(r"[^\W\d_]")
+
+    def __init__(self, words: list[str], stop_words: frozenset[str], lowercase: bool, key) -> None:
+        self.key = key
+        self.n_columns = len(words)
+        columns = [j for j, word in enumerate(words) if word not in stop_words]
+        points = [self._code_points(words[j]) for j in columns]
+        self.max_length = max((len(p) for p in points), default=0)
+        hashes = np.array([self._hash_one(p) for p in points], dtype=np.uint64)
+        order = np.argsort(hashes, kind="stable")
+        self.hashes, self.columns = hashes[order], np.asarray(columns, dtype=np.int64)[order]
+        self.lowercase = lowercase
+        # Open-addressing table of the same hashes, for the compiled kernel.
+        size = 1 << max(4, (4 * len(hashes)).bit_length())
+        self.table_hashes = np.zeros(size, dtype=np.uint64)
+        self.table_columns = np.full(size, -1, dtype=np.int64)
+        with np.errstate(over="ignore"):
+            for h, column in zip(hashes.tolist(), np.asarray(columns, dtype=np.int64).tolist()):
+                slot = (h ^ (h >> 29)) & (size - 1)
+                while self.table_columns[slot] >= 0 and int(self.table_hashes[slot]) != h:
+                    slot = (slot + 1) & (size - 1)
+                self.table_hashes[slot], self.table_columns[slot] = h, column
+        self.engine = "numba" if _kernel() is not None else "numpy"
+        self._classify(np.arange(128, dtype=np.uint32))  # ASCII classified up front
+
+    @staticmethod
+    def _code_points(text: str) -> np.ndarray:
+        return np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+
+    def _hash_one(self, points: np.ndarray) -> int:
+        h = np.uint64(len(points))
+        with np.errstate(over="ignore"):
+            for c in points:
+                h = h * self._MULTIPLIER + np.uint64(c) + np.uint64(1)
+        return int(h)
+
+    _lower = None  # code point -> its lowercase (one code point); shared, filled lazily
+    _lower_known = None  # whether _lower[c] was computed (ASCII up front)
+    _identity = None
+
+    @classmethod
+    def _identity_table(cls) -> np.ndarray:
+        if cls._identity is None:
+            cls._identity = np.arange(0x110000, dtype=np.uint32)
+        return cls._identity
+
+    @classmethod
+    def _lower_table(cls, wide: np.ndarray) -> np.ndarray | None:
+        """The lowercase table, with the non-ASCII code points ``wide`` filled in; None if
+        one of them has no one-character, context-free lowercase (``str.lower`` then)."""
+        if cls._lower is None:
+            table = np.arange(0x110000, dtype=np.uint32)
+            table[ord("A") : ord("Z") + 1] += 32
+            known = np.zeros(0x110000, dtype=bool)
+            known[:128] = True
+            cls._lower, cls._lower_known = table, known
+        new = wide[~cls._lower_known[wide]]
+        for c in new.tolist():
+            lowered = chr(c).lower()
+            # Σ's lowercase depends on its neighbours (final sigma): never tabled.
+            cls._lower[c] = ord(lowered) if len(lowered) == 1 and c != 0x03A3 else 0x110000 - 1
+            cls._lower_known[c] = True
+            if len(lowered) == 1:
+                cls._classify(np.array([ord(lowered)], dtype=np.uint32))
+        if len(wide) and (cls._lower[wide] == 0x110000 - 1).any():
+            return None
+        return cls._lower
+
+    @classmethod
+    def _classify(cls, points: np.ndarray) -> np.ndarray:
+        classes = cls._classes[points]
+        unknown = classes == 255
+        if unknown.any():
+            for c in np.unique(points[unknown]).tolist():
+                char = chr(c)
+                cls._classes[c] = 2 if cls._letter_re.match(char) else 1 if cls._word_re.match(char) else 0
+            classes = cls._classes[points]
+        return classes
+
+    def transform(self, texts: list[str]) -> scipy.sparse.csr_matrix:
+        parts, start, size = [], 0, 0
+        for i, text in enumerate(texts):
+            if not isinstance(text, str):
+                raise ValueError(f"texts must be strings, got {type(text).__name__} at position {i}")
+            size += len(text) + 1
+            if size >= self._CHUNK_CHARS:
+                parts.append(self._count(texts[start : i + 1]))
+                start, size = i + 1, 0
+        if start < len(texts) or not parts:
+            parts.append(self._count(texts[start:]))
+        counts = parts[0] if len(parts) == 1 else scipy.sparse.vstack(parts, format="csr")
+        return counts
+
+    def _count(self, texts: list[str]) -> scipy.sparse.csr_matrix:
+        shape = (len(texts), self.n_columns)
+        if not texts or self.max_length < 2:
+            return scipy.sparse.csr_matrix(shape, dtype=np.float32)
+        joined = "\n".join(texts)
+        size = len(joined)
+        if self.engine == "numba":
+            # The kernel lowercases through a per-code-point table, unless a character's
+            # lowercase depends on context or is longer than one character (Σ, İ, ...).
+            points = self._code_points(joined + "\n")
+            wide = np.unique(points[points >= 128])
+            if len(wide):
+                self._classify(wide)  # classify new code points into the shared table
+            lower = self._lower_table(wide) if self.lowercase else self._identity_table()
+            if lower is not None:
+                text_starts = np.r_[0, np.cumsum([len(t) + 1 for t in texts[:-1]], dtype=np.int64)].astype(np.int64)
+                rows, columns = _kernel().count_tokens(points, lower, self._classes, text_starts, self.table_hashes,
+                                                       self.table_columns, self.max_length, self._MULTIPLIER)
+                return self._matrix(rows, columns, shape)
+        if self.lowercase:
+            joined = joined.lower()
+        points = self._code_points(joined + "\n")
+        if len(joined) == size:
+            lengths_of_texts = [len(t) + 1 for t in texts[:-1]]
+        else:  # lowercasing changed some lengths (e.g. "İ" -> "i̇"): measure each text
+            lengths_of_texts = [len(t.lower()) + 1 for t in texts[:-1]]
+        text_starts = np.r_[0, np.cumsum(lengths_of_texts, dtype=np.int64)].astype(np.int64)
+        if self.engine == "numba":  # text the lowercase table cannot do: lowercased by Python
+            wide = np.unique(points[points >= 128])
+            if len(wide):
+                self._classify(wide)
+            rows, columns = _kernel().count_tokens(points, self._identity_table(), self._classes, text_starts,
+                                                   self.table_hashes, self.table_columns, self.max_length,
+                                                   self._MULTIPLIER)
+            return self._matrix(rows, columns, shape)
+        classes = self._classify(points)
+        word = classes != 0
+        not_letter = np.cumsum(classes == 1, dtype=np.int64)
+        starts = np.flatnonzero(word[1:] & ~word[:-1]) + 1
+        if word[0]:
+            starts = np.r_[0, starts]
+        ends = np.flatnonzero(~word[1:] & word[:-1]) + 1  # the text ends with a newline: every run ends
+        lengths = ends - starts
+        letters_only = not_letter[ends - 1] - np.where(starts > 0, not_letter[starts - 1], 0) == 0
+        keep = letters_only & (lengths >= 2) & (lengths <= self.max_length)
+        starts, lengths = starts[keep], lengths[keep]
+        hashes = lengths.astype(np.uint64)
+        values = points.astype(np.uint64) + np.uint64(1)
+        collected: list = []
+        with np.errstate(over="ignore"):
+            for offset in range(self.max_length):
+                active = lengths > offset
+                if offset >= 2:  # tokens shorter than offset are hashed: look them up, drop them
+                    done = ~active
+                    if done.any():
+                        self._collect(starts[done], hashes[done], collected)
+                        starts, hashes, lengths = starts[active], hashes[active], lengths[active]
+                        if not len(starts):
+                            break
+                    step = hashes * self._MULTIPLIER + values[starts + offset]
+                    hashes = step
+                else:  # every token has at least 2 characters
+                    hashes = hashes * self._MULTIPLIER + values[starts + offset]
+        if len(starts):
+            self._collect(starts, hashes, collected)
+        token_starts = np.concatenate([c[0] for c in collected]) if collected else np.empty(0, np.int64)
+        columns = np.concatenate([c[1] for c in collected]) if collected else np.empty(0, np.int64)
+        # Which text each token is in: each text starts after the newline joining it to the last.
+        rows = np.searchsorted(text_starts, token_starts, side="right") - 1
+        return self._matrix(rows, columns, shape)
+
+    @staticmethod
+    def _matrix(rows, columns, shape) -> scipy.sparse.csr_matrix:
+        counts = scipy.sparse.csr_matrix(
+            (np.ones(len(rows), dtype=np.float32), (rows, columns)), shape=shape, dtype=np.float32
+        )
+        counts.sum_duplicates()
+        return counts
+
+    def _collect(self, starts, hashes, out: list) -> None:
+        where = np.searchsorted(self.hashes, hashes)
+        where[where == len(self.hashes)] = 0
+        found = self.hashes[where] == hashes
+        out.append((starts[found], self.columns[where[found]]))
+
+
+def _kernel():
+    """The compiled counting kernel module, or None without numba (numpy path then)."""
+    return compiled_kernel("pipelines._vectorize_kernel")
 
 
 def empty_rows(counts: scipy.sparse.spmatrix | np.ndarray) -> np.ndarray:

@@ -20,14 +20,17 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
+import numpy as np
+import scipy.sparse as sp
 import torch
 from torch import nn
 
-from semhash.data import iterate_batches
+from semhash.data import iterate_batches, to_dense_tensor
 from semhash.rbm import RBM
 
 CODE_UNITS = ("binary", "linear")
 OUTPUT_UNITS = ("softmax", "linear", "logistic")
+SPARSE_MIN_ROWS = 256  # from this many rows on, sparse input meets the first layer sparse
 
 
 class DeepAutoencoder(nn.Module):
@@ -68,6 +71,21 @@ class DeepAutoencoder(nn.Module):
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Code-unit activities: probabilities in (0, 1) for binary codes, reals otherwise."""
         total = self.code_input(x)
+        return torch.sigmoid(total) if self.code == "binary" else total
+
+    def encode_matrix(self, X) -> torch.Tensor:
+        """:meth:`encode` of the rows of a dense or scipy-sparse matrix.
+
+        Word counts have a few dozen non-zeros in thousands of columns, so many sparse rows
+        go through the first layer as a sparse product (several times faster than
+        densifying them); a few rows are faster dense.
+        """
+        if not sp.issparse(X) or X.shape[0] < SPARSE_MIN_ROWS:
+            return self.encode(to_dense_tensor(X))
+        first = self.encoder[0]
+        total = torch.from_numpy(np.asarray(X @ first.weight.detach().numpy().T, dtype=np.float32)) + first.bias
+        for layer in self.encoder[1:]:
+            total = layer(torch.sigmoid(total))
         return torch.sigmoid(total) if self.code == "binary" else total
 
     def decode(self, code: torch.Tensor) -> torch.Tensor:
@@ -114,6 +132,7 @@ def fine_tune(
     code_noise: float = 0.0,
     patience: int = 5,
     warmup_epochs: int = 10,
+    input_dropout: float = 0.0,
     generator: torch.Generator | None = None,
     report: Callable[[str], None] = lambda line: None,
 ) -> FineTuneResult:
@@ -126,6 +145,9 @@ def fine_tune(
     ``warmup_epochs`` are never chosen nor counted towards ``patience``: while the code
     noise is driving the units to 0/1, the thresholded codes get worse before they
     get better, and stopping there would keep nearly constant codes.
+
+    ``input_dropout`` zeroes that fraction of the encoder's inputs (a denoising
+    autoencoder: the code must be recoverable from part of a document's words).
     """
     optimizer = torch.optim.Adam(model.parameters(), lr=learning_rate)
     history: list[tuple[float, float]] = []
@@ -136,6 +158,8 @@ def fine_tune(
         total, seen = 0.0, 0
         batches = iterate_batches(inputs, batch_size, shuffle=True, generator=generator, extra=targets)
         for x, target in batches:
+            if input_dropout > 0:
+                x = x * (torch.rand(x.shape, generator=generator) >= input_dropout)
             _, logits = model(x, code_noise=code_noise, generator=generator)
             loss = model.reconstruction_loss(logits, target)
             optimizer.zero_grad(set_to_none=True)

@@ -26,7 +26,7 @@ import scipy.sparse as sp
 import torch
 
 from semhash.autoencoder import DeepAutoencoder, evaluate_loss, fine_tune
-from semhash.data import as_generator, iterate_batches
+from semhash.data import as_generator
 from semhash.files import atomic_write_bytes
 from semhash.rbm import RBM
 
@@ -64,6 +64,9 @@ class DeepCodeModel:
         frequency (then renormalise to a distribution), so that the code spends its
         capacity on topical words rather than on ones every post has.
     idf_input : likewise weight the encoder's ``log(1 + count)`` input by idf.
+    input_dropout : fraction of the encoder's inputs zeroed at random in each fine-tuning
+        step (denoising): the code must be recoverable from part of a document's words,
+        which regularises it and makes a fragment's code land near the whole document's.
     validation_fraction : share of the training documents held out for early stopping.
     patience : fine-tuning epochs without validation improvement before stopping.
     random_state : seed; the same seed and data give the same model.
@@ -89,6 +92,7 @@ class DeepCodeModel:
         neighbour_weight: float = 0.5,
         idf_target: bool = False,
         idf_input: bool = False,
+        input_dropout: float = 0.0,
         validation_fraction: float = 0.1,
         patience: int = 5,
         random_state: int | None = 0,
@@ -106,6 +110,7 @@ class DeepCodeModel:
         self.neighbour_weight = neighbour_weight
         self.idf_target = idf_target
         self.idf_input = idf_input
+        self.input_dropout = input_dropout
         self.validation_fraction = validation_fraction
         self.patience = patience
         self.random_state = random_state
@@ -130,8 +135,9 @@ class DeepCodeModel:
         self.n_features_in_ = X.shape[1]
         self._fit_input_statistics(X)
         inputs, targets = self._encoder_input(X), self._reconstruction_target(X)
-        if self.neighbour_targets > 0:
-            targets = smooth_with_neighbours(X, targets, self.neighbour_targets, self.neighbour_weight)
+        if self.neighbour_targets > 0 and X.shape[0] > 1:
+            neighbours = tfidf_neighbours(X, self.neighbour_targets)
+            targets = smooth_with_neighbours(targets, neighbours, self.neighbour_weight)
 
         train_rows, val_rows = self._split(X.shape[0], generator)
         self.batch_size_ = self._batch_size(len(train_rows))
@@ -154,6 +160,7 @@ class DeepCodeModel:
             batch_size=self.batch_size_,
             learning_rate=self.finetune_learning_rate,
             code_noise=self.code_noise if self.code_units == "binary" else 0.0,
+            input_dropout=self.input_dropout,
             patience=self.patience,
             generator=generator,
             report=self._log,
@@ -181,6 +188,10 @@ class DeepCodeModel:
         total inputs, so they take a tenth of the binary layers' step."""
         return self.pretrain_learning_rate * (0.1 if bottom or hidden == "linear" else 1.0)
 
+    def _batch_rate_scale(self, n_train: int) -> float:
+        """Factor on the CD steps (given for batches of 100): the same step per example."""
+        return (self.batch_size_ / 100) ** 0.5
+
     def _pretrain(self, inputs, generator: torch.Generator) -> list[RBM]:
         """Greedy layer-wise pretraining; each RBM learns from the hidden means below it."""
         sizes = self.layer_sizes
@@ -194,7 +205,7 @@ class DeepCodeModel:
                 n_out,
                 visible=visible,
                 hidden=hidden,
-                learning_rate=self._layer_learning_rate(bottom, hidden) * (self.batch_size_ / 100) ** 0.5,
+                learning_rate=self._layer_learning_rate(bottom, hidden) * self._batch_rate_scale(inputs.shape[0]),
                 batch_size=self.batch_size_,
                 n_epochs=self.pretrain_epochs,
                 random_state=int(torch.randint(0, 2**31 - 1, (1,), generator=generator)),
@@ -239,7 +250,8 @@ class DeepCodeModel:
         self._check_fitted()
         X = self._check_input(X, fitted=True)
         self.model_.eval()
-        out = [self.model_.encode(x) for x in iterate_batches(self._encoder_input(X), 2048)]
+        inputs = self._encoder_input(X)
+        out = [self.model_.encode_matrix(inputs[start : start + 4096]) for start in range(0, X.shape[0], 4096)]
         return torch.cat(out).numpy() if out else np.zeros((0, self.code_size), np.float32)
 
     @torch.no_grad()
@@ -292,6 +304,13 @@ class DeepCodeModel:
             raise ModelFormatError(f"the file holds a {config['class']}, not a {cls.__name__}")
         params = dict(config["params"])
         params["hidden_layers"] = tuple(params["hidden_layers"])
+        known = set(inspect.signature(model_class.__init__).parameters) | set(DeepCodeModel().get_params())
+        unknown = sorted(set(params) - known)
+        if unknown:
+            raise ModelFormatError(
+                f"the model was saved with parameters this semhash does not know ({', '.join(unknown)}); "
+                "it comes from another version: re-train it or use a matching semhash"
+            )
         estimator = model_class(**params)
         estimator.n_features_in_ = config["n_features_in"]
         estimator.best_epoch_ = config["best_epoch"]
@@ -373,18 +392,26 @@ def word_distribution(X: sp.csr_matrix) -> sp.csr_matrix:
     return sp.csr_matrix(sp.diags(1.0 / totals) @ X, dtype=np.float32)
 
 
-def smooth_with_neighbours(X: sp.csr_matrix, targets: sp.csr_matrix, k: int, weight: float) -> sp.csr_matrix:
-    """Mix each target with the mean target of its ``k`` nearest documents (TF-IDF cosine)."""
+def tfidf_neighbours(X: sp.csr_matrix, k: int) -> np.ndarray:
+    """``(n, k)`` indices of each document's ``k`` nearest other documents by TF-IDF cosine,
+    nearest first."""
     from semhash.baselines import TfidfCosine
 
+    k = int(min(k, X.shape[0] - 1))
     tfidf = TfidfCosine().fit_transform(X)
-    rows, cols = [], []
+    out = []
     for start in range(0, X.shape[0], 2048):
         sims = (tfidf[start : start + 2048] @ tfidf.T).toarray()
         np.fill_diagonal(sims[:, start : start + 2048], -1.0)  # not one's own neighbour
         top = np.argpartition(-sims, k, axis=1)[:, :k]
-        rows.append(np.repeat(np.arange(start, start + len(sims)), k))
-        cols.append(top.ravel())
-    rows, cols = np.concatenate(rows), np.concatenate(cols)
-    mixing = sp.csr_matrix((np.full(len(rows), weight / k, np.float32), (rows, cols)), shape=(X.shape[0],) * 2)
+        order = np.argsort(-np.take_along_axis(sims, top, axis=1), axis=1, kind="stable")
+        out.append(np.take_along_axis(top, order, axis=1))
+    return np.concatenate(out)
+
+
+def smooth_with_neighbours(targets: sp.csr_matrix, neighbours: np.ndarray, weight: float) -> sp.csr_matrix:
+    """Mix each target with the mean target of its neighbours (rows of ``neighbours``)."""
+    n, k = neighbours.shape
+    rows = np.repeat(np.arange(n), k)
+    mixing = sp.csr_matrix((np.full(n * k, weight / k, np.float32), (rows, neighbours.ravel())), shape=(n, n))
     return sp.csr_matrix((1 - weight) * targets + mixing @ targets, dtype=np.float32)

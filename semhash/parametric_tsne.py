@@ -37,6 +37,7 @@ from semhash.autoencoder import DeepAutoencoder
 from semhash.data import as_generator, to_dense_tensor
 
 AFFINITIES = ("knn", "batch")
+SCHEDULES = ("constant", "cosine")
 
 
 # ----------------------------------------------------------------- input affinities
@@ -167,10 +168,14 @@ def fine_tune_tsne(
     learning_rate: float = 1e-2,
     exaggeration: float = 4.0,
     exaggeration_epochs: int = 3,
+    schedule: str = "constant",
+    n_negatives: int = 0,
+    input_dropout: float = 0.0,
     reconstruction_targets=None,
     reconstruction_weight: float = 0.0,
     generator: torch.Generator | None = None,
     report: Callable[[str], None] = lambda line: None,
+    on_epoch: Callable[[int], None] | None = None,
 ) -> TSNEResult:
     """Fine-tune ``model``'s encoder (and its decoder, with a reconstruction term) in place.
 
@@ -179,12 +184,22 @@ def fine_tune_tsne(
     to compute them from; ``affinity="batch"`` needs ``features`` (e.g. LSA-50), on which P
     is computed inside each mini-batch of ``batch_size`` documents. ``exaggeration``
     multiplies the attraction for the first ``exaggeration_epochs`` (early exaggeration).
+    ``schedule="cosine"`` anneals the learning rate to 0 over the ``n_epochs`` (per step);
+    ``"constant"`` keeps it. ``n_negatives`` (knn only) adds that many uniformly drawn
+    documents per step to the points whose pairs estimate Q's normaliser.
+    ``input_dropout`` zeroes that fraction of the encoder's inputs (rescaling the rest)
+    at each step, so that the map does not hinge on single words of the training posts.
+    ``on_epoch(epoch)`` (1-based) is called after each epoch, with the model in eval mode.
     With ``reconstruction_weight > 0`` the loss adds that times the decoder's
     reconstruction loss of ``reconstruction_targets`` (the document word distributions).
     Returns the per-epoch KL estimates. The model is left in eval mode.
     """
     if affinity not in AFFINITIES:
         raise ValueError(f"unknown affinity {affinity!r}; choose from {AFFINITIES}")
+    if not 0.0 <= input_dropout < 1.0:
+        raise ValueError(f"input_dropout must be in [0, 1), got {input_dropout}")
+    if schedule not in SCHEDULES:
+        raise ValueError(f"unknown schedule {schedule!r}; choose from {SCHEDULES}")
     if model.code != "linear":
         raise ValueError("parametric t-SNE needs a real-valued (linear) code layer")
     n = inputs.shape[0]
@@ -204,6 +219,16 @@ def fine_tune_tsne(
     if reconstruction_weight > 0:
         parameters += list(model.decoder.parameters())
     optimizer = torch.optim.Adam(parameters, lr=learning_rate)
+    steps_per_epoch = max(1, n // max(1, batch_size // 2)) if affinity == "knn" else max(1, math.ceil((n - 2) / batch_size))
+    total_steps, step_count = n_epochs * steps_per_epoch, 0
+
+    def set_learning_rate():
+        nonlocal step_count
+        if schedule == "cosine":
+            fraction = min(step_count / max(total_steps, 1), 1.0)
+            for group in optimizer.param_groups:
+                group["lr"] = learning_rate * 0.5 * (1.0 + math.cos(math.pi * fraction))
+        step_count += 1
     result = TSNEResult()
     started = time.perf_counter()
 
@@ -215,7 +240,11 @@ def fine_tune_tsne(
         steps = max(1, n // pairs)
 
     def rows_tensor(rows):
-        return to_dense_tensor(inputs[rows])
+        x = to_dense_tensor(inputs[rows])
+        if input_dropout > 0:
+            keep = torch.rand(x.shape, generator=generator) >= input_dropout
+            x = x * keep / (1.0 - input_dropout)
+        return x
 
     for epoch in range(n_epochs):
         epoch_started = time.perf_counter()
@@ -227,9 +256,11 @@ def fine_tune_tsne(
             for step in range(steps):
                 edges = picks[step * pairs : (step + 1) * pairs]
                 rows = np.concatenate([P.row[edges], P.col[edges]])
+                if n_negatives > 0:
+                    rows = np.concatenate([rows, rng.integers(0, n, n_negatives)])
                 x = rows_tensor(rows)
                 codes = model.encode(x)
-                head, tail = codes[:pairs], codes[pairs:]
+                head, tail = codes[:pairs], codes[pairs : 2 * pairs]
                 attraction = -_log_kernel((head - tail).pow(2).sum(1), dof).mean()
                 sq = torch.cdist(codes, codes).pow(2)
                 log_w = _log_kernel(sq, dof)
@@ -242,6 +273,7 @@ def fine_tune_tsne(
                     loss = loss + reconstruction_weight * model.reconstruction_loss(model.decode(head), target)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
+                set_learning_rate()
                 optimizer.step()
                 total += kl.item() + entropy_term
                 count += 1
@@ -265,6 +297,7 @@ def fine_tune_tsne(
                     loss = loss + reconstruction_weight * model.reconstruction_loss(model.decode(codes), target)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
+                set_learning_rate()
                 optimizer.step()
                 total += kl.item()
                 count += 1
@@ -276,6 +309,9 @@ def fine_tune_tsne(
             f"  t-SNE epoch {epoch + 1:3d}/{n_epochs}  KL {mean_kl:.4f}"
             f"{'  (exaggerated)' if alpha != 1.0 else ''}  ({time.perf_counter() - epoch_started:.1f}s)"
         )
+        if on_epoch is not None:
+            model.eval()
+            on_epoch(epoch + 1)
     model.eval()
     result.seconds = time.perf_counter() - started
     return result

@@ -16,7 +16,11 @@ class TopicMap(DeepCodeModel):
     With ``objective="tsne"`` (the default, chosen by ``benchmarks/maps.py``) the
     reconstruction-trained encoder is then fine-tuned as a parametric t-SNE, which keeps
     each document's neighbours on the map ("reconstruction" skips that step, "both"
-    adds the reconstruction loss to it). New documents are placed with one forward pass.
+    adds the reconstruction loss to it). During that stage ``tsne_input_dropout`` of the
+    encoder's inputs are zeroed at each step, which makes the map place unseen documents
+    much better (10-NN accuracy of validation posts of 20 Newsgroups train: 0.494 -> 0.537
+    at 40 epochs; see benchmarks/results/maps.selection.json).
+    New documents are placed with one forward pass.
     """
 
     code_units = "linear"
@@ -28,7 +32,8 @@ class TopicMap(DeepCodeModel):
         hidden_layers: tuple[int, ...] = (500, 250, 125),
         objective: str = "tsne",
         perplexity: float = 30.0,
-        tsne_epochs: int = 50,
+        tsne_epochs: int = 40,
+        tsne_input_dropout: float = 0.5,
         **kwargs,
     ):
         kwargs.setdefault("code_noise", 0.0)
@@ -40,11 +45,13 @@ class TopicMap(DeepCodeModel):
         self.objective = objective
         self.perplexity = perplexity
         self.tsne_epochs = tsne_epochs
+        self.tsne_input_dropout = tsne_input_dropout
 
     def get_params(self) -> dict:
         params = super().get_params()
         params["n_components"] = params.pop("code_size")
-        params.update(objective=self.objective, perplexity=self.perplexity, tsne_epochs=self.tsne_epochs)
+        params.update(objective=self.objective, perplexity=self.perplexity, tsne_epochs=self.tsne_epochs,
+                      tsne_input_dropout=self.tsne_input_dropout)
         return params
 
     def fit(self, X, y=None) -> "TopicMap":
@@ -61,12 +68,21 @@ class TopicMap(DeepCodeModel):
 
             self._log(f"parametric t-SNE fine-tuning ({self.tsne_epochs} epochs, perplexity {self.perplexity:g})")
             tsne_fine_tune_estimator(
-                self, X, objective=self.objective, perplexity=self.perplexity, n_epochs=self.tsne_epochs
+                self, X, objective=self.objective, perplexity=self.perplexity, n_epochs=self.tsne_epochs,
+                input_dropout=self.tsne_input_dropout,
             )
         return self
 
+    def _batch_rate_scale(self, n_train: int) -> float:
+        """A small collection gets few CD updates an epoch; with the step per example of a
+        large one, its 2-D stack stays near its random start and the map collapses to a
+        point (600 posts: codes spread 1e-6). Steps are therefore scaled up to give each
+        layer at least the movement of 100 updates an epoch (unchanged from ~10,000 docs)."""
+        updates = max(1, -(-n_train // self.batch_size_))
+        return max(super()._batch_rate_scale(n_train), 100 / updates)
+
     def transform(self, X) -> np.ndarray:
-        """Real-valued codes, ``(n, n_components)`` float32."""
+        """Real-valued codes, ``(n, n_components)`` float32: one pass through the encoder."""
         return self.transform_real(X)
 
 

@@ -104,7 +104,7 @@ def test_rerank_order_equals_brute_force_hamming_on_the_candidates(radius, engin
     checked = 0
     for row in range(0, 300, 7):
         k = 15
-        result = index.search(address[row], long[row], k, radius, fallback=False)
+        result = index.search(address[row], long[row], k, radius, fallback=False, max_candidates=None)
         distances, expected_ids, n_ball = brute_force(ids, address, long, address[row], long[row], radius, k)
         assert result.n_candidates == n_ball
         assert not result.fell_back
@@ -220,25 +220,54 @@ def test_load_or_build_address_end_to_end_and_stale_rebuild(small_database):
 
 
 @pytest.mark.parametrize("engine", ENGINES)
-def test_max_candidates_visits_the_nearest_addresses_first_and_stops(engine):
+@pytest.mark.parametrize("cap", [1, 50, 137])
+def test_max_candidates_visits_the_nearest_addresses_first_and_stops(engine, cap):
     ids, address, long = clustered_codes(n=3000, seed=3)
     index = AddressIndex.build(ids, address, long, address_bits=12, long_bits=32)
     index.engine = engine
+    distances_all = hamming_distances(long, long)
     for row in range(0, 300, 11):
-        full = index.search(address[row], long[row], 10, 3, fallback=False)
-        capped = index.search(address[row], long[row], 10, 3, fallback=False, max_candidates=50)
-        # Expected: the ball's addresses nearest first (ties in mask order), whole blocks, until >= 50.
-        sizes = []
+        full = index.search(address[row], long[row], 10, 3, fallback=False, max_candidates=None)
+        capped = index.search(address[row], long[row], 10, 3, fallback=False, max_candidates=cap)
+        # Expected: the ball's addresses nearest first (ties in mask order), each block in
+        # id order, the visit cut at exactly `cap` documents.
+        rows = []
         for mask in ball_masks(12, 3):
             value = address_values(address[row : row + 1], 12)[0] ^ mask
-            sizes.append(int((index.addresses == value).sum()))
-        sizes = np.array([n for n in sizes if n])
-        taken = sizes[: int(np.searchsorted(np.cumsum(sizes), 50)) + 1].sum()
-        assert capped.n_candidates == taken <= full.n_candidates
-        if full.n_candidates < 50:
+            block = np.flatnonzero(address_values(address, 12) == value)
+            rows += block[np.argsort(ids[block])].tolist()
+        rows = np.array(rows[: max(cap, 10)], dtype=np.int64)  # a budget below k counts as k
+        assert capped.n_candidates == len(rows) == min(max(cap, 10), full.n_candidates)
+        order = np.lexsort((ids[rows], distances_all[row, rows]))[:10]
+        assert capped.ids.tolist() == ids[rows][order].tolist()
+        assert capped.distances.tolist() == distances_all[row, rows][order].tolist()
+        if full.n_candidates <= max(cap, 10):
             assert capped.ids.tolist() == full.ids.tolist()
     with pytest.raises(ValueError):
         index.search(address[0], long[0], 10, 2, max_candidates=0)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_default_budget_bounds_the_candidates_and_batch_equals_single(engine):
+    from index.address import DEFAULT_MAX_CANDIDATES
+
+    ids, address, long = clustered_codes(n=6000, n_clusters=5, seed=4)
+    index = AddressIndex.build(ids, address, long, address_bits=12, long_bits=32)
+    index.engine = engine
+    queries = range(0, 6000, 37)
+    singles = [index.search(address[q], long[q], 20, 2) for q in queries]
+    assert max(r.n_candidates for r in singles) == DEFAULT_MAX_CANDIDATES  # crowded: the budget binds
+    far = np.tile(~address[0], (3, 1))  # small balls: fall back to exhaustive, in the batch too
+    far[:, 1] &= 0xF0
+    q_address = np.concatenate([address[list(queries)], far])
+    q_long = np.concatenate([long[list(queries)], long[:3]])
+    singles += [index.search(far[i], long[i], 20, 0) for i in range(3)]
+    batch = index.search_batch(q_address[:-3], q_long[:-3], 20, 2) + index.search_batch(far, long[:3], 20, 0)
+    assert [r.fell_back for r in batch] == [r.fell_back for r in singles] and batch[-1].fell_back
+    for one, many in zip(singles, batch):
+        assert one.n_candidates == many.n_candidates
+        assert one.ids.tolist() == many.ids.tolist() and one.distances.tolist() == many.distances.tolist()
+        assert one.ids.dtype == many.ids.dtype == np.int64 and one.distances.dtype == many.distances.dtype == np.int32
 
 
 @pytest.mark.skipif(not has_compiled_kernel(), reason="numba not installed")

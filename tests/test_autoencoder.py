@@ -52,3 +52,42 @@ def test_early_stopping_keeps_the_best_validation_epoch():
     val_losses = [val for _, val in result.history]
     assert result.best_epoch == int(np.argmin(val_losses))
     assert abs(evaluate_loss(model, inputs[150:], targets[150:]) - min(val_losses)) < 1e-4
+
+
+
+def test_input_dropout_still_trains_and_makes_codes_robust_to_missing_words():
+    counts, _ = topic_counts(n_docs=300)
+    inputs, targets = encoder_input(counts), word_distribution(counts)
+    half = inputs.copy()
+    half.data[np.random.default_rng(0).random(half.nnz) < 0.5] = 0.0  # half of each post's words
+
+    def agreement(model):
+        with torch.no_grad():
+            full = model.encode(torch.from_numpy(inputs.toarray())) > 0.5
+            part = model.encode(torch.from_numpy(half.toarray())) > 0.5
+        return float((full == part).float().mean())
+
+    scores = {}
+    for dropout in (0.0, 0.5):
+        model = DeepAutoencoder.from_rbms(_stack(counts), code="binary", output="softmax")
+        before = evaluate_loss(model, inputs, targets)
+        fine_tune(model, inputs, targets, n_epochs=15, learning_rate=3e-3, code_noise=4.0, input_dropout=dropout,
+                  generator=as_generator(0))
+        assert evaluate_loss(model, inputs, targets) < before
+        scores[dropout] = agreement(model)
+    assert scores[0.5] >= scores[0.0]
+
+
+def test_sparse_rows_are_encoded_as_densified_ones():
+    from semhash.autoencoder import SPARSE_MIN_ROWS
+
+    counts, _ = topic_counts(n_docs=SPARSE_MIN_ROWS + 50)
+    inputs = encoder_input(counts)
+    for code in ("binary", "linear"):
+        model = DeepAutoencoder.from_rbms(_stack(counts), code=code, output="softmax")
+        with torch.no_grad():
+            sparse = model.encode_matrix(inputs)  # many rows: the sparse first layer
+            dense = model.encode(torch.from_numpy(inputs.toarray()))
+            few = model.encode_matrix(inputs[:3])  # few rows: densified
+        assert torch.allclose(sparse, dense, atol=1e-5)
+        assert torch.allclose(few, dense[:3], atol=1e-5)

@@ -223,3 +223,22 @@ def test_evaluate_database_refuses_bad_fractions(tiny_database):
         evaluate_database(db, 1.5)
     with pytest.raises(ValueError, match="at least 100"):
         evaluate_database(db, 0.6)
+
+
+def test_hasher_validation_split_is_carved_from_train_only():
+    import sys
+
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    spec = importlib.util.spec_from_file_location("hasher_validation", REPO / "benchmarks" / "hasher_validation.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    train, labels = topic_counts(n_docs=2000)
+    test, test_labels = topic_counts(n_docs=50, seed=1)
+    data = {"train": train, "train_labels": labels, "test": test, "test_labels": test_labels}
+    Xq, yq, Xd, yd = module.split_counts(data, "validation")
+    assert Xq.shape[0] == module.N_VALIDATION_QUERIES and Xq.shape[0] + Xd.shape[0] == train.shape[0]
+    rows = {tuple(r) for r in train.toarray().tolist()}
+    assert all(tuple(r) in rows for r in Xq.toarray().tolist())  # queries are train posts
+    again = module.split_counts(data, "validation")
+    assert (again[0] != Xq).nnz == 0  # the split is fixed
+    assert module.split_counts(data, "test")[0] is test

@@ -355,3 +355,50 @@ def test_newer_schema_version_is_refused_and_untouched(tmp_path: Path) -> None:
     with pytest.raises(DatabaseError, match="schema version 2 was written by a newer semhash"):
         Database(path)
     assert path.read_bytes() == before
+
+
+def test_bulk_added_ids_match_their_documents_across_batches_and_deletions(tmp_path: Path) -> None:
+    with Database(tmp_path / "ids.db") as db:
+        first = db.add_documents(_docs(50))
+        with db._engine.begin() as conn:  # delete the newest rows: AUTOINCREMENT never reuses their ids
+            conn.exec_driver_sql("DELETE FROM documents WHERE id > 40")
+        second = db.add_documents([{"external_id": f"b{i}", "text": f"text {i}"} for i in range(30)])
+        assert second == list(range(51, 81)) and first == list(range(1, 51))
+        for doc_id, document in zip(second, db.get_documents(second)):
+            assert document.id == doc_id and document.external_id == f"b{doc_id - 51}"
+        with pytest.raises(DatabaseError, match="already stored: 'b3'"):
+            db.add_documents([{"external_id": "c1"}, {"external_id": "b3"}])
+        assert db.add_documents([{"external_id": "c1"}]) == [81]
+
+
+def test_code_writes_change_the_fingerprint_without_touching_the_model_row(db: Database) -> None:
+    ids = db.add_documents(_docs(4))
+    model_id = db.save_model("m", "binary", 16, config={}, weights=b"w" * 100_000, vocabulary=None)
+    db.put_codes(model_id, ids, np.zeros((4, 2), np.uint8))
+    before = db.code_fingerprint(model_id)
+    db.put_codes(model_id, ids, np.ones((4, 2), np.uint8))  # same ids: only the revision tells
+    assert db.code_fingerprint(model_id) != before
+    replaced = db.save_model("m", "binary", 16, config={}, weights=b"w", vocabulary=None, replace=True)
+    assert db.code_fingerprint(replaced).startswith(f"model={replaced};")
+
+
+def test_codes_batch_commits_several_put_codes_together_or_none(db: Database) -> None:
+    ids = db.add_documents(_docs(3))
+    first = db.save_model("a", "binary", 8, config={}, weights=b"w", vocabulary=None)
+    second = db.save_model("b", "binary", 8, config={}, weights=b"w", vocabulary=None)
+    with db.codes_batch():
+        db.put_codes(first, ids, np.full((3, 1), 1, np.uint8))
+        with db.codes_batch():  # nested: joins
+            db.put_codes(second, ids, np.full((3, 1), 2, np.uint8))
+    assert db.get_codes(first)[1].ravel().tolist() == [1, 1, 1]
+    assert db.get_codes(second)[1].ravel().tolist() == [2, 2, 2]
+    with pytest.raises(KeyboardInterrupt):
+        with db.codes_batch():
+            db.put_codes(first, ids, np.full((3, 1), 7, np.uint8))
+            raise KeyboardInterrupt
+    assert db.get_codes(first)[1].ravel().tolist() == [1, 1, 1]  # rolled back
+    with pytest.raises(KeyError):
+        with db.codes_batch():
+            db.put_codes(second, ids, np.full((3, 1), 9, np.uint8))
+            db.put_codes(second, [999], np.zeros((1, 1), np.uint8))  # unknown document
+    assert db.get_codes(second)[1].ravel().tolist() == [2, 2, 2]

@@ -1,4 +1,5 @@
 import io
+import json
 
 import numpy as np
 import pytest
@@ -78,6 +79,14 @@ def test_incompatible_or_foreign_files_are_refused(tmp_path, fitted):
         TopicMap.from_bytes(fitted.to_bytes())
     with pytest.raises(FileNotFoundError, match="no model file"):
         SemanticHasher.load(tmp_path / "missing.pt")
+    payload = torch.load(io.BytesIO(fitted.to_bytes()), weights_only=True)
+    config = json.loads(payload["config"])
+    config["params"]["from_the_future"] = 1
+    payload["config"] = json.dumps(config)
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    with pytest.raises(ModelFormatError, match="parameters this semhash does not know \\(from_the_future\\)"):
+        SemanticHasher.from_bytes(buffer.getvalue())
 
 
 def test_bad_inputs_are_named(fitted, topic_corpus):
@@ -127,3 +136,4 @@ def test_topic_map_gives_real_2d_codes_that_separate_topics(topic_corpus):
     assert knn.score(topic_map.transform(held_out), held_out_labels) > 0.55
     # One document alone gets the same code as in a batch.
     assert np.allclose(topic_map.transform(counts[7]), points[7:8], atol=1e-5)
+

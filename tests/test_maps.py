@@ -218,3 +218,39 @@ def test_tsne_fine_tuning_of_a_topic_map_keeps_one_pass_placement(small_topic_ma
     batch = model.transform(counts[:20])
     np.testing.assert_allclose(model.transform(counts[5:6])[0], batch[5], rtol=1e-5, atol=1e-5)
     assert not np.allclose(batch, base.transform(counts[:20]))
+
+
+def test_tsne_schedule_negatives_and_epoch_callback(small_topic_map):
+    import copy
+
+    base, counts, _ = small_topic_map
+    features = lsa_features(counts, n_components=10)
+    P = knn_affinities(features, perplexity=10)
+    inputs = encoder_input(counts)
+    model = copy.deepcopy(base)
+    seen = []
+
+    def on_epoch(epoch):
+        assert not model.model_.training  # scored in eval mode
+        seen.append(epoch)
+
+    result = fine_tune_tsne(model.model_, inputs, affinities=P, perplexity=10, n_epochs=4, batch_size=100,
+                            schedule="cosine", n_negatives=50, input_dropout=0.2, on_epoch=on_epoch,
+                            generator=torch.Generator().manual_seed(0))
+    assert seen == [1, 2, 3, 4] and len(result.history) == 4
+    assert all(np.isfinite(result.history))
+    with pytest.raises(ValueError, match="schedule"):
+        fine_tune_tsne(model.model_, inputs, affinities=P, n_epochs=1, schedule="linear")
+
+
+def test_topic_map_sparse_transform_matches_the_network_and_follows_fine_tuning(small_topic_map):
+    import copy
+
+    base, counts, _ = small_topic_map
+    model = copy.deepcopy(base)
+    np.testing.assert_allclose(model.transform(counts), model.transform_real(counts), rtol=1e-4, atol=1e-4)
+    before = model.transform(counts[:20])
+    tsne_fine_tune_estimator(model, counts, n_epochs=2, perplexity=10, batch_size=100)
+    after = model.transform(counts[:20])  # the cached NumPy weights must not be stale
+    assert not np.allclose(before, after)
+    np.testing.assert_allclose(after, model.transform_real(counts[:20]), rtol=1e-4, atol=1e-4)

@@ -208,3 +208,58 @@ def _saved() -> dict:
 def test_from_dict_rejects_malformed_data(corrupt, message):
     with pytest.raises(ValueError, match=message):
         WordCounter.from_dict(corrupt(_saved()))
+
+
+# --------------------------------------------------------------------------- fast counting
+
+ODD_TEXTS = [
+    "İstanbul ΣΑΣ σοφός ΟΔΥΣΣΕΥΣ naïve café_x ab12 x² ² a_b under_score __init__ hello-world",
+    "",
+    "   \n\t ",
+    "a",
+    "ÀÉÎ résumé RÉSUMÉ Straße STRASSE ǅemal ﬁsh ΣΑΣ.",
+    "tabs\tand\nnewlines\r\nand  spaces, commas;semi:colons (brackets) [x] {y} 'quotes' \"dq\"",
+    "numbers 123abc abc123 1st 2nd 3rd 4th 1,000 3.14 e-mail e_mail e2e",
+    "emoji 😀 mixed😀word 𝔘𝔫𝔦𝔠𝔬𝔡𝔢 math ℌ𝔢𝔩𝔩𝔬 ideographic 漢字 かな カナ",
+    "\ud800 lone surrogate then word",
+    "word " * 50,
+]
+
+
+@pytest.mark.parametrize("engine", ["numpy", "numba"])
+@pytest.mark.parametrize("stop_words", ["english", None])
+@pytest.mark.parametrize("lowercase", [True, False])
+def test_fast_counts_equal_count_vectorizer(engine, stop_words, lowercase, newsgroups_subset):
+    from pipelines.corpus import read_corpus
+    from pipelines.vectorize import _kernel
+
+    if engine == "numba" and _kernel() is None:
+        pytest.skip("numba not installed")
+    texts = [doc.text for doc in read_corpus(newsgroups_subset["test"])][:150]
+    corpus = ODD_TEXTS + texts + ODD_TEXTS
+    counter = WordCounter(max_words=400, min_df=1, stop_words=stop_words, lowercase=lowercase).fit(corpus)
+    counter.transform(["warm"])
+    counter._fast_counter.engine = engine
+    fast, slow = counter.transform(corpus), counter._slow_transform(corpus)
+    assert fast.dtype == np.float32 and fast.shape == slow.shape and fast.has_sorted_indices
+    assert (fast != slow).nnz == 0
+    # Batches split in chunks give the same rows.
+    counter._fast_counter._CHUNK_CHARS = 5_000
+    assert (counter.transform(corpus) != slow).nnz == 0
+    # Without Σ or İ (lowercase depends on context, or is two characters) the compiled path
+    # lowercases through its table: same counts.
+    plain = [text.replace("Σ", "S").replace("İ", "I") for text in corpus] + ["ÀÉÎ RÉSUMÉ ǅEMAL ÆON Ωmega ÞORN"]
+    assert "Σ" not in "".join(plain)
+    plain_counter = WordCounter(max_words=400, min_df=1, stop_words=stop_words, lowercase=lowercase).fit(plain)
+    plain_counter.transform(["warm"])
+    plain_counter._fast_counter.engine = engine
+    assert (plain_counter.transform(plain) != plain_counter._slow_transform(plain)).nnz == 0
+
+
+def test_fast_counter_is_rebuilt_when_the_vocabulary_or_parameters_change():
+    counter = WordCounter(min_df=1).fit(FRUIT)
+    before = dense(counter.transform(["cherry the banana"]))
+    counter.set_params(stop_words=None)
+    counter.words_ = counter.words_ + ["the"]
+    after = dense(counter.transform(["cherry the banana"]))
+    assert before[0] == after[0][:-1] and after[0][-1] == 1.0
