@@ -235,6 +235,8 @@ def run_vocabulary(data: dict, vocab: int, args, neural: dict, record) -> None:
                 report = evaluate_codes(name, query_codes, db_codes, bits, y_test, y_train)
                 add(timed_report(report, fitted - started, encoded - fitted), seed)
 
+    if not args.networks:
+        return
     # Networks: the seeded configurations' first seeds first, so a cut-short run has them all.
     jobs = [("hasher", b, s) for b in args.bits for s in plan[f"semhash-{b}"]]
     jobs += [("map", d, s) for d in args.map_dims for s in plan[f"semhash-map-{d}"]]
@@ -493,6 +495,8 @@ def parse_args(argv=None):
     p.add_argument("--lsa-dims", type=int, nargs="+", default=list(LSA_DIMS))
     p.add_argument("--rerank-candidates", type=int, default=1000,
                    help="Hamming candidates re-ranked by TF-IDF (at 100, p@100 cannot change)")
+    p.add_argument("--no-networks", dest="networks", action="store_false",
+                   help="baselines only (e.g. a vocabulary whose networks are fit elsewhere)")
     p.add_argument("--quick", action="store_true",
                    help=f"{QUICK_SIZES[0]} train / {QUICK_SIZES[1]} test posts, 1 seed, few epochs, 16/32 bits (CI)")
     p.add_argument("--out", type=Path, default=RESULTS)

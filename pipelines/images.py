@@ -27,6 +27,8 @@ Three "models" hold its codes:
 
 * ``image-hasher``: the :class:`~semhash.image_hasher.ImageHasher` (256 bits by default);
 * ``image-address``: the short address hasher (28 bits) of two-stage search;
+* ``image-map``: the :class:`~semhash.image_map.ImageMap` (2-D real codes), trained on
+  the stored pixels by :func:`image_map_codes` (``semhash images map``), not by indexing;
 * ``image-pixels``: not a learned model but a pixel store, so that results can be
   shown (montages) whatever the source was (an archive, a dataset, an array) and the
   hashers can be retrained on what is stored. It is a ``binary`` model row of
@@ -65,6 +67,7 @@ ARRAY_LABEL_KEYS = ("labels", "y", "label")
 IMAGE_HASHER_MODEL = "image-hasher"
 IMAGE_ADDRESS_MODEL = "image-address"
 IMAGE_PIXELS_MODEL = "image-pixels"
+IMAGE_MAP_MODEL = "image-map"  # real 2-D codes of `semhash images map`
 IMAGE_KIND = "image"
 
 
@@ -508,6 +511,59 @@ def load_image_models(db: Database) -> tuple[dict[str, ImageHasher], dict[str, i
             continue
         models[name], ids[name] = ImageHasher.from_bytes(row.weights), row.id
     return models, ids
+
+
+
+def image_map_codes(
+    db: Database,
+    *,
+    retrain: bool = False,
+    map_params: dict | None = None,
+    train_limit: int | None = None,
+    random_state: int = 0,
+    verbose: bool = False,
+    log: Callable[[str], None] | None = None,
+) -> tuple[np.ndarray, np.ndarray, bool]:
+    """2-D map codes of every stored image: ``(ids, points float32 (n, 2), trained)``.
+
+    The first call (or ``retrain=True``) trains an :class:`~semhash.image_map.ImageMap`
+    on the stored pixels (a seeded sample of ``train_limit`` if given) and stores it as
+    the ``image-map`` model with its codes, as the text pipeline stores its ``map`` model;
+    later calls reuse it and only encode images added since.
+    """
+    from semhash.image_map import ImageMap
+
+    say = log or (lambda line: None)
+    known = {row.name for row in db.list_models()}
+    if IMAGE_PIXELS_MODEL not in known:
+        raise DatabaseError(f"{db!r} has no stored images: run `semhash images index` first")
+    ids, pixels = _stored_pixels_all(db)
+    if len(ids) < 3:
+        raise ValueError(f"a map needs at least 3 images, the database has {len(ids)}")
+    trained = retrain or IMAGE_MAP_MODEL not in known
+    if trained:
+        pool = pixels
+        if train_limit is not None and len(pool) > train_limit:
+            pool = pool[np.sort(np.random.default_rng(random_state).choice(len(pool), train_limit, replace=False))]
+        say(f"training a 2-D ImageMap on {len(pool)} images")
+        model = ImageMap(random_state=random_state, verbose=verbose, **(map_params or {})).fit(pool)
+        model_id = db.save_model(
+            IMAGE_MAP_MODEL, "real", model.n_components,
+            config={"class": "ImageMap", "layers": model.layer_sizes, "best_epoch": model.best_epoch_,
+                    "fit_seconds": round(model.fit_seconds_, 1), "n_train": int(len(pool))},
+            weights=model.to_bytes(), vocabulary=None, replace=True,
+        )
+        missing = np.ones(len(ids), bool)
+    else:
+        row = db.get_model(IMAGE_MAP_MODEL)
+        model, model_id = ImageMap.from_bytes(row.weights), row.id
+        have, _ = db.get_codes(model_id)
+        missing = ~np.isin(ids, have)
+    if missing.any():
+        say(f"placing {int(missing.sum())} images on the map")
+        db.put_codes(model_id, ids[missing], model.transform(pixels[missing]))
+    map_ids, points = db.get_codes(model_id, ids.tolist())
+    return map_ids, points, trained
 
 
 # ----------------------------------------------------------------------------- searching

@@ -4,6 +4,7 @@
   names outside the axes) or, without labels, by k-means clusters of the map named by their
   most characteristic words.
 * :func:`draw_comparison` -- several maps of the same documents side by side.
+* :func:`draw_thumbnail_map` -- a map of images: thumbnails at their 2-D codes.
 * :func:`write_html_map` -- a self-contained interactive page (plotly, inlined; no network
   access needed to open it): hover shows title, label and snippet, the legend toggles groups.
 * :func:`lsa_map`, :func:`umap_map`, :func:`tsne_map` -- baseline 2-D maps of word counts.
@@ -23,6 +24,7 @@ import scipy.sparse as sp
 __all__ = [
     "draw_map",
     "draw_comparison",
+    "draw_thumbnail_map",
     "write_html_map",
     "cluster_names",
     "map_title",
@@ -219,6 +221,74 @@ def draw_map(
                   fontsize=8 if len(handles) <= 20 else 6, frameon=False,
                   title="groups" if labels is not None and any(v is not None for v in labels) else "clusters")
         fig.tight_layout()
+    return fig
+
+
+def draw_thumbnail_map(
+    points,
+    pixels,
+    labels: Sequence[str | None] | None = None,
+    *,
+    title: str | None = None,
+    max_thumbnails: int = 1000,
+    zoom: float | None = None,
+    seed: int = 0,
+):
+    """Draw small images at their 2-D ``points`` and return the Figure.
+
+    ``pixels`` are ``(n, 32, 32, 3)`` uint8 (or ``(n, 3072)``), row-aligned with
+    ``points``. Every point is a faint dot; a seeded sample of at most ``max_thumbnails``
+    of them also gets its thumbnail (matplotlib ``AnnotationBbox``), drawn in random order.
+    With ``labels`` each thumbnail has a frame in its group's colour and the legend names
+    the groups, most frequent first. The default ``zoom`` shrinks thumbnails as there
+    are more of them (from 32 pixels for a few dozen to about 14 for 1,000).
+    """
+    import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
+    from matplotlib.offsetbox import AnnotationBbox, OffsetImage
+
+    points = np.asarray(points, dtype=np.float64)
+    if points.ndim != 2 or points.shape[1] != 2:
+        raise ValueError(f"points must be (n, 2), got shape {points.shape}")
+    n = len(points)
+    images = np.asarray(pixels, dtype=np.uint8).reshape(n, 32, 32, 3) if n else np.zeros((0, 32, 32, 3), np.uint8)
+    if labels is not None and len(labels) != n:
+        raise ValueError(f"{len(labels)} labels for {n} points")
+    if max_thumbnails < 0:
+        raise ValueError(f"max_thumbnails must be >= 0, got {max_thumbnails}")
+    labelled = labels is not None and any(v is not None for v in labels)
+    groups = _groups(labels) if labelled else []
+    colours = dict(zip([g for g in groups if g is not None], _palette(sum(g is not None for g in groups))))
+    colours[None] = (0.6, 0.6, 0.6, 1.0)
+    group_of = [None if not labelled or v is None else str(v) for v in (labels if labelled else [None] * n)]
+
+    fig, ax = plt.subplots(figsize=(12, 9.5), dpi=110)
+    if n:
+        dot_colours = np.array([colours[g] for g in group_of]).reshape(-1, 4)
+        ax.scatter(points[:, 0], points[:, 1], s=4, c=dot_colours, alpha=0.35, linewidths=0, zorder=1)
+        xlim, ylim = _view_limits(points, margin=0.06)
+        ax.set_xlim(*xlim)
+        ax.set_ylim(*ylim)
+    shown = np.random.default_rng(seed).permutation(n)[: min(n, max_thumbnails)]
+    if zoom is None:
+        zoom = float(np.clip(2.2 / math.sqrt(max(len(shown), 1) / 10.0), 0.45, 1.0))
+    for i in shown:
+        frame = dict(edgecolor=colours[group_of[i]], linewidth=1.2) if labelled else dict(linewidth=0)
+        box = AnnotationBbox(OffsetImage(images[i], zoom=zoom, interpolation="nearest"), tuple(points[i]),
+                             frameon=labelled, bboxprops=frame, pad=0.05)
+        box.set_zorder(2)
+        ax.add_artist(box)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    default = f"{n:,} images" + (f", {len(shown):,} shown as thumbnails" if len(shown) < n else "")
+    ax.set_title(title if title is not None else default, fontsize=11)
+    if labelled:
+        handles = [Line2D([], [], marker="s", linestyle="", markersize=8, markerfacecolor="none",
+                          markeredgecolor=colours[g], markeredgewidth=2, label="(no label)" if g is None else g)
+                   for g in groups]
+        ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0,
+                  fontsize=8 if len(handles) <= 20 else 6, frameon=False, title="labels (frame colour)")
+    fig.tight_layout()
     return fig
 
 

@@ -73,7 +73,80 @@ def check_pixels(X) -> np.ndarray:
     return X
 
 
-class ImageHasher(DeepCodeModel):
+class ImageInput:
+    """The input side shared by the image models (:class:`ImageHasher`,
+    :class:`~semhash.image_map.ImageMap`): pixels in, standardised with the training
+    mean and std (saved with the weights), a Gaussian-visible bottom RBM with its own CD
+    step, and a linear output scored by squared error. Mix it in before the estimator."""
+
+    visible_units = "gaussian"
+    output_units = "linear"
+
+    def _fit_pixels(self, X, y=None):
+        """The estimator's ``fit``, standardising the pixels once for input and target."""
+        if self.neighbour_targets:
+            raise ValueError("neighbour_targets is for word counts; use 0 for images")
+        self._fitting = True
+        try:
+            return super().fit(X, y)
+        finally:
+            self._fitting = False
+            self._last_input = None
+
+    def standardise(self, X) -> np.ndarray:
+        """``(pixels - mean_) / std_``, float32 ``(n, 3072)``: what the encoder sees."""
+        if not hasattr(self, "mean_"):
+            raise RuntimeError(f"this {type(self).__name__} is not fitted yet: call fit first")
+        return self._encoder_input(self._check_input(X, fitted=True))
+
+    def _check_input(self, X, fitted: bool = False) -> np.ndarray:
+        return check_pixels(X)
+
+    def _fit_input_statistics(self, X: np.ndarray) -> None:
+        mean = X.mean(axis=0, dtype=np.float64)
+        std = X.std(axis=0, dtype=np.float64)
+        self.mean_ = torch.from_numpy(mean.astype(np.float32))
+        self.std_ = torch.from_numpy(np.maximum(std, MIN_PIXEL_STD).astype(np.float32))
+
+    def _encoder_input(self, X: np.ndarray) -> np.ndarray:
+        out = (X - self.mean_.numpy()) / self.std_.numpy()
+        if getattr(self, "_fitting", False):
+            self._last_input = (X, out)
+        return out
+
+    def _reconstruction_target(self, X: np.ndarray) -> np.ndarray:
+        # The same standardised pixels (DeepCodeModel.fit calls both hooks; computing
+        # it twice would double the memory of a large training set, so share it).
+        cached = getattr(self, "_last_input", None)
+        if cached is not None and cached[0] is X:
+            return cached[1]
+        return self._encoder_input(X)
+
+    def _extra_state(self) -> dict[str, torch.Tensor]:
+        return {"mean": self.mean_, "std": self.std_}
+
+    def _load_extra_state(self, state: dict[str, torch.Tensor]) -> None:
+        if set(state) != {"mean", "std"}:
+            raise RuntimeError(f"an image model file needs 'mean' and 'std' tensors, got {sorted(state)}")
+        self.mean_ = state["mean"].to(torch.float32)
+        self.std_ = state["std"].to(torch.float32)
+        if self.mean_.shape != (IMAGE_DIMS,) or self.std_.shape != (IMAGE_DIMS,):
+            raise RuntimeError(f"mean/std must have shape ({IMAGE_DIMS},)")
+
+    # ------------------------------------------------------------ pretraining
+    def _layer_learning_rate(self, bottom: bool, hidden: str) -> float:
+        """The Gaussian bottom layer gets its own small CD step."""
+        if bottom and self.gaussian_learning_rate is not None:
+            return self.gaussian_learning_rate
+        return super()._layer_learning_rate(bottom, hidden)
+
+    def _batch_rate_scale(self, n_train: int) -> float:
+        # The same CD step per example at any collection size: a Gaussian-visible layer
+        # diverges with TopicMap's larger steps for small collections (90 images).
+        return DeepCodeModel._batch_rate_scale(self, n_train)
+
+
+class ImageHasher(ImageInput, DeepCodeModel):
     """Learn ``n_bits``-bit binary codes for 32x32 colour images.
 
     Parameters are those of :class:`~semhash.estimator.DeepCodeModel`, with image
@@ -93,8 +166,6 @@ class ImageHasher(DeepCodeModel):
     """
 
     code_units = "binary"
-    visible_units = "gaussian"
-    output_units = "linear"
 
     def __init__(
         self,
@@ -137,67 +208,11 @@ class ImageHasher(DeepCodeModel):
         """Standardise the pixels, pretrain the RBM stack and fine-tune the autoencoder."""
         if not isinstance(self.n_bits, (int, np.integer)) or self.n_bits < 1:
             raise ValueError(f"n_bits must be a positive integer, got {self.n_bits!r}")
-        if self.neighbour_targets:
-            raise ValueError("neighbour_targets is for word counts; use 0 for images")
         self.code_size = int(self.n_bits)
-        self._fitting = True
-        try:
-            return super().fit(X, y)
-        finally:
-            self._fitting = False
-            self._last_input = None
+        return self._fit_pixels(X, y)
 
     def transform(self, X) -> np.ndarray:
         """Packed binary codes ``(n, ceil(n_bits / 8))`` uint8, code units thresholded at 0.5."""
         return pack_bits(self.transform_real(X) > 0.5)
-
-    def standardise(self, X) -> np.ndarray:
-        """``(pixels - mean_) / std_``, float32 ``(n, 3072)``: what the encoder sees."""
-        if not hasattr(self, "mean_"):
-            raise RuntimeError("this ImageHasher is not fitted yet: call fit first")
-        return self._encoder_input(self._check_input(X, fitted=True))
-
-    # ------------------------------------------------------------ input hooks
-    def _check_input(self, X, fitted: bool = False) -> np.ndarray:
-        return check_pixels(X)
-
-    def _fit_input_statistics(self, X: np.ndarray) -> None:
-        mean = X.mean(axis=0, dtype=np.float64)
-        std = X.std(axis=0, dtype=np.float64)
-        self.mean_ = torch.from_numpy(mean.astype(np.float32))
-        self.std_ = torch.from_numpy(np.maximum(std, MIN_PIXEL_STD).astype(np.float32))
-
-    def _encoder_input(self, X: np.ndarray) -> np.ndarray:
-        out = (X - self.mean_.numpy()) / self.std_.numpy()
-        if getattr(self, "_fitting", False):
-            self._last_input = (X, out)
-        return out
-
-    def _reconstruction_target(self, X: np.ndarray) -> np.ndarray:
-        # The same standardised pixels (DeepCodeModel.fit calls both hooks; computing
-        # it twice would double the memory of a large training set, so share it).
-        cached = getattr(self, "_last_input", None)
-        if cached is not None and cached[0] is X:
-            return cached[1]
-        return self._encoder_input(X)
-
-    def _extra_state(self) -> dict[str, torch.Tensor]:
-        return {"mean": self.mean_, "std": self.std_}
-
-    def _load_extra_state(self, state: dict[str, torch.Tensor]) -> None:
-        if set(state) != {"mean", "std"}:
-            raise RuntimeError(f"an ImageHasher file needs 'mean' and 'std' tensors, got {sorted(state)}")
-        self.mean_ = state["mean"].to(torch.float32)
-        self.std_ = state["std"].to(torch.float32)
-        if self.mean_.shape != (IMAGE_DIMS,) or self.std_.shape != (IMAGE_DIMS,):
-            raise RuntimeError(f"mean/std must have shape ({IMAGE_DIMS},)")
-
-    # ------------------------------------------------------------ pretraining
-    def _layer_learning_rate(self, bottom: bool, hidden: str) -> float:
-        """The Gaussian bottom layer gets its own small CD step."""
-        if bottom and self.gaussian_learning_rate is not None:
-            return self.gaussian_learning_rate
-        return super()._layer_learning_rate(bottom, hidden)
-
 
 MODEL_CLASSES["ImageHasher"] = ImageHasher

@@ -49,6 +49,16 @@ def lsa_features(counts, n_components: int = 50, random_state: int | None = 0) -
     return LSA(n_components=n_components, random_state=random_state).fit_transform(counts)
 
 
+def pca_features(X, n_components: int = 50, random_state: int | None = 0) -> np.ndarray:
+    """PCA-``n_components`` coordinates of dense inputs (e.g. standardised pixels): where
+    P is computed for images. Centred first, so that cosine between rows is meaningful."""
+    from sklearn.decomposition import PCA
+
+    X = np.asarray(X, dtype=np.float32)
+    n_components = int(min(n_components, X.shape[1], X.shape[0] - 1))
+    return PCA(n_components=n_components, svd_solver="randomized", random_state=random_state).fit_transform(X)
+
+
 def _calibrate(sq_distances: np.ndarray, perplexity: float, n_steps: int = 64) -> np.ndarray:
     """Rows of conditional probabilities ``p_{j|i}`` with the given perplexity.
 
@@ -326,19 +336,26 @@ def tsne_fine_tune_estimator(
     n_epochs: int = 50,
     affinity: str = "knn",
     reconstruction_weight: float = 0.1,
+    features: Callable[[object], np.ndarray] | None = None,
     **kwargs,
 ):
     """Run t-SNE fine-tuning on a fitted :class:`~semhash.topic_map.TopicMap` (in place).
 
     ``objective="tsne"``: KL only; ``"both"``: KL plus ``reconstruction_weight`` times the
-    reconstruction loss. P comes from LSA-50 cosine neighbours of the training counts
-    ``X``. Records ``tsne_history_`` and adds the time to ``fit_seconds_``.
+    reconstruction loss. P comes from cosine neighbours of ``features(X)`` (``X`` as
+    checked by the estimator's ``_check_input``): by default the estimator's own
+    ``_tsne_features`` hook if it has one (:class:`~semhash.image_map.ImageMap`: PCA-50
+    of the standardised pixels), else LSA-50 of the training counts. Records ``tsne_history_`` and adds the time to ``fit_seconds_``.
     """
     if objective not in ("tsne", "both"):
         raise ValueError(f"objective must be 'tsne' or 'both' here, got {objective!r}")
     started = time.perf_counter()
     X = estimator._check_input(X)
-    features = lsa_features(X, random_state=estimator.random_state)
+    if features is None:
+        features = getattr(estimator, "_tsne_features", None) or (
+            lambda counts: lsa_features(counts, random_state=estimator.random_state)
+        )
+    features = features(X)
     P = knn_affinities(features, perplexity) if affinity == "knn" else None
     generator = as_generator(estimator.random_state)
     both = objective == "both"
