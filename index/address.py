@@ -254,12 +254,22 @@ class AddressIndex:
         """
         return self._rows_in_ball(self._address_value(address_code), radius)
 
-    def _check_budget(self, max_candidates) -> int:
-        if max_candidates is None:
-            return 0
-        if isinstance(max_candidates, bool) or not isinstance(max_candidates, (int, np.integer)) or max_candidates < 1:
+    def _limits(self, k, max_candidates) -> tuple[int, int]:
+        """``(k, candidate budget)`` of a search, checked: k no more than the documents,
+        the budget (0: the whole ball) at least k, since fewer could never answer."""
+        # Fast paths first: this check is a good part of a query's few microseconds.
+        if type(max_candidates) is int and max_candidates > 0:
+            budget = max_candidates
+        elif max_candidates is None:
+            budget = 0
+        elif isinstance(max_candidates, bool) or not isinstance(max_candidates, (int, np.integer)) or max_candidates < 1:
             raise ValueError(f"max_candidates must be a positive integer or None, got {max_candidates!r}")
-        return int(max_candidates)
+        else:
+            budget = int(max_candidates)
+        if type(k) is not int and (isinstance(k, bool) or not isinstance(k, (int, np.integer))) or k < 1:
+            raise ValueError(f"k must be a positive integer, got {k!r}")
+        k_eff = int(k) if k <= self._n else max(self._n, 0)
+        return k_eff, max(budget, k_eff) if budget else 0
 
     def _address_value(self, address_code) -> np.uint32:
         code = np.asarray(address_code)
@@ -307,13 +317,7 @@ class AddressIndex:
         visits the whole ball. The default, :data:`DEFAULT_MAX_CANDIDATES`, was chosen
         on validation queries (benchmarks/search_speed.py).
         """
-        # Fast paths first: this wrapper is a good part of a query's few microseconds.
-        budget = max_candidates if type(max_candidates) is int and max_candidates > 0 else self._check_budget(max_candidates)
-        if type(k) is not int and (isinstance(k, bool) or not isinstance(k, (int, np.integer))) or k < 1:
-            raise ValueError(f"k must be a positive integer, got {k!r}")
-        k_eff = k if k <= self._n else max(self._n, 0)
-        if budget and budget < k_eff:
-            budget = k_eff  # fewer candidates than k could never answer
+        k_eff, budget = self._limits(k, max_candidates)
         masks = self._masks.get(radius)
         if masks is None:
             masks = self._ball(radius)
@@ -354,12 +358,7 @@ class AddressIndex:
         if self.engine != "numba" or not len(self.keys) or not len(long_codes) or _numba_kernel() is None:
             return [self.search(a, q, k, radius, fallback=fallback, max_candidates=max_candidates)
                     for a, q in zip(address_codes, long_codes)]
-        budget = self._check_budget(max_candidates)
-        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-            raise ValueError(f"k must be a positive integer, got {k!r}")
-        k_eff = min(int(k), len(self))
-        if budget and budget < k_eff:
-            budget = k_eff
+        k_eff, budget = self._limits(k, max_candidates)
         n_candidates, n_found, distances, ids = _numba_kernel().search_many(
             self.keys, self.offsets, self._words, self.ids, self._occupied, self._ball(radius),
             np.ascontiguousarray(address_codes), np.ascontiguousarray(long_codes), k_eff, budget)

@@ -119,8 +119,9 @@ class ModelRecord(Base):
     config: Mapped[str] = mapped_column(Text)  # JSON
     weights: Mapped[bytes] = mapped_column(LargeBinary)
     vocabulary: Mapped[str | None] = mapped_column(Text)  # JSON
-    # Bumped by every put_codes; part of the code fingerprint, so that re-encoded
-    # documents (same count, same ids) still invalidate a saved search index.
+    # No longer written: the count of code writes moved to the meta table (key
+    # "codes_revision/<model id>"; updating this row rewrote the weights blob). Kept so
+    # that databases made by earlier versions keep their schema.
     codes_revision: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_utcnow)
 
@@ -617,7 +618,7 @@ class Database:
         return _ModelHeader(int(row.id), row.name, row.kind, int(row.n_dims))
 
     def _model_id(self, model_id: int) -> int:
-        return self.get_model(_as_id(model_id, "model id"), with_weights=False).id
+        return self._model_header(model_id).id
 
     # ---------------------------------------------------------------- codes
 
@@ -782,9 +783,7 @@ class Database:
         model_id = _as_id(model_id, "model id")
         with self._engine.connect() as conn:
             model = conn.execute(
-                select(_models.c.id, _models.c.created_at, _models.c.codes_revision).where(
-                    _models.c.id == model_id
-                )
+                select(_models.c.id, _models.c.created_at).where(_models.c.id == model_id)
             ).first()
             if model is None:
                 self.get_model(model_id, with_weights=False)  # raises a helpful KeyError
@@ -797,7 +796,7 @@ class Database:
             ).one()
         created = _as_utc(model.created_at).isoformat()
         return (
-            f"model={model.id};created={created};revision={model.codes_revision}.{writes or 0};"
+            f"model={model.id};created={created};revision={writes or 0};"
             f"count={count};min_id={first or 0};max_id={last or 0}"
         )
 

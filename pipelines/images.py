@@ -411,9 +411,7 @@ def index_images(
             pool = images.pixels[new] if old_pixels is None else np.concatenate([old_pixels, images.pixels[new]])
             if len(pool) == 0:
                 raise ValueError("no images to train on")
-            if train_limit is not None and len(pool) > train_limit:
-                pick = np.sort(np.random.default_rng(random_state).choice(len(pool), train_limit, replace=False))
-                pool = pool[pick]
+            pool = _training_sample(pool, train_limit, random_state)
             started = time.perf_counter()
             say(f"training a {n_bits}-bit ImageHasher on {len(pool)} images")
             models[IMAGE_HASHER_MODEL] = ImageHasher(
@@ -513,6 +511,12 @@ def load_image_models(db: Database) -> tuple[dict[str, ImageHasher], dict[str, i
     return models, ids
 
 
+def _training_sample(pixels: np.ndarray, limit: int | None, random_state: int) -> np.ndarray:
+    """At most ``limit`` of the images (a seeded sample, in stored order) to train on."""
+    if limit is None or len(pixels) <= limit:
+        return pixels
+    return pixels[np.sort(np.random.default_rng(random_state).choice(len(pixels), limit, replace=False))]
+
 
 def image_map_codes(
     db: Database,
@@ -542,9 +546,7 @@ def image_map_codes(
         raise ValueError(f"a map needs at least 3 images, the database has {len(ids)}")
     trained = retrain or IMAGE_MAP_MODEL not in known
     if trained:
-        pool = pixels
-        if train_limit is not None and len(pool) > train_limit:
-            pool = pool[np.sort(np.random.default_rng(random_state).choice(len(pool), train_limit, replace=False))]
+        pool = _training_sample(pixels, train_limit, random_state)
         say(f"training a 2-D ImageMap on {len(pool)} images")
         model = ImageMap(random_state=random_state, verbose=verbose, **(map_params or {})).fit(pool)
         model_id = db.save_model(

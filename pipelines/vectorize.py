@@ -361,36 +361,23 @@ class _FastCounter:
         if not texts or self.max_length < 2:
             return scipy.sparse.csr_matrix(shape, dtype=np.float32)
         joined = "\n".join(texts)
-        size = len(joined)
         if self.engine == "numba":
             # The kernel lowercases through a per-code-point table, unless a character's
             # lowercase depends on context or is longer than one character (Σ, İ, ...).
             points = self._code_points(joined + "\n")
-            wide = np.unique(points[points >= 128])
-            if len(wide):
-                self._classify(wide)  # classify new code points into the shared table
-            lower = self._lower_table(wide) if self.lowercase else self._identity_table()
+            lower = self._lower_table(np.unique(points[points >= 128])) if self.lowercase else self._identity_table()
             if lower is not None:
-                text_starts = np.r_[0, np.cumsum([len(t) + 1 for t in texts[:-1]], dtype=np.int64)].astype(np.int64)
-                rows, columns = _kernel().count_tokens(points, lower, self._classes, text_starts, self.table_hashes,
-                                                       self.table_columns, self.max_length, self._MULTIPLIER)
-                return self._matrix(rows, columns, shape)
-        if self.lowercase:
-            joined = joined.lower()
+                return self._kernel_count(points, lower, _text_starts(len(t) for t in texts), shape)
+        counted = texts
+        if self.lowercase:  # Python lowercases: the numpy path, or text the table cannot do
+            lowered = joined.lower()
+            if len(lowered) != len(joined):  # some lengths changed ("İ" -> "i̇"): measure each text
+                counted = [t.lower() for t in texts]
+            joined = lowered
         points = self._code_points(joined + "\n")
-        if len(joined) == size:
-            lengths_of_texts = [len(t) + 1 for t in texts[:-1]]
-        else:  # lowercasing changed some lengths (e.g. "İ" -> "i̇"): measure each text
-            lengths_of_texts = [len(t.lower()) + 1 for t in texts[:-1]]
-        text_starts = np.r_[0, np.cumsum(lengths_of_texts, dtype=np.int64)].astype(np.int64)
-        if self.engine == "numba":  # text the lowercase table cannot do: lowercased by Python
-            wide = np.unique(points[points >= 128])
-            if len(wide):
-                self._classify(wide)
-            rows, columns = _kernel().count_tokens(points, self._identity_table(), self._classes, text_starts,
-                                                   self.table_hashes, self.table_columns, self.max_length,
-                                                   self._MULTIPLIER)
-            return self._matrix(rows, columns, shape)
+        text_starts = _text_starts(len(t) for t in counted)
+        if self.engine == "numba":
+            return self._kernel_count(points, self._identity_table(), text_starts, shape)
         classes = self._classify(points)
         word = classes != 0
         not_letter = np.cumsum(classes == 1, dtype=np.int64)
@@ -427,6 +414,14 @@ class _FastCounter:
         rows = np.searchsorted(text_starts, token_starts, side="right") - 1
         return self._matrix(rows, columns, shape)
 
+    def _kernel_count(self, points, lower, text_starts, shape) -> scipy.sparse.csr_matrix:
+        wide = np.unique(points[points >= 128])
+        if len(wide):
+            self._classify(wide)  # classify new code points into the shared table
+        rows, columns = _kernel().count_tokens(points, lower, self._classes, text_starts, self.table_hashes,
+                                               self.table_columns, self.max_length, self._MULTIPLIER)
+        return self._matrix(rows, columns, shape)
+
     @staticmethod
     def _matrix(rows, columns, shape) -> scipy.sparse.csr_matrix:
         counts = scipy.sparse.csr_matrix(
@@ -440,6 +435,12 @@ class _FastCounter:
         where[where == len(self.hashes)] = 0
         found = self.hashes[where] == hashes
         out.append((starts[found], self.columns[where[found]]))
+
+
+def _text_starts(lengths) -> np.ndarray:
+    """Offsets of texts joined with one separator each, from their lengths."""
+    lengths = np.fromiter(lengths, dtype=np.int64)
+    return np.r_[0, np.cumsum(lengths[:-1] + 1)].astype(np.int64)
 
 
 def _kernel():

@@ -25,7 +25,7 @@ import scipy.sparse as sp
 import torch
 from torch import nn
 
-from semhash.data import iterate_batches, to_dense_tensor
+from semhash.data import drop_inputs, iterate_batches, to_dense_tensor
 from semhash.rbm import RBM
 
 CODE_UNITS = ("binary", "linear")
@@ -158,8 +158,7 @@ def fine_tune(
         total, seen = 0.0, 0
         batches = iterate_batches(inputs, batch_size, shuffle=True, generator=generator, extra=targets)
         for x, target in batches:
-            if input_dropout > 0:
-                x = x * (torch.rand(x.shape, generator=generator) >= input_dropout)
+            x = drop_inputs(x, input_dropout, generator)
             _, logits = model(x, code_noise=code_noise, generator=generator)
             loss = model.reconstruction_loss(logits, target)
             optimizer.zero_grad(set_to_none=True)

@@ -32,6 +32,15 @@ def to_dense_tensor(X) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32))
 
 
+def drop_inputs(x: torch.Tensor, rate: float, generator=None, rescale: bool = False) -> torch.Tensor:
+    """Zero a random ``rate`` of the entries of ``x`` (denoising); ``rescale`` divides the
+    rest by ``1 - rate`` so that the expected input is unchanged."""
+    if rate <= 0:
+        return x
+    x = x * (torch.rand(x.shape, generator=generator) >= rate)
+    return x / (1.0 - rate) if rescale else x
+
+
 def iterate_batches(
     X,
     batch_size: int,

@@ -34,7 +34,7 @@ import scipy.sparse as sp
 import torch
 
 from semhash.autoencoder import DeepAutoencoder
-from semhash.data import as_generator, to_dense_tensor
+from semhash.data import as_generator, drop_inputs, to_dense_tensor
 
 AFFINITIES = ("knn", "batch")
 SCHEDULES = ("constant", "cosine")
@@ -250,11 +250,7 @@ def fine_tune_tsne(
         steps = max(1, n // pairs)
 
     def rows_tensor(rows):
-        x = to_dense_tensor(inputs[rows])
-        if input_dropout > 0:
-            keep = torch.rand(x.shape, generator=generator) >= input_dropout
-            x = x * keep / (1.0 - input_dropout)
-        return x
+        return drop_inputs(to_dense_tensor(inputs[rows]), input_dropout, generator, rescale=True)
 
     for epoch in range(n_epochs):
         epoch_started = time.perf_counter()
@@ -336,26 +332,20 @@ def tsne_fine_tune_estimator(
     n_epochs: int = 50,
     affinity: str = "knn",
     reconstruction_weight: float = 0.1,
-    features: Callable[[object], np.ndarray] | None = None,
     **kwargs,
 ):
     """Run t-SNE fine-tuning on a fitted :class:`~semhash.topic_map.TopicMap` (in place).
 
     ``objective="tsne"``: KL only; ``"both"``: KL plus ``reconstruction_weight`` times the
-    reconstruction loss. P comes from cosine neighbours of ``features(X)`` (``X`` as
-    checked by the estimator's ``_check_input``): by default the estimator's own
-    ``_tsne_features`` hook if it has one (:class:`~semhash.image_map.ImageMap`: PCA-50
-    of the standardised pixels), else LSA-50 of the training counts. Records ``tsne_history_`` and adds the time to ``fit_seconds_``.
+    reconstruction loss. P comes from cosine neighbours of the estimator's
+    ``_tsne_features(X)`` (TopicMap: LSA-50 of the counts; ImageMap: PCA-50 of the
+    standardised pixels). Records ``tsne_history_`` and adds the time to ``fit_seconds_``.
     """
     if objective not in ("tsne", "both"):
         raise ValueError(f"objective must be 'tsne' or 'both' here, got {objective!r}")
     started = time.perf_counter()
     X = estimator._check_input(X)
-    if features is None:
-        features = getattr(estimator, "_tsne_features", None) or (
-            lambda counts: lsa_features(counts, random_state=estimator.random_state)
-        )
-    features = features(X)
+    features = estimator._tsne_features(X)
     P = knn_affinities(features, perplexity) if affinity == "knn" else None
     generator = as_generator(estimator.random_state)
     both = objective == "both"

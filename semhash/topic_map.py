@@ -73,6 +73,12 @@ class TopicMap(DeepCodeModel):
             )
         return self
 
+    def _tsne_features(self, X) -> np.ndarray:
+        """Where the t-SNE stage finds each document's neighbours: LSA-50 of the counts."""
+        from semhash.parametric_tsne import lsa_features
+
+        return lsa_features(X, random_state=self.random_state)
+
     def _batch_rate_scale(self, n_train: int) -> float:
         """A small collection gets few CD updates an epoch; with the step per example of a
         large one, its 2-D stack stays near its random start and the map collapses to a
