@@ -241,25 +241,32 @@ def evaluate(database, queries_source, subdir, fraction, max_queries, seed, quie
 @DB_OPTION
 @click.option("--code", "hex_code", help="Recall from a binary code in hex (possibly damaged) instead of text.")
 @click.option("-k", "k", default=1, show_default=True, type=click.IntRange(1, 10_000), help="Number of documents.")
+@click.option("--codes-only", is_flag=True,
+              help="Store and query the codes alone, without word units (a smaller memory; a fragment then "
+                   "finds its topic's documents rather than the document itself).")
 @JSON_OPTION
-def recall(fragment, database, hex_code, k, as_json):
+def recall(fragment, database, hex_code, k, codes_only, as_json):
     """Bring back whole stored documents from a FRAGMENT of one, or from a damaged code.
 
-    The collection's binary codes are stored in a Willshaw associative memory (cached in
-    <db>.faiss/recall.npz, rebuilt when the codes change). FRAGMENT is encoded with the
-    stored vocabulary and model; confidence 1 means every block of the query code is
-    connected to the whole address of the document (e.g. its own, undamaged code).
+    Each document is stored in a Willshaw associative memory (cached in
+    <db>.faiss/recall.npz, rebuilt when the codes change) under a sparse pattern of its
+    binary code and of the vocabulary words it contains. A FRAGMENT activates its code's
+    units and its words' units; --code HEX activates the code's units alone. The memory
+    returns the documents whose whole address the question reaches; confidence is the
+    share of the question's units that do (1.0: e.g. a document's own code, or a
+    fragment whose every word is in the document and whose code equals the document's).
 
     \b
       semhash recall "the shuttle launch was delayed by a faulty valve" --db news.db
       semhash recall --code 9f0c3e... --db news.db -k 3 --json
+      semhash recall "shuttle launch delayed" --db news.db --codes-only   # no word units
     """
     from index.recall import DocumentMemory
 
     if (fragment is None) == (hex_code is None):
         raise click.UsageError("give either a FRAGMENT of text or --code HEX (not both)")
     with _friendly_errors(True):
-        memory = DocumentMemory(database)
+        memory = DocumentMemory(database, words=not codes_only)
         hits = memory.recall_code(hex_code, k) if hex_code is not None else memory.recall_text(fragment, k)
     _print_hits(hits, as_json, score=lambda hit: f"confidence {hit.confidence:.2f}")
 

@@ -23,17 +23,20 @@ indistinguishable duplicates).
 Why 128 bits: it is the database default (``semhash index --bits 128``), so the memory
 is measured as users get it, and longer codes leave fewer posts with identical codes.
 
-Model selection (block size of the code pattern and hetero- vs auto-association) uses a
-validation sample of posts disjoint from the reported test sample; the test sample is
-evaluated once, with the chosen configuration.
+The memory stores each post under its code and, by default, its vocabulary words (see
+:mod:`index.recall`); word queries also get TF-IDF cosine over the posts as a peer.
+Model selection (block size of the code pattern, address-space size, words or codes alone,
+hetero- vs auto-association) uses a validation sample of posts disjoint from the reported
+test sample; the test sample is evaluated once, with the chosen configuration (the best
+validation mean; among those within half a point of it, the smallest memory).
 
 Usage::
 
-    python benchmarks/document_recall.py            # full run (trains once, ~minutes)
+    python benchmarks/document_recall.py            # full run (~10 minutes with a cached model)
     python benchmarks/document_recall.py --quick    # CI: 1,500 posts, small model, 150 queries (~1-2 min)
 
 Writes ``benchmarks/results/document_recall.{json,md,png}`` (``--quick``:
-``document_recall.quick.*``).
+``document_recall.quick.*``; ``--bits 256``: ``document_recall.b256.*``).
 """
 from __future__ import annotations
 
@@ -87,7 +90,8 @@ RESULTS = REPO / "benchmarks" / "results"
 
 
 def fragment_codes(texts, fraction, counter, hasher, rng):
-    """Codes of random fractions of each text's tokens; ``ok`` False where no word is known."""
+    """Codes and word counts of random fractions of each text's tokens; ``ok`` False where
+    no word is known."""
     import re
 
     from pipelines.vectorize import TOKEN_PATTERN
@@ -103,7 +107,7 @@ def fragment_codes(texts, fraction, counter, hasher, rng):
     codes = np.zeros((len(texts), hasher.transform(counts[:1]).shape[1]), dtype=np.uint8)
     if ok.any():
         codes[ok] = hasher.transform(counts[ok])
-    return codes, ok
+    return codes, ok, counts
 
 
 def flipped_codes(codes, fraction, n_bits, rng):
@@ -135,13 +139,28 @@ def evaluate_hamming(index, all_codes, queries, truth, ok):
     return _summary(expected, top1, code_hit, ok)
 
 
-def evaluate_memory(memory, all_codes, queries, truth, ok):
-    _, keys = memory.scores(queries)
+def evaluate_memory(memory, all_codes, queries, words, truth, ok):
+    _, keys = memory.scores(queries, words if memory.n_words else None)  # words None: a code alone
     found = keys.argmax(axis=1)  # the first best row: the order memory.recall returns
     best = keys.max(axis=1)
     true_key = keys[np.arange(len(truth)), truth]
     n_best = (keys == best[:, None]).sum(axis=1)
     expected = np.where(true_key == best, 1.0 / n_best, 0.0)
+    code_hit = (all_codes[found] == all_codes[truth]).all(axis=1)
+    return _summary(expected, found == truth, code_hit, ok)
+
+
+def evaluate_tfidf(tfidf, db_vectors, all_codes, words, truth, ok):
+    """TF-IDF cosine of the fragment's words against every stored post (ties 1/n), the
+    inverted-index answer to a text fragment; not defined for a damaged code."""
+    if words is None:
+        return None
+    similarity = (tfidf.transform(words) @ db_vectors.T).toarray()
+    best = similarity.max(axis=1)
+    true = similarity[np.arange(len(truth)), truth]
+    ties = (similarity >= best[:, None] - 1e-6).sum(axis=1)
+    expected = np.where(true >= best - 1e-6, 1.0 / ties, 0.0)
+    found = similarity.argmax(axis=1)
     code_hit = (all_codes[found] == all_codes[truth]).all(axis=1)
     return _summary(expected, found == truth, code_hit, ok)
 
@@ -171,18 +190,22 @@ def make_queries(rows, documents, codes, counter, hasher, n_bits, seed):
     for fraction in WORD_FRACTIONS:
         levels[f"words {int(fraction * 100)}%"] = fragment_codes(texts, fraction, counter, hasher, rng)
     for fraction in FLIP_FRACTIONS:
-        levels[f"bits flipped {int(fraction * 100)}%"] = (flipped_codes(codes[rows], fraction, n_bits, rng), np.ones(len(rows), bool))
+        flipped = flipped_codes(codes[rows], fraction, n_bits, rng)
+        levels[f"bits flipped {int(fraction * 100)}%"] = (flipped, np.ones(len(rows), bool), None)
     return levels
 
 
 def run_methods(methods, levels, rows, codes):
+    """``method(codes, queries, words, truth, ok)`` at every level; None where undefined."""
     out = {}
-    for level, (queries, ok) in levels.items():
+    for level, (queries, ok, words) in levels.items():
         out[level] = {}
         for name, method in methods.items():
             started = time.perf_counter()
-            out[level][name] = method(codes, queries, rows, ok)
-            out[level][name]["seconds_per_query"] = round((time.perf_counter() - started) / len(rows), 5)
+            result = method(codes, queries, words, rows, ok)
+            if result is not None:
+                result["seconds_per_query"] = round((time.perf_counter() - started) / len(rows), 5)
+            out[level][name] = result
     return out
 
 
@@ -198,8 +221,10 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true", help="CI: a small corpus, model and sample")
     parser.add_argument("--bits", type=int, default=128)
     parser.add_argument("--queries", type=int, default=1000, help="test posts")
-    parser.add_argument("--validation", type=int, default=300, help="validation posts (model selection)")
-    parser.add_argument("--block-bits", type=int, nargs="+", default=[2, 4, 8])
+    parser.add_argument("--validation", type=int, default=200, help="validation posts (model selection)")
+    parser.add_argument("--block-bits", type=int, nargs="+", default=[1, 2, 4])
+    parser.add_argument("--capacity-ratios", type=float, nargs="+", default=[16.0, 32.0],
+                        help="address-space sizes tried (CodeMemory capacity_ratio)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cache", type=Path, default=Path("/tmp/semhash-document-recall"))
     parser.add_argument("--out", type=Path, default=RESULTS)
@@ -233,36 +258,53 @@ def main(argv=None) -> int:
     index.add(codes)
     ids = np.arange(n_docs)
 
-    def hamming(all_codes, queries, truth, ok):
+    def hamming(all_codes, queries, words, truth, ok):
         return evaluate_hamming(index, all_codes, queries, truth, ok)
 
-    memories, build_seconds = {}, {}
-    for block_bits in args.block_bits:
-        started = time.perf_counter()
-        memories[block_bits] = CodeMemory(n_bits, block_bits).fit(ids, codes)
-        build_seconds[block_bits] = round(time.perf_counter() - started, 2)
-        print(f"block_bits={block_bits}: {memories[block_bits].stats()} built in {build_seconds[block_bits]}s", file=sys.stderr)
+    from semhash.baselines import TfidfCosine
 
-    # ---- validation: choose the block size (and hetero vs auto) on the validation posts
-    methods = {"hamming_nn": hamming}
-    for block_bits, memory in memories.items():
-        methods[f"hetero_b{block_bits}"] = lambda c, q, t, ok, m=memory: evaluate_memory(m, c, q, t, ok)
+    tfidf = TfidfCosine().fit(counts)
+    db_vectors = tfidf.transform(counts)
+
+    def tfidf_cosine(all_codes, queries, words, truth, ok):
+        return evaluate_tfidf(tfidf, db_vectors, all_codes, words, truth, ok)
+
+    # Memories: code pattern alone, or code pattern + one unit per vocabulary word, for each
+    # block size and address-space size.
+    memories, build_seconds = {}, {}
+    for words in (False, True):
+        for block_bits in args.block_bits:
+            for ratio in args.capacity_ratios:
+                name = f"hetero_b{block_bits}_r{ratio:g}{'_words' if words else ''}"
+                started = time.perf_counter()
+                memory = CodeMemory(n_bits, block_bits, capacity_ratio=ratio, n_words=counts.shape[1] if words else 0)
+                memories[name] = memory.fit(ids, codes, counts if words else None)
+                build_seconds[name] = round(time.perf_counter() - started, 2)
+                print(f"{name}: {memory.stats()} built in {build_seconds[name]}s", file=sys.stderr)
+
+    # ---- validation: choose the memory's configuration on the validation posts
+    methods = {"hamming_nn": hamming, "tfidf_cosine": tfidf_cosine}
+    for name, memory in memories.items():
+        methods[name] = lambda c, q, w, t, ok, m=memory: evaluate_memory(m, c, q, w, t, ok)
     for block_bits in [b for b in args.block_bits if b >= 4]:
         code_map = SparseCodeMap(n_bits, block_bits)
         auto = WillshawMemory(code_map.n_units).store(code_map.encode(codes))
         methods[f"auto_b{block_bits}"] = (
-            lambda c, q, t, ok, cm=code_map, a=auto: evaluate_auto(cm, a, index, c, q, t, ok))
+            lambda c, q, w, t, ok, cm=code_map, a=auto: evaluate_auto(cm, a, index, c, q, t, ok))
     val_levels = make_queries(val_rows, documents, codes, counter, hasher, n_bits, args.seed + 1)
     validation = run_methods(methods, val_levels, val_rows, codes)
     mean_score = {name: float(np.mean([validation[level][name]["expected_recall_at_1"] for level in validation]))
-                  for name in methods}
-    chosen = max((name for name in methods if name.startswith("hetero_")), key=lambda n: mean_score[n])
-    chosen_bits = int(chosen.split("_b")[1])
+                  for name in methods if name != "tfidf_cosine"}
+    # The best mean; among memories within half a point of it, the smallest.
+    hetero = [name for name in memories]
+    best = max(mean_score[name] for name in hetero)
+    chosen = min((name for name in hetero if mean_score[name] >= best - 0.005), key=lambda n: memories[n].memory.nbytes)
     print(f"validation means: {json.dumps({k: round(v, 4) for k, v in mean_score.items()})}; chosen {chosen}", file=sys.stderr)
 
     # ---- test: the chosen memory and Hamming NN, once
     test_levels = make_queries(test_rows, documents, codes, counter, hasher, n_bits, args.seed + 2)
-    test = run_methods({"memory": methods[chosen], "hamming_nn": hamming}, test_levels, test_rows, codes)
+    test = run_methods({"memory": methods[chosen], "hamming_nn": hamming, "tfidf_cosine": tfidf_cosine},
+                       test_levels, test_rows, codes)
 
     targets = {
         "memory >= 0.90 from 50% of the words": test["words 50%"]["memory"]["expected_recall_at_1"] >= 0.9,
@@ -282,18 +324,19 @@ def main(argv=None) -> int:
         "validation_posts": len(val_rows),
         "test_posts": len(test_rows),
         "seed": args.seed,
-        "memory_stats": {b: m.stats() for b, m in memories.items()},
+        "memory_stats": {name: m.stats() for name, m in memories.items()},
         "build_seconds": build_seconds,
         "validation": validation,
         "validation_mean_expected_recall": {k: round(v, 4) for k, v in mean_score.items()},
         "chosen": chosen,
-        "chosen_block_bits": chosen_bits,
+        "chosen_config": memories[chosen].config(),
         "test": test,
         "targets": targets,
         "seconds": round(time.perf_counter() - started_all, 1),
     }
     args.out.mkdir(parents=True, exist_ok=True)
-    stem = "document_recall.quick" if args.quick else "document_recall"
+    # Other code lengths than the database default get their own files.
+    stem = "document_recall" + (".quick" if args.quick else "") + (f".b{n_bits}" if n_bits != 128 else "")
     (args.out / f"{stem}.json").write_text(json.dumps(report, indent=2) + "\n")
     (args.out / f"{stem}.md").write_text(markdown(report))
     plot(report, args.out / f"{stem}.png")
@@ -310,26 +353,31 @@ def markdown(report) -> str:
         f"{report['test_posts']} test posts, {report['validation_posts']} validation posts (disjoint), seed {report['seed']}.",
         f"Identical codes: {report['identical_codes']['unique_codes']} distinct codes; "
         f"{100 * report['identical_codes']['posts_with_a_shared_code']:.1f}% of posts share their code with another post.",
-        f"Memory: {report['chosen']} (chosen on validation); stats: `{json.dumps(report['memory_stats'][report['chosen_block_bits']])}`.",
+        f"Memory: {report['chosen']} (chosen on validation); stats: `{json.dumps(report['memory_stats'][report['chosen']])}`.",
         "",
         "Expected recall@1 counts ties at the top as 1/ties (identical codes tie in both methods); "
         "top-1 is what the method returns (FAISS: arbitrary tie order); code recall@1: the returned post has the right code.",
         "",
-        "| query | memory expected R@1 | Hamming NN expected R@1 | memory top-1 | FAISS top-1 | memory code R@1 | Hamming code R@1 | memory ms/query | FAISS+ties ms/query |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| query | memory expected R@1 | Hamming NN expected R@1 | TF-IDF cosine expected R@1 | memory top-1 | FAISS top-1 "
+        "| memory code R@1 | Hamming code R@1 | memory ms/query | FAISS+ties ms/query |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for level, row in report["test"].items():
-        m, h = row["memory"], row["hamming_nn"]
+        m, h, t = row["memory"], row["hamming_nn"], row.get("tfidf_cosine")
         lines.append(
-            f"| {level} | {m['expected_recall_at_1']:.3f} | {h['expected_recall_at_1']:.3f} | {m['top1']:.3f} | {h['top1']:.3f} "
-            f"| {m['code_recall_at_1']:.3f} | {h['code_recall_at_1']:.3f} | {1000 * m['seconds_per_query']:.2f} | {1000 * h['seconds_per_query']:.2f} |")
+            f"| {level} | {m['expected_recall_at_1']:.3f} | {h['expected_recall_at_1']:.3f} "
+            f"| {'–' if t is None else format(t['expected_recall_at_1'], '.3f')} | {m['top1']:.3f} | {h['top1']:.3f} "
+            f"| {m['code_recall_at_1']:.3f} | {h['code_recall_at_1']:.3f} | {1000 * m['seconds_per_query']:.2f} "
+            f"| {1000 * h['seconds_per_query']:.2f} |")
     lines += ["", "Validation (expected recall@1; model selection only):", ""]
     names = list(next(iter(report["validation"].values())))
     lines.append("| query | " + " | ".join(names) + " |")
     lines.append("|---" * (len(names) + 1) + "|")
     for level, row in report["validation"].items():
-        lines.append(f"| {level} | " + " | ".join(f"{row[n]['expected_recall_at_1']:.3f}" for n in names) + " |")
-    lines.append("| mean | " + " | ".join(f"{report['validation_mean_expected_recall'][n]:.3f}" for n in names) + " |")
+        lines.append(f"| {level} | " + " | ".join(
+            "–" if row[n] is None else f"{row[n]['expected_recall_at_1']:.3f}" for n in names) + " |")
+    means = report["validation_mean_expected_recall"]
+    lines.append("| mean | " + " | ".join(f"{means[n]:.3f}" if n in means else "–" for n in names) + " |")
     lines += ["", "Targets:", ""]
     lines += [f"- {'PASS' if ok else 'FAIL'}: {name}" for name, ok in report["targets"].items()]
     return "\n".join(lines) + "\n"
@@ -348,8 +396,12 @@ def plot(report, path: Path) -> None:
         levels = [level for level in report["test"] if level.startswith(prefix)]
         x = [x_of(level) for level in levels]
         for method, label, style in (("memory", f"Willshaw memory ({report['chosen']})", "o-"),
-                                     ("hamming_nn", "Hamming NN (FAISS, ties 1/n)", "s--")):
-            ax.plot(x, [report["test"][level][method]["expected_recall_at_1"] for level in levels], style, label=label)
+                                     ("hamming_nn", "Hamming NN (FAISS, ties 1/n)", "s--"),
+                                     ("tfidf_cosine", "TF-IDF cosine (words only)", "^:")):
+            points = [(xi, report["test"][level].get(method)) for xi, level in zip(x, levels)]
+            points = [(xi, r["expected_recall_at_1"]) for xi, r in points if r is not None]
+            if points:
+                ax.plot(*zip(*points), style, label=label)
         ax.set_xlabel(xlabel)
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("expected recall@1")

@@ -3,45 +3,57 @@
 A :class:`CodeMemory` is a hetero-associative Willshaw memory
 (:class:`semhash.memory.WillshawMemory`) that stores, for every document, the pair
 
-    sparse pattern of its binary code  ->  random sparse address of the document
+    sparse pattern of its binary code (+ its words)  ->  random sparse address of the document
 
 * The code (``n_bits`` bits, from the database's ``"hasher"`` model) becomes a sparse
   pattern by :class:`semhash.memory.SparseCodeMap`: each block of ``block_bits`` bits is
-  one active unit out of ``2^block_bits``, so ``M_in = n_bits / block_bits`` ones in
-  ``n_in = M_in * 2^block_bits`` units.
+  one active unit out of ``2^block_bits``, so ``n_bits / block_bits`` ones in
+  ``n_bits / block_bits * 2^block_bits`` units.
+* Word units (``n_words`` > 0, the default for a database): one more unit per vocabulary
+  word, active when the document contains the word.
 * The address is :func:`semhash.memory.sparse_address` of the document id:
   ``M_addr`` ones in ``n_addr`` units, where ``n_addr`` is sized so that the Willshaw
-  capacity ``ln 2 * n_in * n_addr / (M_in * M_addr)`` is ``capacity_ratio`` times the
-  number of documents (load well under 1/2, few spurious connections).
+  capacity ``ln 2 * n_in * n_addr / (M_in * M_addr)`` (``M_in``: the stored patterns'
+  mean number of ones) is ``capacity_ratio`` times the number of documents (load well
+  under 1/2, few spurious connections).
 
-Recall. A query code (a damaged code, or the code of a text fragment) is turned into its
-sparse pattern and the memory's dendritic sums ``s`` over the address units are
-computed. A document's score is the smallest sum over its ``M_addr`` address units: the
-largest threshold at which the memory's output still contains the document's whole
-address (a per-document hard threshold). Without cross-talk it counts the code blocks
-the query shares with the document's code, and it is ``M_in`` -- confidence 1 -- for a
-document's own, undamaged code. Documents are ranked by that score, then by the sum over
-their address units (``-k`` results); the confidence of a hit is ``score / M_in``.
+Recall. A question -- the code of a text fragment and the fragment's words, or a
+(damaged) code alone -- is turned into its sparse pattern and the memory's dendritic
+sums ``s`` over the address units are computed. A document's score is the smallest sum
+over its ``M_addr`` address units: the largest threshold at which the memory's output
+still contains the document's whole address (a per-document hard threshold). Without
+cross-talk it counts the code blocks the question shares with the document's code plus
+the question's words the document contains. Documents are ranked by that score, then by
+the sum over their address units (``-k`` results); a hit's confidence is the score over
+the number of ones in the question (1: every unit of the question reaches the whole
+address, e.g. a document's own code).
+
+Why words. Semantic codes are made to be alike for documents on the same topic, so a
+fragment's code lands among its topic's documents, not on its own document: from half of
+a post's words, Hamming search over 128-bit codes finds the post 30% of the time. The
+fragment's words are a *subset* of the post's words -- exactly the partial question a
+Willshaw memory completes -- and with them the memory finds it 92% of the time, while a
+damaged code alone is recalled as well as by Hamming search (test split of
+``benchmarks/document_recall.py``, ``benchmarks/results/document_recall.md``).
 
 Why hetero-association (and not an auto-associative memory of codes followed by a
 nearest-stored-code search): the answer is the document itself, with no second search
-over the stored codes, and the measurement in ``benchmarks/document_recall.py``
-(validation split) found the auto-associative clean-up much worse (mean expected recall@1
-0.149 with 4-bit blocks, 0.144 with 8-bit blocks, against 0.391 for the hetero memory and
-0.412 for plain Hamming search; ``benchmarks/results/document_recall.md``): the soft
-threshold over a damaged, correlated code pattern lands on a mixture of stored codes.
+over the stored codes, and the auto-associative clean-up measured much worse (validation
+mean expected recall@1 0.218 with 4-bit blocks, against 0.493 for the hetero memory of
+the codes alone and 0.494 for Hamming search): the soft threshold over a damaged,
+correlated code pattern lands on a mixture of stored codes.
 
-Block size. Smaller blocks make the block-overlap score closer to the Hamming similarity
-(``block_bits=1``: exactly ``n_bits`` minus the Hamming distance) and so recall from more
-damaged codes, at the price of a denser question (``M_in = n_bits``) and a larger address
-space for the same capacity; larger blocks are the classical sparse Willshaw regime but
-treat a block with one wrong bit as entirely wrong. :data:`DEFAULT_BLOCK_BITS` = 2 was
-chosen on a validation split of 20 Newsgroups (300 posts, 128-bit codes, mean expected
-recall@1 over all damage levels: 2 bits 0.391, 4 bits 0.344, 8 bits 0.277, Hamming NN
-0.412; ``benchmarks/document_recall.py``). For 128-bit codes that is ``M_in = 64`` ones
-in ``n_in = 256`` units; at 32x capacity the address space then has ~92 units per
-document and the packed matrix ~3 kB per document (33 MB for 11,314 posts; blocks of
-4 bits halve that and cost 5 points of recall).
+Block size and address space. Smaller blocks make the block-overlap score closer to the
+Hamming similarity (``block_bits=1``: exactly ``n_bits`` minus the Hamming distance), so
+damaged codes are recalled as Hamming search recalls them; larger blocks are the
+classical sparse Willshaw regime but treat a block with one wrong bit as wholly wrong.
+:data:`DEFAULT_BLOCK_BITS` = 1 with words and :data:`DEFAULT_CAPACITY_RATIO` = 32 were
+chosen on a validation split of 20 Newsgroups (200 posts, 128-bit codes, mean expected
+recall@1 over the seven damage levels: 0.749; 2-bit blocks 0.735, 4-bit 0.715; capacity
+16x 0.725; codes alone 0.493; Hamming search 0.494). The price is size: with 128-bit
+codes and a 2,000-word vocabulary the address space has ~31 units per document and the
+packed matrix ~8.6 kB per document (98 MB for 11,314 posts); the codes alone
+(``words=False``) take 5.9 kB, and 4-bit blocks with words at 16x 2.1 kB for 0.712.
 
 The memory is a derived cache of the database's codes, saved as ``<db>.faiss/recall.npz``
 with a JSON sidecar (code fingerprint, configuration, SHA-256), written atomically with
@@ -59,15 +71,16 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+import scipy.sparse as sp
 
 from index.database import Database
 from index.faiss_index import REBUILD_ADVICE, cache_dir, read_sidecar, read_verified, write_with_sidecar
 from index.search import QueryError, SearchEngine, snippet
-from pipelines.indexing import HASHER_MODEL
+from pipelines.indexing import HASHER_MODEL, load_model
 from semhash.codes import from_hex, hamming_distances
 from semhash.memory import SparseCodeMap, WillshawMemory, sparse_address
 
-DEFAULT_BLOCK_BITS = 2  # chosen on the validation split, see the module docstring
+DEFAULT_BLOCK_BITS = 1  # chosen on the validation split, see the module docstring
 DEFAULT_ADDRESS_ACTIVE = 8
 DEFAULT_CAPACITY_RATIO = 32.0
 RECALL_FILE = "recall.npz"
@@ -124,6 +137,10 @@ class CodeMemory:
         address_active: ones in each document address (``M_addr``).
         capacity_ratio: size the address space for this many times the documents stored.
         seed: seed of the document addresses.
+        n_words: vocabulary size for word units (0: the pattern is the code alone). With
+            words, a document's pattern is its code pattern followed by one unit per
+            distinct vocabulary word it contains, and :meth:`fit`, :meth:`recall` and
+            :meth:`scores` take the word counts beside the codes.
     """
 
     def __init__(
@@ -133,8 +150,12 @@ class CodeMemory:
         address_active: int = DEFAULT_ADDRESS_ACTIVE,
         capacity_ratio: float = DEFAULT_CAPACITY_RATIO,
         seed: int = 0,
+        n_words: int = 0,
     ) -> None:
         self.code_map = SparseCodeMap(n_bits, block_bits)
+        self.n_words = int(n_words)
+        if self.n_words < 0:
+            raise ValueError(f"n_words must be 0 or more, got {n_words}")
         self.n_bits = n_bits
         self.block_bits = block_bits
         self.address_active = int(address_active)
@@ -145,6 +166,7 @@ class CodeMemory:
         if self.capacity_ratio <= 0:
             raise ValueError(f"capacity_ratio must be positive, got {capacity_ratio}")
         self.memory: WillshawMemory | None = None
+        self.mean_active_ = float(self.code_map.n_active)  # mean ones in a stored pattern
         self.ids = np.zeros(0, dtype=np.int64)
         self.addresses = np.zeros((0, self.address_active), dtype=np.int64)
 
@@ -156,33 +178,61 @@ class CodeMemory:
             "address_active": self.address_active,
             "capacity_ratio": self.capacity_ratio,
             "seed": self.seed,
+            "n_words": self.n_words,
         }
+
+    @property
+    def n_input_units(self) -> int:
+        return self.code_map.n_units + self.n_words
 
     @property
     def n_address_units(self) -> int:
         return 0 if self.memory is None else self.memory.n_output_units
 
-    def fit(self, ids: np.ndarray, codes: np.ndarray) -> CodeMemory:
-        """Store every ``(code, id)`` pair (replacing anything stored before)."""
+    def fit(self, ids: np.ndarray, codes: np.ndarray, words=None) -> CodeMemory:
+        """Store every ``(pattern, id)`` pair (replacing anything stored before).
+
+        ``words``: ``(n, n_words)`` word counts of the documents (scipy sparse or dense),
+        required when the memory has word units.
+        """
         ids = np.asarray(ids, dtype=np.int64).reshape(-1)
         codes = np.asarray(codes)
         if codes.dtype != np.uint8 or codes.ndim != 2 or len(codes) != len(ids):
             raise ValueError(f"need packed uint8 codes, one row per id; got {codes.dtype} {codes.shape} for {len(ids)} ids")
         if len(np.unique(ids)) != len(ids):
             raise ValueError("document ids repeat")
-        patterns = self.code_map.encode(codes)
-        m_in = self.code_map.n_active
-        n_addr = address_units(len(ids), self.code_map.n_units, m_in, self.address_active, self.capacity_ratio)
-        self.memory = WillshawMemory(self.code_map.n_units, n_addr, threshold="soft")
+        if self.n_words and words is None:
+            raise ValueError(f"this memory has {self.n_words} word units: pass the documents' word counts")
+        patterns = self.questions(codes, words)
+        if patterns:
+            self.mean_active_ = float(np.mean([len(p) for p in patterns]))
+        n_addr = address_units(len(ids), self.n_input_units, self.mean_active_, self.address_active, self.capacity_ratio)
+        self.memory = WillshawMemory(self.n_input_units, n_addr, threshold="soft")
         self.ids = ids
         self.addresses = sparse_address(ids, n_addr, self.address_active, seed=self.seed)
         if len(ids):
             self.memory.store(patterns, self.addresses)
         return self
 
+    def questions(self, codes: np.ndarray, words=None) -> list[np.ndarray]:
+        """The memory's input patterns (active units) of packed ``codes`` and their word
+        counts; ``words=None`` is a query without words (a code alone)."""
+        code_units = self.code_map.encode(codes)
+        if words is None:
+            return list(code_units)
+        if not self.n_words:
+            raise ValueError("this memory has no word units: pass codes only")
+        words = sp.csr_matrix(words)
+        if words.shape != (len(code_units), self.n_words):
+            raise ValueError(f"word counts of shape {words.shape}, expected {(len(code_units), self.n_words)}")
+        words.eliminate_zeros()
+        offset = self.code_map.n_units
+        return [np.concatenate([units, offset + words.indices[words.indptr[i] : words.indptr[i + 1]]])
+                for i, units in enumerate(code_units)]
+
     # ------------------------------------------------------------------ recall
-    def recall(self, codes: np.ndarray, k: int = 1) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """The ``k`` best documents for each query code.
+    def recall(self, codes: np.ndarray, k: int = 1, words=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The ``k`` best documents for each query code (and its word counts, see :meth:`fit`).
 
         Returns:
             ``(rows, scores, tie_sizes)``: ``rows`` ``(n, k)`` int64 rows into :attr:`ids`
@@ -193,7 +243,7 @@ class CodeMemory:
         self._check_built()
         if isinstance(k, bool) or int(k) != k or k < 1:
             raise ValueError(f"k must be a positive integer, got {k!r}")
-        patterns = self.code_map.encode(codes)
+        patterns = self.questions(codes, words)
         n, n_docs = len(patterns), len(self.ids)
         k = min(int(k), n_docs)
         rows = np.zeros((n, k), dtype=np.int64)
@@ -214,21 +264,21 @@ class CodeMemory:
             ties[start : start + len(key)] = (key == key.max(axis=1, keepdims=True)).sum(axis=1)
         return rows, scores, ties
 
-    def scores(self, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def scores(self, codes: np.ndarray, words=None) -> tuple[np.ndarray, np.ndarray]:
         """Every document's score for each query: ``(scores, keys)``, both ``(n, n_docs)`` int64.
 
         ``scores`` is the smallest dendritic sum over the document's address; ``keys``
         orders documents as :meth:`recall` does (score first, address sum second).
         """
         self._check_built()
-        patterns = self.code_map.encode(codes)
+        patterns = self.questions(codes, words)
         shape = (len(patterns), len(self.ids))
         scores, keys = np.zeros(shape, np.int64), np.zeros(shape, np.int64)
         for start, low, key in self._score_batches(patterns):
             scores[start : start + len(low)], keys[start : start + len(low)] = low, key
         return scores, keys
 
-    def _score_batches(self, patterns: np.ndarray):
+    def _score_batches(self, patterns: list[np.ndarray]):
         n_docs = len(self.ids)
         per_query = n_docs * self.address_active * 4 + self.n_address_units * 4
         step = max(1, _SCORE_BATCH_BYTES // per_query)
@@ -240,22 +290,28 @@ class CodeMemory:
             # One sortable key: score first, address sum second (sum < 2^31 per doc).
             yield start, low, low * (1 << 32) + total
 
-    def confidence(self, scores: np.ndarray) -> np.ndarray:
-        """``score / M_in`` in [0, 1]."""
-        return np.asarray(scores, dtype=np.float64) / self.code_map.n_active
+    def confidence(self, scores: np.ndarray, codes: np.ndarray | None = None, words=None) -> np.ndarray:
+        """``score / (ones in the question)`` in [0, 1]: ``scores`` has a row per query of
+        ``codes`` (and ``words``); without them the questions are codes alone."""
+        scores = np.asarray(scores, dtype=np.float64)
+        if codes is None and words is None:
+            return scores / self.code_map.n_active
+        sizes = np.array([len(p) for p in self.questions(codes, words)], dtype=np.float64)
+        return scores / np.maximum(sizes, 1).reshape(-1, *([1] * (scores.ndim - 1)))
 
     # ------------------------------------------------------------------ reports
     def stats(self) -> dict:
         """Size, load and capacity of the memory."""
         self._check_built()
-        m_in, n_docs = self.code_map.n_active, len(self.ids)
+        m_in, n_docs = self.mean_active_, len(self.ids)
         capacity = self.memory.expected_capacity(m_in, self.address_active)
         return {
             "documents": n_docs,
             "n_bits": self.n_bits,
             "block_bits": self.block_bits,
-            "input_units": self.code_map.n_units,
-            "input_active": m_in,
+            "word_units": self.n_words,
+            "input_units": self.n_input_units,
+            "input_active": round(float(m_in), 2),
             "address_units": self.n_address_units,
             "address_active": self.address_active,
             "load": round(self.memory.load_, 6),
@@ -270,7 +326,7 @@ class CodeMemory:
         self._check_built()
         buffer = io.BytesIO()
         config = {"format": _FORMAT, "version": _FORMAT_VERSION, **self.config(), "n_address_units": self.n_address_units,
-                  "n_stored": self.memory.n_stored_}
+                  "n_stored": self.memory.n_stored_, "mean_active": self.mean_active_}
         np.savez(buffer, weights=self.memory.weights_, ids=self.ids, config=np.array(json.dumps(config)))
         return buffer.getvalue()
 
@@ -281,9 +337,12 @@ class CodeMemory:
             if config.get("format") != _FORMAT or config.get("version") != _FORMAT_VERSION:
                 raise RecallFileError(f"not a {_FORMAT} v{_FORMAT_VERSION} file")
             weights, ids = arrays["weights"], arrays["ids"].astype(np.int64)
-        self = cls(config["n_bits"], config["block_bits"], config["address_active"], config["capacity_ratio"], config["seed"])
+        self = cls(config["n_bits"], config["block_bits"], config["address_active"], config["capacity_ratio"],
+                   config["seed"], config.get("n_words", 0))
+        if config.get("mean_active") is not None:
+            self.mean_active_ = float(config["mean_active"])
         n_addr = int(config["n_address_units"])
-        self.memory = WillshawMemory(self.code_map.n_units, n_addr, threshold="soft")
+        self.memory = WillshawMemory(self.n_input_units, n_addr, threshold="soft")
         if weights.shape != self.memory.weights_.shape or weights.dtype != np.uint8:
             raise RecallFileError(f"weights of shape {weights.shape}, expected {self.memory.weights_.shape}")
         self.memory.weights_ = np.ascontiguousarray(weights)
@@ -333,17 +392,26 @@ def load_memory(path: Path, fingerprint: str | None = None, config: dict | None 
         raise RecallFileError(f"recall file {path} is corrupt ({err}); {advice}") from err
 
 
-def load_or_build_memory(db: Database, model_name: str = HASHER_MODEL, path: Path | None = None, **options) -> CodeMemory:
+def load_or_build_memory(
+    db: Database, model_name: str = HASHER_MODEL, path: Path | None = None, *, words: bool = True, vocabulary=None,
+    **options,
+) -> CodeMemory:
     """The model's code memory: loaded from ``path`` if up to date, else rebuilt and saved.
 
     ``path`` defaults to ``<db>.faiss/recall.npz``; ``options`` go to :class:`CodeMemory`
     (``block_bits`` defaults to :data:`DEFAULT_BLOCK_BITS` or the largest divisor of the
-    code length below it). A memory database (no file) builds in memory every time.
+    code length below it). With ``words`` (the default), each document's pattern also has
+    a unit per vocabulary word it contains (``vocabulary``: the model's
+    :class:`~pipelines.vectorize.WordCounter`, loaded from the database if not given).
+    A memory database (no file) builds in memory every time.
     """
     model = db.get_model(model_name, with_weights=False)
     if model.kind != "binary":
         raise QueryError(f"model {model_name!r} has {model.kind} codes; recall needs binary codes")
     options.setdefault("block_bits", choose_block_bits(model.n_dims))
+    if words and vocabulary is None:
+        vocabulary = load_model(db, model_name)[1]
+    options["n_words"] = len(vocabulary.words_) if words else 0
     built = CodeMemory(model.n_dims, **options)
     # Fingerprint before codes: if codes change in between, the next load rebuilds.
     fingerprint = db.code_fingerprint(model.id)
@@ -357,7 +425,11 @@ def load_or_build_memory(db: Database, model_name: str = HASHER_MODEL, path: Pat
         if loaded is not None:
             return loaded
     ids, codes = db.get_codes(model.id)
-    built.fit(ids, codes)
+    counts = None
+    if words:
+        texts = {doc.id: doc.text or "" for doc in db.get_documents(ids.tolist())}
+        counts = vocabulary.transform([texts[i] for i in ids.tolist()])
+    built.fit(ids, codes, counts)
     if path is not None:
         try:
             save_memory(built, path, fingerprint)
@@ -379,11 +451,12 @@ class DocumentMemory:
     """
 
     def __init__(self, database: Database | str | os.PathLike, *, model_name: str = HASHER_MODEL,
-                 path: Path | None = None, **options) -> None:
+                 path: Path | None = None, words: bool = True, **options) -> None:
         self.db = database if isinstance(database, Database) else Database(database, create=False)
         self.model_name = model_name
         self.engine = SearchEngine(self.db)
-        self.memory = load_or_build_memory(self.db, model_name, path, **options)
+        vocabulary = self.engine.vocabulary if words else None
+        self.memory = load_or_build_memory(self.db, model_name, path, words=words, vocabulary=vocabulary, **options)
         self.model_id = self.db.get_model(model_name, with_weights=False).id
 
     @property
@@ -393,7 +466,7 @@ class DocumentMemory:
     def recall_text(self, fragment: str, k: int = 1) -> list[RecallHit]:
         """Documents recalled by a piece of text (encoded with the stored vocabulary and model)."""
         code = self.engine.encode(fragment, "hamming")  # QueryError: empty, no known word
-        return self._recall(code, k)
+        return self._recall(code, k, self.engine.word_counts(fragment) if self.memory.n_words else None)
 
     def recall_code(self, hex_code: str, k: int = 1) -> list[RecallHit]:
         """Documents recalled by a (possibly damaged) code given in hex."""
@@ -405,26 +478,27 @@ class DocumentMemory:
             raise QueryError(str(err)) from None
         return self._recall(code, k)
 
-    def recall_codes(self, codes: np.ndarray, k: int = 1) -> tuple[np.ndarray, np.ndarray]:
-        """Batch form for packed codes: ``(document ids (n, k), confidences (n, k))``."""
-        rows, scores, _ = self.memory.recall(codes, k)
-        return self.memory.ids[rows], self.memory.confidence(scores)
+    def recall_codes(self, codes: np.ndarray, k: int = 1, words=None) -> tuple[np.ndarray, np.ndarray]:
+        """Batch form for packed codes (and their word counts, if any):
+        ``(document ids (n, k), confidences (n, k))``."""
+        rows, scores, _ = self.memory.recall(codes, k, words)
+        return self.memory.ids[rows], self.memory.confidence(scores, codes, words)
 
     def stats(self) -> dict:
         """Size, load and capacity of the memory (see :meth:`CodeMemory.stats`)."""
         return self.memory.stats()
 
-    def _recall(self, code: np.ndarray, k: int) -> list[RecallHit]:
+    def _recall(self, code: np.ndarray, k: int, words=None) -> list[RecallHit]:
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
             raise QueryError(f"k must be at least 1, got {k}")
         if len(self.memory.ids) == 0:
             return []
-        rows, scores, _ = self.memory.recall(code, k)
+        rows, scores, _ = self.memory.recall(code, k, words)
         ids = self.memory.ids[rows[0]]
         documents = {doc.id: doc for doc in self.db.get_documents(ids.tolist())}
         code_ids, stored = self.db.get_codes(self.model_id, ids.tolist())
         distances = dict(zip(code_ids.tolist(), hamming_distances(code, stored)[0].tolist())) if len(code_ids) else {}
-        confidences = self.memory.confidence(scores[0])
+        confidences = self.memory.confidence(scores, code, words)[0]
         hits = []
         for doc_id, score, confidence in zip(ids.tolist(), scores[0].tolist(), confidences.tolist()):
             doc = documents[doc_id]

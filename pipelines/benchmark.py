@@ -40,6 +40,8 @@ from semhash.baselines import LSA, TfidfCosine
 
 __all__ = [
     "evaluate_rerank",
+    "fit_networks",
+    "network_path",
     "rerank_ranking",
     "evaluate_real_baselines",
     "timed_report",
@@ -108,6 +110,89 @@ def model_cache_key(params: dict, skip_modules: Iterable[str] = ()) -> str:
     package = Path(__file__).resolve().parents[1] / "semhash"
     sources = b"".join(p.read_bytes() for p in sorted(package.glob("*.py")) if p.name not in set(skip_modules))
     return hashlib.sha1(json.dumps(params, sort_keys=True, default=str).encode() + sources).hexdigest()[:8]
+
+
+# ------------------------------------------------------------- network fits
+NETWORK_SOURCES_SKIPPED = {
+    # A hasher does not depend on the map-only modules: changing those does not refit it.
+    "hasher": {"topic_map.py", "parametric_tsne.py", "image_hasher.py"},
+    "map": {"image_hasher.py"},
+}
+
+
+def _network_class(kind: str):
+    from semhash.hasher import SemanticHasher
+    from semhash.topic_map import TopicMap
+
+    if kind not in NETWORK_SOURCES_SKIPPED:
+        raise ValueError(f"unknown network kind {kind!r}; choose 'hasher' or 'map'")
+    return SemanticHasher if kind == "hasher" else TopicMap
+
+
+def network_path(cache: Path, tag: str, kind: str, size: int, seed: int, params: dict) -> Path:
+    """Where the fitted network of these settings lives in ``cache``."""
+    digest = model_cache_key(params, NETWORK_SOURCES_SKIPPED[kind])
+    return Path(cache) / f"{tag}-{kind}{size}-seed{seed}-{digest}.model"
+
+
+def _fit_network_job(kind: str, size: int, seed: int, counts, params: dict, path: str, threads: int) -> float:
+    """Fit one network and save it at ``path`` (runs in a worker process); returns fit seconds."""
+    import torch
+
+    torch.set_num_threads(threads)
+    args = {"n_bits": size} if kind == "hasher" else {"n_components": size}
+    model = _network_class(kind)(**args, random_state=seed, **params).fit(counts)
+    model.save(path)
+    return model.fit_seconds_
+
+
+def fit_networks(jobs, counts, params: dict, cache: Path, tag: str, *, workers: int = 1, log=lambda line: None):
+    """Fit ``jobs`` -- ``(kind, size, seed)`` for SemanticHasher (``"hasher"``, ``size``
+    bits) or TopicMap (``"map"``, ``size`` dimensions) -- on ``counts`` and yield
+    ``(job, model, fit_seconds, cached)`` as each is ready.
+
+    Networks already in ``cache`` (same settings and sources: :func:`model_cache_key`) are
+    loaded, not refit. The rest are fit in ``workers`` processes with one torch thread
+    each: on a few cores, separate single-threaded fits use them better than one fit's
+    parallel matrix products (the networks' layers are too small to scale). ``params``
+    maps a kind to its estimator overrides.
+    """
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+    import multiprocessing
+
+    cache = Path(cache)
+    cache.mkdir(parents=True, exist_ok=True)
+    paths = {job: network_path(cache, tag, *job, params.get(job[0], {})) for job in jobs}
+    todo = [job for job in jobs if not paths[job].exists()]
+    for job in jobs:
+        if job not in todo:
+            model = _network_class(job[0]).load(paths[job])
+            yield job, model, model.fit_seconds_, True
+    if not todo:
+        return
+    workers = max(1, min(int(workers), len(todo)))
+    log(f"fitting {len(todo)} networks in {workers} process{'es' if workers > 1 else ''}")
+    if workers == 1:
+        for job in todo:
+            seconds = _fit_network_job(*job, counts, params.get(job[0], {}), str(paths[job]), _torch_threads())
+            yield job, _network_class(job[0]).load(paths[job]), seconds, False
+        return
+    # spawn, not fork: a forked child inherits the parent's OpenMP state and can hang.
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = {
+            pool.submit(_fit_network_job, *job, counts, params.get(job[0], {}), str(paths[job]), 1): job
+            for job in todo
+        }
+        for future in as_completed(futures):
+            job = futures[future]
+            seconds = future.result()
+            yield job, _network_class(job[0]).load(paths[job]), seconds, False
+
+
+def _torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
 
 
 def timed_report(report: RetrievalReport, seconds_fit: float, seconds_encode: float) -> RetrievalReport:

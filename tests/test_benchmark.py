@@ -9,8 +9,17 @@ import math
 
 import numpy as np
 import pytest
+import torch
 
-from pipelines.benchmark import aggregate, evaluate_database, evaluate_rerank, find, format_report, rerank_ranking
+from pipelines.benchmark import (
+    aggregate,
+    evaluate_database,
+    evaluate_rerank,
+    find,
+    fit_networks,
+    format_report,
+    rerank_ranking,
+)
 from pipelines.evaluate import RetrievalReport, evaluate_vectors
 from semhash.baselines import TfidfCosine
 from semhash.codes import pack_bits
@@ -114,6 +123,39 @@ def test_targets_missing_figures_are_not_applicable(retrieval):
     assert status["semhash 2-D map vs LSA-2"] == "N/A"
 
 
+# ------------------------------------------------------------------ network fits
+def test_fit_networks_in_worker_processes_match_in_process_fits_and_are_cached(tmp_path):
+    counts, _ = topic_counts(n_docs=200, n_words=60, seed=2)
+    jobs = [("hasher", 8, 0), ("hasher", 8, 1), ("map", 2, 0)]
+    params = {"hasher": TINY, "map": dict(TINY, hidden_layers=(16,))}
+
+    def codes(cache, workers):
+        out = {}
+        for job, model, seconds, cached in fit_networks(jobs, counts, params, cache, "t", workers=workers):
+            assert seconds > 0
+            out[job] = (model.transform_real(counts), cached)
+        return out
+
+    parallel = codes(tmp_path / "a", workers=2)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as in the workers: another thread count sums in another order
+    try:
+        serial = codes(tmp_path / "b", workers=1)
+    finally:
+        torch.set_num_threads(threads)
+    assert set(parallel) == set(serial) == set(jobs)
+    for job in jobs:  # the same seed gives the same network, whichever process fits it
+        np.testing.assert_array_equal(parallel[job][0], serial[job][0])
+        assert parallel[job][1] is False
+    assert not np.array_equal(parallel[jobs[0]][0], parallel[jobs[1]][0])  # seeds differ
+    again = codes(tmp_path / "a", workers=2)  # everything is in the cache now: nothing refit
+    assert all(cached for _, cached in again.values())
+    np.testing.assert_array_equal(again[jobs[2]][0], parallel[jobs[2]][0])
+    changed = {"hasher": dict(TINY, finetune_epochs=4), "map": params["map"]}
+    refit = {job[0]: cached for job, _, _, cached in fit_networks(jobs[:1] + jobs[2:], counts, changed, tmp_path / "a", "t")}
+    assert refit == {"hasher": False, "map": True}  # a changed setting is refit, never reused
+
+
 # ----------------------------------------------------------------------- outputs
 def test_quick_pipeline_writes_json_markdown_and_plots(retrieval, tmp_path):
     counts, labels = topic_counts(n_docs=360, n_words=120, seed=1)
@@ -147,7 +189,10 @@ def test_quick_pipeline_writes_json_markdown_and_plots(retrieval, tmp_path):
 
 
 def test_seed_plan_records_which_configurations_get_seeds(retrieval):
-    plan = retrieval.seed_plan(retrieval.parse_args(["--seeds", "3"]))
+    default = retrieval.seed_plan(retrieval.parse_args([]))
+    assert all(default[f"semhash-{b}"] == [0, 1, 2] for b in (16, 32, 64, 128))
+    assert default["semhash-map-2"] == default["semhash-map-10"] == [0, 1, 2]
+    plan = retrieval.seed_plan(retrieval.parse_args(["--seeds", "3", "--seeded-bits", "64", "--seeded-map-dims", "2"]))
     assert plan["semhash-64"] == [0, 1, 2] and plan["semhash-16"] == [0]
     assert plan["semhash-map-2"] == [0, 1, 2] and plan["semhash-map-10"] == [0]
     assert plan["lsh-*"] == [0, 1, 2] and plan["pcasign-*"] == [0]

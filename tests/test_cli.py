@@ -74,6 +74,22 @@ def test_recall_brings_back_a_document_from_its_code(database):
     assert run("recall", "--db", database).exit_code == 2  # neither text nor code
 
 
+def test_recall_brings_back_a_document_from_half_of_its_words(database):
+    from index.search import SearchEngine
+
+    engine = SearchEngine(database)
+    doc = max(engine.db.get_documents(list(range(1, 41))), key=lambda d: len(set((d.text or "").split())))
+    words = doc.text.split()
+    fragment = " ".join(words[::2])  # every other word
+    result = run("recall", fragment, "--db", database, "--json")
+    assert result.exit_code == 0, result.output
+    recalled = json.loads(result.output)
+    assert recalled[0]["id"] == doc.id and 0 < recalled[0]["confidence"] <= 1
+    result = run("recall", fragment, "--db", database, "--codes-only", "-k", "2", "--json")
+    assert result.exit_code == 0, result.output
+    assert len(json.loads(result.output)) == 2
+
+
 def test_map_png_comparison_and_offline_html(database, tmp_path):
     png, html = tmp_path / "map.png", tmp_path / "map.html"
     result = run("map", "--db", database, "--out", png, "--compare", "lsa", "--html", html, "--query", "hockey goalie")

@@ -132,19 +132,62 @@ def test_code_with_flipped_bits_recalls_the_document(db_copy):
         codes = pack_bits(rng.integers(0, 2, (len(ids), 32)))
         db.put_codes(model_id, ids, codes)
     memory = DocumentMemory(db_copy)
-    # Blocks of 2 bits (16 blocks): documents at least 5 blocks from every other one stay
-    # the best match after 2 flipped bits (at most 2 blocks changed: >= 14 shared blocks
-    # against <= 13).
+    # Blocks of 1 bit (the default): documents at least 5 bits from every other one stay
+    # the best match after 2 flipped bits (30 shared units against <= 29).
     blocks = memory.memory.code_map.encode(codes)
     differing = (blocks[:, None, :] != blocks[None, :, :]).sum(axis=2)
     np.fill_diagonal(differing, 99)
     candidates = np.flatnonzero(differing.min(axis=1) >= 5)
-    assert len(candidates) >= 20 and memory.memory.block_bits == 2
+    assert len(candidates) >= 20 and memory.memory.block_bits == 1
     for row in candidates[:30]:
         damaged = flip(codes[row], rng.choice(32, 2, replace=False), 32)
         hit = memory.recall_code(to_hex(damaged[0]), k=1)[0]
         assert hit.id == ids[row]
-        assert hit.hamming_distance == 2 and 0.875 <= hit.confidence < 1.0
+        assert hit.hamming_distance == 2 and hit.confidence == 30 / 32
+
+
+def test_half_of_a_documents_words_recalls_it_where_its_code_cannot(tiny_db, stored, newsgroups_subset):
+    # The tiny model gives few distinct codes, so a fragment's code alone lands among
+    # many posts; the word units single out the post the fragment comes from.
+    ids, codes = stored
+    memory = DocumentMemory(tiny_db)
+    rng = np.random.default_rng(0)
+    rows = rng.choice(len(ids), 20, replace=False)
+    with Database(tiny_db, create=False) as db:
+        docs = {doc.id: doc for doc in db.get_documents([int(ids[r]) for r in rows])}
+    recalled, nearest_code = 0, 0.0
+    for row in rows:
+        words = docs[int(ids[row])].text.split()
+        fragment = " ".join(words[i] for i in np.sort(rng.choice(len(words), len(words) // 2, replace=False)))
+        hit = memory.recall_text(fragment, k=1)[0]
+        recalled += hit.id == ids[row]
+        # Hamming search with the fragment's code: the right post is at best one of the ties.
+        distances = hamming_distances(memory.engine.encode(fragment), codes)[0]
+        if distances[row] == distances.min():
+            nearest_code += 1 / (distances == distances.min()).sum()
+    assert recalled >= 15 and recalled >= nearest_code + 6
+
+
+def test_code_memory_with_word_units():
+    rng = np.random.default_rng(3)
+    n_docs, n_words = 60, 300
+    codes = pack_bits(np.repeat(rng.integers(0, 2, (6, 32)), 10, axis=0))  # 6 codes, 10 posts each
+    words = (rng.random((n_docs, n_words)) < 0.08).astype(np.float32)
+    memory = CodeMemory(32, block_bits=1, n_words=n_words).fit(np.arange(n_docs), codes, words)
+    half = words * (rng.random(words.shape) < 0.5)
+    rows, scores, ties = memory.recall(codes, k=1, words=half)
+    assert (rows[:, 0] == np.arange(n_docs)).mean() >= 0.95
+    assert np.allclose(memory.confidence(scores, codes, half)[rows[:, 0] == np.arange(n_docs)], 1.0)
+    rows, _, ties = memory.recall(codes, k=1)  # the code alone: ten posts tie
+    assert (ties == 10).all()
+    with pytest.raises(ValueError, match="word counts"):
+        CodeMemory(32, n_words=n_words).fit(np.arange(n_docs), codes)
+    with pytest.raises(ValueError, match="shape"):
+        memory.recall(codes[:2], words=words[:2, :10])
+    with pytest.raises(ValueError, match="no word units"):
+        CodeMemory(32).fit(np.arange(n_docs), codes).recall(codes[:1], words=words[:1])
+    again = CodeMemory.from_bytes(memory.to_bytes())
+    assert again.n_words == n_words and again.stats() == memory.stats()
 
 
 def test_full_text_recalls_the_document(tiny_db, stored):
@@ -162,7 +205,10 @@ def test_full_text_recalls_the_document(tiny_db, stored):
 
 def test_stats_of_a_database_memory(tiny_db):
     stats = DocumentMemory(tiny_db).stats()
-    assert stats["documents"] == 800 and stats["n_bits"] == 32 and stats["block_bits"] == 2
+    assert stats["documents"] == 800 and stats["n_bits"] == 32 and stats["block_bits"] == 1
+    with Database(tiny_db, create=False) as db:
+        assert stats["word_units"] == len(db.get_model(HASHER_MODEL).vocabulary["words"])
+    assert stats["input_units"] == 64 + stats["word_units"] and stats["input_active"] > 32
     assert stats["capacity_per_document"] >= 32 and 0 < stats["load"] < 0.5
 
 
@@ -210,6 +256,7 @@ def test_memory_is_rebuilt_for_another_configuration_or_a_damaged_file(db_copy):
     with pytest.warns(RuntimeWarning, match="does not match its sidecar"):
         memory = DocumentMemory(db_copy, block_bits=8)
     assert memory.stats()["documents"] == 800
+    assert DocumentMemory(db_copy, block_bits=8, words=False).stats()["word_units"] == 0
 
 
 # --------------------------------------------------------------------------- errors
@@ -229,3 +276,39 @@ def test_clear_errors(tiny_db):
         memory.recall_code("")
     with pytest.raises(QueryError, match="k must be"):
         memory.recall_code("deadbeef", k=0)
+
+
+# --------------------------------------------------------------------------- benchmark
+def test_document_recall_benchmark_scores_memory_tfidf_and_hamming_on_the_same_queries():
+    import importlib.util
+
+    import faiss
+
+    from semhash.baselines import TfidfCosine
+    from tests.conftest import REPO
+
+    spec = importlib.util.spec_from_file_location("document_recall", REPO / "benchmarks" / "document_recall.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    rng = np.random.default_rng(5)
+    n_docs, n_words = 40, 200
+    codes = pack_bits(np.repeat(rng.integers(0, 2, (4, 32)), 10, axis=0))  # 4 codes, 10 posts each
+    words = (rng.random((n_docs, n_words)) < 0.1).astype(np.float32)
+    memory = CodeMemory(32, block_bits=1, n_words=n_words).fit(np.arange(n_docs), codes, words)
+    index = faiss.IndexBinaryFlat(32)
+    index.add(codes)
+    tfidf = TfidfCosine().fit(words)
+    truth, ok = np.arange(n_docs), np.ones(n_docs, bool)
+    levels = {"words 100%": (codes, ok, words), "bits flipped 0%": (codes, ok, None)}
+    methods = {
+        "memory": lambda c, q, w, t, o: bench.evaluate_memory(memory, c, q, w, t, o),
+        "hamming_nn": lambda c, q, w, t, o: bench.evaluate_hamming(index, c, q, t, o),
+        "tfidf_cosine": lambda c, q, w, t, o: bench.evaluate_tfidf(tfidf, tfidf.transform(words), c, w, t, o),
+    }
+    out = bench.run_methods(methods, levels, truth, codes)
+    assert out["words 100%"]["memory"]["expected_recall_at_1"] == 1.0  # the words single each post out
+    assert out["words 100%"]["tfidf_cosine"]["expected_recall_at_1"] == 1.0
+    # The code alone ties ten posts: 1/10 each, for the memory and for Hamming search alike.
+    assert out["bits flipped 0%"]["memory"]["expected_recall_at_1"] == pytest.approx(0.1)
+    assert out["bits flipped 0%"]["hamming_nn"]["expected_recall_at_1"] == pytest.approx(0.1)
+    assert out["bits flipped 0%"]["tfidf_cosine"] is None  # no words: not defined
