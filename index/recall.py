@@ -43,17 +43,28 @@ mean expected recall@1 0.218 with 4-bit blocks, against 0.493 for the hetero mem
 the codes alone and 0.494 for Hamming search): the soft threshold over a damaged,
 correlated code pattern lands on a mixture of stored codes.
 
-Block size and address space. Smaller blocks make the block-overlap score closer to the
-Hamming similarity (``block_bits=1``: exactly ``n_bits`` minus the Hamming distance), so
-damaged codes are recalled as Hamming search recalls them; larger blocks are the
-classical sparse Willshaw regime but treat a block with one wrong bit as wholly wrong.
-:data:`DEFAULT_BLOCK_BITS` = 1 with words and :data:`DEFAULT_CAPACITY_RATIO` = 32 were
-chosen on a validation split of 20 Newsgroups (200 posts, 128-bit codes, mean expected
-recall@1 over the seven damage levels: 0.749; 2-bit blocks 0.735, 4-bit 0.715; capacity
-16x 0.725; codes alone 0.493; Hamming search 0.494). The price is size: with 128-bit
-codes and a 2,000-word vocabulary the address space has ~31 units per document and the
-packed matrix ~8.6 kB per document (98 MB for 11,314 posts); the codes alone
-(``words=False``) take 5.9 kB, and 4-bit blocks with words at 16x 2.1 kB for 0.712.
+Block size, word weight and address space. Smaller blocks make the block-overlap score
+closer to the Hamming similarity (``block_bits=1``: exactly ``n_bits`` minus the Hamming
+distance), so damaged codes are recalled as Hamming search recalls them; larger blocks
+are the classical sparse Willshaw regime but treat a block with one wrong bit as wholly
+wrong. :data:`DEFAULT_BLOCK_BITS` = 1, :data:`DEFAULT_UNITS_PER_WORD` = 1 and
+:data:`DEFAULT_CAPACITY_RATIO` = 32 were chosen on a validation split of 20 Newsgroups
+(200 posts, 128-bit codes; ``benchmarks/document_recall.py``): the best mean expected
+recall@1 over the seven damage levels (0.749; 2-bit blocks 0.735; 16x capacity 0.725;
+codes alone 0.493; Hamming search 0.494) among the memories that stay within 2.5 points
+of Hamming search at every level. Two units per word score higher on fragments (mean
+0.798; half of the words 0.955) but their extra cross-talk costs damaged codes (20% of
+the bits flipped: 4.7 points below Hamming search), so they are an option
+(``units_per_word=2``), not the default at 128 bits. With 256-bit codes (``semhash index
+--bits 256``) a damaged code is further from other posts' codes, and the same rule chose
+2-bit blocks with two units a word (:data:`LONG_CODE_DEFAULTS`; validation mean 0.839),
+which on the test posts recalls 95.8% of posts from half of their words and 96.9% from
+their code with 10% of the bits flipped (``results/document_recall.b256.md``).
+
+The price is size: with 128-bit codes and a 2,000-word vocabulary the address space has
+~31 units per document and the packed matrix ~8.6 kB per document (98 MB for 11,314
+posts; the codes alone, ``words=False``, take 5.9 kB); the 256-bit memory takes 11 kB
+per document.
 
 The memory is a derived cache of the database's codes, saved as ``<db>.faiss/recall.npz``
 with a JSON sidecar (code fingerprint, configuration, SHA-256), written atomically with
@@ -80,7 +91,12 @@ from pipelines.indexing import HASHER_MODEL, load_model
 from semhash.codes import from_hex, hamming_distances
 from semhash.memory import SparseCodeMap, WillshawMemory, sparse_address
 
+DEFAULT_UNITS_PER_WORD = 1  # chosen on the validation split, see the module docstring
 DEFAULT_BLOCK_BITS = 1  # chosen on the validation split, see the module docstring
+# Codes of 256 bits and more leave more margin between a damaged code and other posts'
+# codes, so the validation chose coarser blocks and heavier words there.
+LONG_CODE_BITS = 256
+LONG_CODE_DEFAULTS = {"block_bits": 2, "units_per_word": 2}
 DEFAULT_ADDRESS_ACTIVE = 8
 DEFAULT_CAPACITY_RATIO = 32.0
 RECALL_FILE = "recall.npz"
@@ -119,6 +135,17 @@ def choose_block_bits(n_bits: int, preferred: int = DEFAULT_BLOCK_BITS) -> int:
     return 1
 
 
+def default_options(n_bits: int, words: bool = True) -> dict:
+    """The validated :class:`CodeMemory` settings for ``n_bits``-bit codes (module docstring)."""
+    if n_bits >= LONG_CODE_BITS and n_bits % LONG_CODE_DEFAULTS["block_bits"] == 0:
+        options = dict(LONG_CODE_DEFAULTS)
+    else:
+        options = {"block_bits": choose_block_bits(n_bits), "units_per_word": DEFAULT_UNITS_PER_WORD}
+    if not words:
+        del options["units_per_word"]
+    return options
+
+
 def address_units(n_documents: int, n_inputs: int, m_in: int, m_addr: int, capacity_ratio: float) -> int:
     """Address units so that ``ln 2 n_in n_addr / (m_in m_addr) >= capacity_ratio * n_documents``.
 
@@ -141,6 +168,8 @@ class CodeMemory:
             words, a document's pattern is its code pattern followed by one unit per
             distinct vocabulary word it contains, and :meth:`fit`, :meth:`recall` and
             :meth:`scores` take the word counts beside the codes.
+        units_per_word: units each word activates: a word then weighs as much as that
+            many code blocks in a document's score.
     """
 
     def __init__(
@@ -151,11 +180,15 @@ class CodeMemory:
         capacity_ratio: float = DEFAULT_CAPACITY_RATIO,
         seed: int = 0,
         n_words: int = 0,
+        units_per_word: int = 1,
     ) -> None:
         self.code_map = SparseCodeMap(n_bits, block_bits)
         self.n_words = int(n_words)
         if self.n_words < 0:
             raise ValueError(f"n_words must be 0 or more, got {n_words}")
+        self.units_per_word = int(units_per_word)
+        if self.units_per_word < 1:
+            raise ValueError(f"units_per_word must be at least 1, got {units_per_word}")
         self.n_bits = n_bits
         self.block_bits = block_bits
         self.address_active = int(address_active)
@@ -179,11 +212,12 @@ class CodeMemory:
             "capacity_ratio": self.capacity_ratio,
             "seed": self.seed,
             "n_words": self.n_words,
+            "units_per_word": self.units_per_word,
         }
 
     @property
     def n_input_units(self) -> int:
-        return self.code_map.n_units + self.n_words
+        return self.code_map.n_units + self.n_words * self.units_per_word
 
     @property
     def n_address_units(self) -> int:
@@ -226,9 +260,11 @@ class CodeMemory:
         if words.shape != (len(code_units), self.n_words):
             raise ValueError(f"word counts of shape {words.shape}, expected {(len(code_units), self.n_words)}")
         words.eliminate_zeros()
-        offset = self.code_map.n_units
-        return [np.concatenate([units, offset + words.indices[words.indptr[i] : words.indptr[i + 1]]])
-                for i, units in enumerate(code_units)]
+        # Word w owns units offset + w * r ... offset + w * r + r - 1.
+        r = self.units_per_word
+        word_units = self.code_map.n_units + (words.indices[:, None] * r + np.arange(r)).ravel()
+        bounds = words.indptr * r
+        return [np.concatenate([units, word_units[bounds[i] : bounds[i + 1]]]) for i, units in enumerate(code_units)]
 
     # ------------------------------------------------------------------ recall
     def recall(self, codes: np.ndarray, k: int = 1, words=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -309,7 +345,8 @@ class CodeMemory:
             "documents": n_docs,
             "n_bits": self.n_bits,
             "block_bits": self.block_bits,
-            "word_units": self.n_words,
+            "word_units": self.n_words * self.units_per_word,
+            "units_per_word": self.units_per_word,
             "input_units": self.n_input_units,
             "input_active": round(float(m_in), 2),
             "address_units": self.n_address_units,
@@ -338,7 +375,7 @@ class CodeMemory:
                 raise RecallFileError(f"not a {_FORMAT} v{_FORMAT_VERSION} file")
             weights, ids = arrays["weights"], arrays["ids"].astype(np.int64)
         self = cls(config["n_bits"], config["block_bits"], config["address_active"], config["capacity_ratio"],
-                   config["seed"], config.get("n_words", 0))
+                   config["seed"], config.get("n_words", 0), config.get("units_per_word", 1))
         if config.get("mean_active") is not None:
             self.mean_active_ = float(config["mean_active"])
         n_addr = int(config["n_address_units"])
@@ -399,7 +436,8 @@ def load_or_build_memory(
     """The model's code memory: loaded from ``path`` if up to date, else rebuilt and saved.
 
     ``path`` defaults to ``<db>.faiss/recall.npz``; ``options`` go to :class:`CodeMemory`
-    (``block_bits`` defaults to :data:`DEFAULT_BLOCK_BITS` or the largest divisor of the
+    (``block_bits`` defaults to :data:`DEFAULT_BLOCK_BITS`, or :data:`LONG_CODE_DEFAULTS`
+    for codes of :data:`LONG_CODE_BITS` bits or more, or the largest divisor of the
     code length below it). With ``words`` (the default), each document's pattern also has
     a unit per vocabulary word it contains (``vocabulary``: the model's
     :class:`~pipelines.vectorize.WordCounter`, loaded from the database if not given).
@@ -408,9 +446,9 @@ def load_or_build_memory(
     model = db.get_model(model_name, with_weights=False)
     if model.kind != "binary":
         raise QueryError(f"model {model_name!r} has {model.kind} codes; recall needs binary codes")
-    options.setdefault("block_bits", choose_block_bits(model.n_dims))
     if words and vocabulary is None:
         vocabulary = load_model(db, model_name)[1]
+    options = default_options(model.n_dims, words) | options
     options["n_words"] = len(vocabulary.words_) if words else 0
     built = CodeMemory(model.n_dims, **options)
     # Fingerprint before codes: if codes change in between, the next load rebuilds.

@@ -15,6 +15,7 @@ from index.recall import (
     RecallHit,
     address_units,
     choose_block_bits,
+    default_options,
     default_recall_path,
     load_memory,
 )
@@ -95,6 +96,13 @@ def test_code_memory_round_trips_through_bytes():
     again = CodeMemory.from_bytes(memory.to_bytes())
     np.testing.assert_array_equal(again.recall(codes, 3)[0], memory.recall(codes, 3)[0])
     assert again.config() == memory.config()
+
+
+def test_default_options_follow_the_validation_by_code_length():
+    assert default_options(128) == {"block_bits": 1, "units_per_word": 1}
+    assert default_options(256) == {"block_bits": 2, "units_per_word": 2}
+    assert default_options(256, words=False) == {"block_bits": 2}
+    assert default_options(30)["block_bits"] == 1
 
 
 def test_sizing_helpers():
@@ -188,6 +196,13 @@ def test_code_memory_with_word_units():
         CodeMemory(32).fit(np.arange(n_docs), codes).recall(codes[:1], words=words[:1])
     again = CodeMemory.from_bytes(memory.to_bytes())
     assert again.n_words == n_words and again.stats() == memory.stats()
+    # Three units a word: a word weighs as much as three code bits in the score.
+    heavy = CodeMemory(32, block_bits=1, n_words=n_words, units_per_word=3).fit(np.arange(n_docs), codes, words)
+    question = heavy.questions(codes[:1], words[:1])[0]
+    assert len(question) == 32 + 3 * int(words[0].sum()) and heavy.n_input_units == 64 + 3 * n_words
+    _, scores, _ = heavy.recall(codes[:1], k=1, words=words[:1])
+    assert scores[0, 0] == len(question)
+    assert CodeMemory.from_bytes(heavy.to_bytes()).units_per_word == 3
 
 
 def test_full_text_recalls_the_document(tiny_db, stored):
@@ -207,7 +222,8 @@ def test_stats_of_a_database_memory(tiny_db):
     stats = DocumentMemory(tiny_db).stats()
     assert stats["documents"] == 800 and stats["n_bits"] == 32 and stats["block_bits"] == 1
     with Database(tiny_db, create=False) as db:
-        assert stats["word_units"] == len(db.get_model(HASHER_MODEL).vocabulary["words"])
+        n_words = len(db.get_model(HASHER_MODEL).vocabulary["words"])
+    assert stats["units_per_word"] == 1 and stats["word_units"] == n_words
     assert stats["input_units"] == 64 + stats["word_units"] and stats["input_active"] > 32
     assert stats["capacity_per_document"] >= 32 and 0 < stats["load"] < 0.5
 
