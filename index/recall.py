@@ -330,10 +330,13 @@ class CodeMemory:
         """``score / (ones in the question)`` in [0, 1]: ``scores`` has a row per query of
         ``codes`` (and ``words``); without them the questions are codes alone."""
         scores = np.asarray(scores, dtype=np.float64)
-        if codes is None and words is None:
+        if words is None:
             return scores / self.code_map.n_active
-        sizes = np.array([len(p) for p in self.questions(codes, words)], dtype=np.float64)
-        return scores / np.maximum(sizes, 1).reshape(-1, *([1] * (scores.ndim - 1)))
+        # Ones in each question, without building it: one per code block, r per word.
+        words = sp.csr_matrix(words)
+        words.eliminate_zeros()
+        sizes = self.code_map.n_active + self.units_per_word * np.diff(words.indptr)
+        return scores / sizes.reshape(-1, *([1] * (scores.ndim - 1)))
 
     # ------------------------------------------------------------------ reports
     def stats(self) -> dict:

@@ -135,11 +135,13 @@ def network_path(cache: Path, tag: str, kind: str, size: int, seed: int, params:
     return Path(cache) / f"{tag}-{kind}{size}-seed{seed}-{digest}.model"
 
 
-def _fit_network_job(kind: str, size: int, seed: int, counts, params: dict, path: str, threads: int) -> float:
-    """Fit one network and save it at ``path`` (runs in a worker process); returns fit seconds."""
+def _fit_network_job(kind: str, size: int, seed: int, counts, params: dict, path: str, threads: int | None) -> float:
+    """Fit one network and save it at ``path`` (in a worker process: ``threads`` 1; in this
+    one: None, torch's setting unchanged); returns fit seconds."""
     import torch
 
-    torch.set_num_threads(threads)
+    if threads:
+        torch.set_num_threads(threads)
     args = {"n_bits": size} if kind == "hasher" else {"n_components": size}
     model = _network_class(kind)(**args, random_state=seed, **params).fit(counts)
     model.save(path)
@@ -163,18 +165,20 @@ def fit_networks(jobs, counts, params: dict, cache: Path, tag: str, *, workers: 
     cache = Path(cache)
     cache.mkdir(parents=True, exist_ok=True)
     paths = {job: network_path(cache, tag, *job, params.get(job[0], {})) for job in jobs}
-    todo = [job for job in jobs if not paths[job].exists()]
+    todo = []
     for job in jobs:
-        if job not in todo:
-            model = _network_class(job[0]).load(paths[job])
-            yield job, model, model.fit_seconds_, True
+        if not paths[job].exists():
+            todo.append(job)
+            continue
+        model = _network_class(job[0]).load(paths[job])
+        yield job, model, model.fit_seconds_, True
     if not todo:
         return
     workers = max(1, min(int(workers), len(todo)))
     log(f"fitting {len(todo)} networks in {workers} process{'es' if workers > 1 else ''}")
     if workers == 1:
         for job in todo:
-            seconds = _fit_network_job(*job, counts, params.get(job[0], {}), str(paths[job]), _torch_threads())
+            seconds = _fit_network_job(*job, counts, params.get(job[0], {}), str(paths[job]), None)
             yield job, _network_class(job[0]).load(paths[job]), seconds, False
         return
     # spawn, not fork: a forked child inherits the parent's OpenMP state and can hang.
@@ -187,12 +191,6 @@ def fit_networks(jobs, counts, params: dict, cache: Path, tag: str, *, workers: 
             job = futures[future]
             seconds = future.result()
             yield job, _network_class(job[0]).load(paths[job]), seconds, False
-
-
-def _torch_threads() -> int:
-    import torch
-
-    return torch.get_num_threads()
 
 
 def timed_report(report: RetrievalReport, seconds_fit: float, seconds_encode: float) -> RetrievalReport:
