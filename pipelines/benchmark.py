@@ -148,7 +148,10 @@ def _fit_network_job(kind: str, size: int, seed: int, counts, params: dict, path
     return model.fit_seconds_
 
 
-def fit_networks(jobs, counts, params: dict, cache: Path, tag: str, *, workers: int = 1, log=lambda line: None):
+def fit_networks(
+    jobs, counts, params: dict, cache: Path, tag: str, *, workers: int = 1, log=lambda line: None,
+    meanwhile: Callable[[], None] | None = None,
+):
     """Fit ``jobs`` -- ``(kind, size, seed)`` for SemanticHasher (``"hasher"``, ``size``
     bits) or TopicMap (``"map"``, ``size`` dimensions) -- on ``counts`` and yield
     ``(job, model, fit_seconds, cached)`` as each is ready.
@@ -157,7 +160,8 @@ def fit_networks(jobs, counts, params: dict, cache: Path, tag: str, *, workers: 
     loaded, not refit. The rest are fit in ``workers`` processes with one torch thread
     each: on a few cores, separate single-threaded fits use them better than one fit's
     parallel matrix products (the networks' layers are too small to scale). ``params``
-    maps a kind to its estimator overrides.
+    maps a kind to its estimator overrides. ``meanwhile`` is called once in this process
+    while the workers fit (e.g. to score cheap baselines on what would be an idle core).
     """
     from concurrent.futures import ProcessPoolExecutor, as_completed
     import multiprocessing
@@ -172,11 +176,14 @@ def fit_networks(jobs, counts, params: dict, cache: Path, tag: str, *, workers: 
             continue
         model = _network_class(job[0]).load(paths[job])
         yield job, model, model.fit_seconds_, True
+    meanwhile = meanwhile or (lambda: None)
     if not todo:
+        meanwhile()
         return
     workers = max(1, min(int(workers), len(todo)))
     log(f"fitting {len(todo)} networks in {workers} process{'es' if workers > 1 else ''}")
     if workers == 1:
+        meanwhile()
         for job in todo:
             seconds = _fit_network_job(*job, counts, params.get(job[0], {}), str(paths[job]), None)
             yield job, _network_class(job[0]).load(paths[job]), seconds, False
@@ -187,6 +194,7 @@ def fit_networks(jobs, counts, params: dict, cache: Path, tag: str, *, workers: 
             pool.submit(_fit_network_job, *job, counts, params.get(job[0], {}), str(paths[job]), 1): job
             for job in todo
         }
+        meanwhile()
         for future in as_completed(futures):
             job = futures[future]
             seconds = future.result()

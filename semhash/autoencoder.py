@@ -149,7 +149,9 @@ def fine_tune(
     ``input_dropout`` zeroes that fraction of the encoder's inputs (a denoising
     autoencoder: the code must be recoverable from part of a document's words).
     """
-    optimizer = torch.optim.Adam(model.parameters(), lr=learning_rate)
+    # foreach: the same arithmetic as the default per-tensor loop (bit-identical results),
+    # in a fraction of the time; the update was ~15% of a fit on a CPU.
+    optimizer = torch.optim.Adam(model.parameters(), lr=learning_rate, foreach=True)
     history: list[tuple[float, float]] = []
     best = (math.inf, 0, copy.deepcopy(model.state_dict()))
     for epoch in range(n_epochs):

@@ -228,7 +228,7 @@ def fine_tune_tsne(
     parameters = list(model.encoder.parameters())
     if reconstruction_weight > 0:
         parameters += list(model.decoder.parameters())
-    optimizer = torch.optim.Adam(parameters, lr=learning_rate)
+    optimizer = torch.optim.Adam(parameters, lr=learning_rate, foreach=True)  # see autoencoder.fine_tune
     steps_per_epoch = max(1, n // max(1, batch_size // 2)) if affinity == "knn" else max(1, math.ceil((n - 2) / batch_size))
     total_steps, step_count = n_epochs * steps_per_epoch, 0
 

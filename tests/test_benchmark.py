@@ -130,10 +130,12 @@ def test_fit_networks_in_worker_processes_match_in_process_fits_and_are_cached(t
     params = {"hasher": TINY, "map": dict(TINY, hidden_layers=(16,))}
 
     def codes(cache, workers):
-        out = {}
-        for job, model, seconds, cached in fit_networks(jobs, counts, params, cache, "t", workers=workers):
+        out, calls = {}, []
+        fits = fit_networks(jobs, counts, params, cache, "t", workers=workers, meanwhile=lambda: calls.append(1))
+        for job, model, seconds, cached in fits:
             assert seconds > 0
             out[job] = (model.transform_real(counts), cached)
+        assert calls == [1]  # the meanwhile work runs once: with workers, serial, or all cached
         return out
 
     parallel = codes(tmp_path / "a", workers=2)
@@ -157,6 +159,17 @@ def test_fit_networks_in_worker_processes_match_in_process_fits_and_are_cached(t
 
 
 # ----------------------------------------------------------------------- outputs
+def test_other_vocabularies_never_overwrite_the_default_table(retrieval, tmp_path):
+    def names(vocab, quick=False):
+        return sorted(p.name for p in retrieval.output_paths(tmp_path, quick, vocab).values())
+
+    assert names([2000]) == ["retrieval.json", "retrieval.md", "retrieval_bits.png", "retrieval_pr.png"]
+    assert names([10000]) == ["retrieval.v10000.json", "retrieval.v10000.md",
+                              "retrieval_bits.v10000.png", "retrieval_pr.v10000.png"]
+    assert names([2000, 10000])[0] == "retrieval.v2000-10000.json"
+    assert names([2000], quick=True)[0] == "retrieval.quick.json"
+
+
 def test_quick_pipeline_writes_json_markdown_and_plots(retrieval, tmp_path):
     counts, labels = topic_counts(n_docs=360, n_words=120, seed=1)
     data = {"train": counts[:240], "test": counts[240:], "train_labels": labels[:240], "test_labels": labels[240:]}
