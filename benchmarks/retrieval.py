@@ -20,9 +20,9 @@ projections / rotations, cheap) use the same number of seeds.
 
 Seeds and time. By default every network configuration gets ``--seeds`` (3) seeds: 18
 fits at one vocabulary. They run ``--workers`` at a time (default one per CPU), each in
-its own process with one torch thread, which is what brings the 2,000-word table under
-30 minutes on 2 cores. A 10,000-word network costs several times more (its 10,000-wide
-first and last layers), so ``--seeded-bits 64 --seeded-map-dims 2`` (the configurations
+its own process with one torch thread, which is what brings the 2,000-word table to
+31-41 minutes on 2 cores (depending on the host). A 10,000-word network costs 3-5 times
+more (its 10,000-wide first and last layers), so ``--seeded-bits 64 --seeded-map-dims 2`` (the configurations
 the targets single out; the rest get ``--other-seeds``) is the practical plan there. The
 plan is recorded in the JSON under ``settings.seed_plan``. Fitted networks are cached
 (``--cache``), so an interrupted run resumes.
