@@ -424,7 +424,14 @@ def _image_hits(hits, database, query_pixels, montage_path, as_json):
 
 MONTAGE_OPTION = click.option("--montage", "montage_path", type=click.Path(dir_okay=False, path_type=Path),
                               help="Write the query and its hits, with Hamming distances, as a PNG grid.")
-ADDRESS_OPTION = click.option("--address", "use_address", is_flag=True, help="Two-stage search: address-code ball first, then re-rank by the long code.")
+ADDRESS_OPTION = click.option("--address", "use_address", is_flag=True, help="Two-stage search (semantic hashing): only images whose address code is within --radius bits of the query's, re-ranked by the long code; fast on large collections.")
+IMAGE_RADIUS_OPTION = click.option("--radius", type=click.IntRange(0, 6), help="With --address: Hamming radius of the address ball (default 3).")
+MAX_CANDIDATES_OPTION = click.option("--max-candidates", type=click.IntRange(1), help="With --address: stop collecting candidates, nearest addresses first, at this many (default 500).")
+
+
+def _address_search_options(radius, max_candidates) -> dict:
+    """Keyword arguments of search_image / similar_image: the library's defaults unless given."""
+    return {k: v for k, v in (("radius", radius), ("candidates", max_candidates)) if v is not None}
 
 
 @images.command(name="search")
@@ -432,9 +439,11 @@ ADDRESS_OPTION = click.option("--address", "use_address", is_flag=True, help="Tw
 @DB_OPTION
 @K_OPTION
 @ADDRESS_OPTION
+@IMAGE_RADIUS_OPTION
+@MAX_CANDIDATES_OPTION
 @MONTAGE_OPTION
 @JSON_OPTION
-def images_search(image, database, k, use_address, montage_path, as_json):
+def images_search(image, database, k, use_address, radius, max_candidates, montage_path, as_json):
     """Find the stored images nearest to IMAGE (PNG or JPEG) by Hamming distance of their codes."""
     from index.database import Database
     from pipelines.images import read_images, search_image
@@ -442,7 +451,7 @@ def images_search(image, database, k, use_address, montage_path, as_json):
     with _friendly_errors(True):
         query = read_images(image).pixels[0]
         with Database(database, create=False) as db:
-            hits = search_image(db, query, k, use_address=use_address)
+            hits = search_image(db, query, k, use_address=use_address, **_address_search_options(radius, max_candidates))
         _image_hits(hits, database, query, montage_path, as_json)
 
 
@@ -451,9 +460,11 @@ def images_search(image, database, k, use_address, montage_path, as_json):
 @DB_OPTION
 @K_OPTION
 @ADDRESS_OPTION
+@IMAGE_RADIUS_OPTION
+@MAX_CANDIDATES_OPTION
 @MONTAGE_OPTION
 @JSON_OPTION
-def images_similar(image_id, database, k, use_address, montage_path, as_json):
+def images_similar(image_id, database, k, use_address, radius, max_candidates, montage_path, as_json):
     """Find the images nearest to a stored one (its id, or external id such as image:cat/0001.jpg)."""
     from index.database import Database
     from pipelines.images import similar_image, stored_pixels
@@ -461,7 +472,7 @@ def images_similar(image_id, database, k, use_address, montage_path, as_json):
     with _friendly_errors(True):
         with Database(database, create=False) as db:
             document = db.find_document(image_id)
-            hits = similar_image(db, document.id, k, use_address=use_address)
+            hits = similar_image(db, document.id, k, use_address=use_address, **_address_search_options(radius, max_candidates))
             query = stored_pixels(db, [document.id])[0] if montage_path else None
         _image_hits(hits, database, query, montage_path, as_json)
 

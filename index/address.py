@@ -485,10 +485,14 @@ def load_address_index(path: Path, expected_fingerprint: str | None = None) -> A
     return index
 
 
-def default_address_path(db: Database, index_dir: Path | None = None) -> Path | None:
-    """``<index_dir or <db file>.faiss>/address.table``; None for an in-memory database."""
+def default_address_path(db: Database, index_dir: Path | None = None, address_model: str = ADDRESS_MODEL) -> Path | None:
+    """``<index_dir or <db file>.faiss>/address.table`` (``address.<model>.table`` for
+    another address model, e.g. images', so text and image tables of one database do
+    not overwrite each other); None for an in-memory database."""
     folder = cache_dir(db, index_dir)
-    return None if folder is None else folder / TABLE_FILE
+    if folder is None:
+        return None
+    return folder / (TABLE_FILE if address_model == ADDRESS_MODEL else f"address.{address_model}.table")
 
 
 def address_fingerprint(db: Database, address_model: str = ADDRESS_MODEL, long_model: str = LONG_MODEL) -> str:
@@ -508,7 +512,7 @@ def load_or_build_address(db: Database, index_dir: Path | None = None, *, addres
     address, long = db.get_model(address_model, with_weights=False), db.get_model(long_model, with_weights=False)
     if address.kind != "binary" or long.kind != "binary":
         raise ValueError("address search needs two binary models")
-    path = default_address_path(db, index_dir)
+    path = default_address_path(db, index_dir, address_model)
     if path is not None:
         try:
             loaded = load_address_index(path, fingerprint)

@@ -56,9 +56,9 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from index.address import DEFAULT_MAX_CANDIDATES, load_or_build_address
 from index.database import Database, DatabaseError
 from index.faiss_index import load_or_build
-from semhash.codes import unpack_bits
 from semhash.image_hasher import ADDRESS_BITS, IMAGE_DIMS, IMAGE_SIDE, ImageHasher
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
@@ -69,6 +69,10 @@ IMAGE_ADDRESS_MODEL = "image-address"
 IMAGE_PIXELS_MODEL = "image-pixels"
 IMAGE_MAP_MODEL = "image-map"  # real 2-D codes of `semhash images map`
 IMAGE_KIND = "image"
+# Two-stage image search: Hamming radius of the address ball and candidate budget,
+# chosen on validation queries at 1M images (benchmarks/image_search_speed.py).
+IMAGE_ADDRESS_RADIUS = 3
+IMAGE_MAX_CANDIDATES = DEFAULT_MAX_CANDIDATES  # 500
 
 
 class ImageWarning(UserWarning):
@@ -584,35 +588,6 @@ class ImageHit:
         return asdict(self)
 
 
-def address_ranking(
-    query_address: np.ndarray, db_address: np.ndarray, address_bits: int,
-    query_long: np.ndarray, db_long: np.ndarray, long_bits: int,
-    min_candidates: int = 1000, max_radius: int | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Two-stage ranking of one query: address-code Hamming ball, then long-code re-ranking.
-
-    The ball's radius grows from 0 until it holds ``min_candidates`` database items (or
-    reaches ``max_radius``); items in the ball come first, ordered by long-code Hamming
-    distance (ties by index); the rest follow ordered by (address distance, long
-    distance). Returns ``(full ranking int32, radius used)``; the ball holds the items
-    with address distance ``<= radius``.
-    """
-    d_address = _hamming(query_address, db_address, address_bits)
-    d_long = _hamming(query_long, db_long, long_bits)
-    counts = np.cumsum(np.bincount(d_address, minlength=address_bits + 1))
-    radius = int(np.searchsorted(counts, min(min_candidates, len(d_address))))
-    if max_radius is not None:
-        radius = min(radius, max_radius)
-    outer = np.maximum(d_address, radius)  # everything inside the ball ties at the radius
-    order = np.lexsort((np.arange(len(d_long)), d_long, outer))
-    return order.astype(np.int32), np.int32(radius)
-
-
-def _hamming(query: np.ndarray, database: np.ndarray, n_bits: int) -> np.ndarray:
-    diff = np.bitwise_xor(np.asarray(database, np.uint8), np.asarray(query, np.uint8).reshape(1, -1))
-    return unpack_bits(diff, n_bits).sum(axis=1, dtype=np.int64)
-
-
 def _query_pixels(image) -> np.ndarray:
     if isinstance(image, (str, os.PathLike)):
         images = read_images(image)
@@ -626,22 +601,26 @@ def _query_pixels(image) -> np.ndarray:
 
 
 def search_image(
-    db: Database, image, k: int = 10, *, use_address: bool = False, candidates: int = 1000
+    db: Database, image, k: int = 10, *, use_address: bool = False, radius: int = IMAGE_ADDRESS_RADIUS,
+    candidates: int | None = IMAGE_MAX_CANDIDATES,
 ) -> list[ImageHit]:
     """The ``k`` stored images nearest to ``image`` (a file path, or pixels of one image).
 
     By Hamming distance of the long codes (FAISS, exact); with ``use_address=True``,
-    only among the ``candidates``-or-more images of the smallest address-code Hamming
-    ball around the query (two-stage search).
+    semantic hashing proper (:class:`index.address.AddressIndex`, as for documents):
+    only the images whose address code lies within ``radius`` of the query's, nearest
+    addresses first, at most ``candidates`` of them (None: the whole ball), re-ranked by
+    the long codes; exhaustive when the ball holds fewer than ``k``.
     """
     models, model_ids = load_image_models(db)
     pixels = _query_pixels(image)
     codes = {name: model.transform(pixels) for name, model in models.items()}
-    return _nearest(db, models, model_ids, codes, k, use_address, candidates)
+    return _nearest(db, models, model_ids, codes, k, use_address, radius, candidates)
 
 
 def similar_image(
-    db: Database, key: str | int, k: int = 10, *, use_address: bool = False, candidates: int = 1000
+    db: Database, key: str | int, k: int = 10, *, use_address: bool = False, radius: int = IMAGE_ADDRESS_RADIUS,
+    candidates: int | None = IMAGE_MAX_CANDIDATES,
 ) -> list[ImageHit]:
     """The ``k`` images nearest to a stored one (id or external id), itself excluded."""
     document = db.find_document(key)
@@ -652,25 +631,21 @@ def similar_image(
         if len(code) == 0:
             raise ValueError(f"document {document.external_id!r} has no {name} code (is it an image?)")
         codes[name] = code
-    hits = _nearest(db, models, model_ids, codes, k + 1, use_address, candidates)
+    hits = _nearest(db, models, model_ids, codes, k + 1, use_address, radius, candidates)
     return [hit for hit in hits if hit.id != document.id][:k]
 
 
-def _nearest(db, models, model_ids, codes, k, use_address, candidates) -> list[ImageHit]:
+def _nearest(db, models, model_ids, codes, k, use_address, radius, candidates) -> list[ImageHit]:
     if k < 1:
         raise ValueError(f"k must be at least 1, got {k}")
-    if use_address and IMAGE_ADDRESS_MODEL in models:
-        ids, db_long = db.get_codes(model_ids[IMAGE_HASHER_MODEL])
-        address_ids, db_address = db.get_codes(model_ids[IMAGE_ADDRESS_MODEL])
-        if not np.array_equal(ids, address_ids):
-            raise DatabaseError("the address and long codes cover different images: re-index")
-        order, _ = address_ranking(
-            codes[IMAGE_ADDRESS_MODEL][0], db_address, models[IMAGE_ADDRESS_MODEL].n_bits,
-            codes[IMAGE_HASHER_MODEL][0], db_long, models[IMAGE_HASHER_MODEL].n_bits, candidates,
-        )
-        top = order[:k]
-        found = ids[top]
-        distances = _hamming(codes[IMAGE_HASHER_MODEL][0], db_long[top], models[IMAGE_HASHER_MODEL].n_bits)
+    if use_address:
+        if IMAGE_ADDRESS_MODEL not in models:
+            raise ValueError("this database has no image address model: re-index with an address code "
+                             f"(semhash images index ... --retrain --address-bits {ADDRESS_BITS})")
+        table = load_or_build_address(db, address_model=IMAGE_ADDRESS_MODEL, long_model=IMAGE_HASHER_MODEL)
+        result = table.search(codes[IMAGE_ADDRESS_MODEL][0], codes[IMAGE_HASHER_MODEL][0], k, radius,
+                              max_candidates=candidates)
+        distances, found = result.distances, result.ids
     else:
         index = load_or_build(db, IMAGE_HASHER_MODEL)
         distances, found = index.search(codes[IMAGE_HASHER_MODEL], k)

@@ -156,3 +156,12 @@ def test_images_index_search_similar_and_montage(tmp_path):
     assert montage_png.read_bytes()[:4] == b"\x89PNG"
     similar = json.loads(run("images", "similar", hits[0]["external_id"], "--db", db, "-k", "3", "--json").output)
     assert len(similar) == 3 and hits[0]["id"] not in [hit["id"] for hit in similar]
+    # two-stage search: sorted, and never nearer than exhaustive search, rank by rank
+    exhaustive = json.loads(run("images", "similar", hits[0]["external_id"], "--db", db, "-k", "10", "--json").output)
+    result = run("images", "similar", hits[0]["external_id"], "--db", db, "-k", "10", "--json",
+                 "--address", "--radius", "6", "--max-candidates", "1000")
+    assert result.exit_code == 0, result.output
+    two_stage = json.loads(result.output)
+    found = [h["distance"] for h in two_stage]
+    assert len(found) == 10 and found == sorted(found)
+    assert all(a >= b for a, b in zip(found, (h["distance"] for h in exhaustive)))

@@ -16,7 +16,6 @@ from pipelines.images import (
     IMAGE_ADDRESS_MODEL,
     IMAGE_HASHER_MODEL,
     ImageWarning,
-    address_ranking,
     index_images,
     montage,
     montage_size,
@@ -26,7 +25,7 @@ from pipelines.images import (
     stored_pixels,
 )
 from semhash.baselines import ITQ, PCASign, RandomHyperplaneLSH, SpectralHashing
-from semhash.codes import hamming_distances, pack_bits
+from semhash.codes import hamming_distances
 from semhash.estimator import DeepCodeModel
 from semhash.image_hasher import ImageHasher
 
@@ -245,16 +244,6 @@ def test_montage_written_with_expected_size(tmp_path):
         assert image.size == montage_size(1, 3, scale=1)
 
 
-def test_address_ranking_ball_then_rerank():
-    address = pack_bits(np.array([[0, 0, 0, 0], [0, 0, 0, 1], [1, 1, 1, 1], [0, 0, 0, 0]]))
-    long = pack_bits(np.array([[1] * 8, [0] * 8, [0] * 8, [0, 0, 0, 0, 0, 0, 0, 1]]))
-    query_address, query_long = pack_bits(np.array([[0, 0, 0, 0]])), pack_bits(np.array([[0] * 8]))
-    order, radius = address_ranking(query_address[0], address, 4, query_long[0], long, 8, min_candidates=2)
-    assert radius == 0 and order.tolist() == [3, 0, 1, 2]  # ball {0, 3} re-ranked by long codes
-    order, radius = address_ranking(query_address[0], address, 4, query_long[0], long, 8, min_candidates=3)
-    assert radius == 1 and order.tolist() == [1, 3, 0, 2]
-
-
 def test_index_and_search_round_trip(tmp_path, monkeypatch):
     torch.set_num_threads(1)
     pixels, labels = two_class_images(15)
@@ -276,6 +265,13 @@ def test_index_and_search_round_trip(tmp_path, monkeypatch):
         assert sum(h.label == "0" for h in hits) >= 4
         two_stage = search_image(db, pixels[0], k=5, use_address=True, candidates=10)
         assert two_stage[0].id == doc.id
+        # the whole 8-bit address space as the ball: two-stage search is exhaustive search
+        whole = search_image(db, pixels[0], k=30, use_address=True, radius=8, candidates=None)
+        exhaustive = search_image(db, pixels[0], k=30)
+        assert [(h.id, h.distance) for h in whole] == [(h.id, h.distance) for h in exhaustive]
+        # the image address table has its own file, beside a text one's
+        assert (db_path.parent / "images.db.faiss" / f"address.{IMAGE_ADDRESS_MODEL}.table").is_file()
+        assert not (db_path.parent / "images.db.faiss" / "address.table").exists()
         similar = similar_image(db, doc.id, k=4)
         assert doc.id not in [h.id for h in similar] and len(similar) == 4
         # an image file as the query
@@ -314,3 +310,15 @@ def test_tar_without_split_labels_by_parent_folder(tmp_path):
     })
     images = read_images(archive)
     assert images.labels == ["dogs", "cats"] and images.ids == ["set/test/dogs/2.png", "set/train/cats/1.png"]
+
+
+def test_address_search_without_address_model_is_a_clear_error(tmp_path):
+    torch.set_num_threads(1)
+    pixels, labels = two_class_images(5)
+    np.savez(tmp_path / "set.npz", images=pixels, labels=labels)
+    params = dict(FAST, pretrain_epochs=1, finetune_epochs=1)
+    index_images(tmp_path / "set.npz", tmp_path / "images.db", n_bits=8, address_bits=0, hasher_params=params)
+    with Database(tmp_path / "images.db", create=False) as db:
+        assert len(search_image(db, pixels[0], k=3)) == 3
+        with pytest.raises(ValueError, match="no image address model"):
+            search_image(db, pixels[0], k=3, use_address=True)

@@ -1,0 +1,313 @@
+"""Image search on a million codes: 28-bit address lookup against exhaustive 256-bit search.
+
+Krizhevsky & Hinton's two-stage retrieval: a short address code finds a Hamming ball of
+candidates in time that does not grow with the collection, and the 256-bit codes re-rank
+them. This measures it where it matters, on 1,000,000 images (and on the 50,000 CIFAR-10
+train images for reference):
+
+* Collection: the 50,000 CIFAR-10 train images, then augmented copies of them up to the
+  size (a horizontal flip half the time, a random crop of 24-32 pixels resized back to
+  32x32, and colour jitter: brightness, contrast and saturation each x0.8-1.2). A copy
+  carries its source image's label. Every image is encoded by the models of
+  ``benchmarks/images.py`` (its ``--models`` cache; fitted there if missing).
+* Queries: the 1,000 test images of ``benchmarks/images.py`` (100 per class, same seed),
+  never in the collection; relevant = same class.
+* Methods, one thread each: ``binary flat`` (FAISS ``IndexBinaryFlat`` over the 256-bit
+  codes, exhaustive) and ``address r=R max=C`` (:class:`index.address.AddressIndex`, as
+  ``semhash images search --address`` runs it: addresses within radius R of the query's,
+  nearest first, up to C candidates, re-ranked by the 256-bit codes; ``all``: the whole
+  ball). Per method: p50/p99 latency of one query (k=100), precision@100, recall of the
+  exhaustive top 100 (ties counted as equal), mean candidates and fallback rate.
+* The library's defaults (``IMAGE_ADDRESS_RADIUS``, ``IMAGE_MAX_CANDIDATES`` in
+  ``pipelines.images``) are chosen on validation queries, never on the test images: fresh
+  augmented copies of 300 train images, whose own source and its copies are left out of
+  their results (else the query would find itself). The rule follows the targets: the
+  best validation p@100 among the settings at least 20x faster than exhaustive search;
+  if none is, the fastest that keeps at least 95% of exhaustive p@100.
+
+Targets (issue 7): at 1M codes, address lookup + re-ranking keeps >= 95% of exhaustive
+256-bit p@100 and answers >= 20x faster (p50 latency).
+
+    OMP_NUM_THREADS=1 python benchmarks/image_search_speed.py            # 50k and 1M
+    OMP_NUM_THREADS=1 python benchmarks/image_search_speed.py --quick    # 5k and 50k, quick models
+
+Writes ``benchmarks/results/image_search_speed[.quick].{json,md}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import numpy as np  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+RESULTS = REPO / "benchmarks" / "results"
+K = 100
+SETTINGS = [(2, 500), (3, 500), (3, 1000), (4, 500), (4, 1000), (4, 2000), (5, 500), (5, 1000), (5, 2000), (4, None)]
+VALIDATION_QUERIES = 300
+TARGET_KEPT, TARGET_SPEEDUP = 0.95, 20.0  # issue 7: share of exhaustive p@100, and x faster (p50)
+
+
+def log(*args):
+    print(time.strftime("%H:%M:%S"), *args, file=sys.stderr, flush=True)
+
+
+# ----------------------------------------------------------------------------- augmentation
+def augment(images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Augmented copies of uint8 ``(n, 32, 32, 3)`` images: flip, crop-and-resize, colour jitter."""
+    n, side = len(images), images.shape[1]
+    flipped = np.where(rng.random(n)[:, None, None, None] < 0.5, images[:, :, ::-1], images)
+    # Crop of size s at (y0, x0), resized back to side x side by nearest neighbour.
+    size = rng.integers(24, side + 1, n)
+    y0 = (rng.random(n) * (side - size + 1)).astype(int)
+    x0 = (rng.random(n) * (side - size + 1)).astype(int)
+    steps = (np.arange(side)[None, :] * size[:, None]) // side  # (n, side) in [0, size)
+    rows, cols = y0[:, None] + steps, x0[:, None] + steps
+    cropped = flipped[np.arange(n)[:, None, None], rows[:, :, None], cols[:, None, :]].astype(np.float32)
+    # Colour jitter: brightness, contrast (around the image's mean grey), saturation.
+    grey = cropped @ np.array([0.299, 0.587, 0.114], np.float32)
+    brightness, contrast, saturation = (rng.uniform(0.8, 1.2, (n, 1, 1, 1)).astype(np.float32) for _ in range(3))
+    out = grey[..., None] + saturation * (cropped - grey[..., None])
+    out = grey.mean(axis=(1, 2))[:, None, None, None] + contrast * (out - grey.mean(axis=(1, 2))[:, None, None, None])
+    return np.clip(out * brightness, 0, 255).astype(np.uint8)
+
+
+def collection(train: np.ndarray, size: int, seed: int, chunk: int = 25_000):
+    """``(source rows, pixels)`` chunks: the train images, then augmented copies up to ``size``."""
+    rng = np.random.default_rng(seed)
+    yield np.arange(min(size, len(train))), train[: min(size, len(train))]
+    made = len(train)
+    while made < size:
+        n = min(chunk, size - made)
+        sources = rng.integers(0, len(train), n)
+        yield sources, augment(train[sources], rng)
+        made += n
+
+
+def encoded_collection(models: dict, train: np.ndarray, size: int, seed: int, cache: Path | None, quiet: bool):
+    """``{"sources", "long", "address"}`` for a collection of ``size``, cached by model bytes and size."""
+    key = hashlib.sha256(b"".join(m.to_bytes() for m in models.values()) + f"{size}-{seed}-{len(train)}".encode())
+    path = cache / f"codes-{key.hexdigest()[:16]}.npz" if cache else None
+    if path is not None and path.is_file():
+        with np.load(path, allow_pickle=False) as arrays:
+            return {name: arrays[name] for name in arrays.files}
+    parts: dict[str, list] = {"sources": [], "long": [], "address": []}
+    started, done = time.perf_counter(), 0
+    for sources, pixels in collection(train, size, seed):
+        parts["sources"].append(sources)
+        for name, model in models.items():
+            parts[name].append(model.transform(pixels))
+        done += len(sources)
+        if not quiet:
+            log(f"encoded {done:,} / {size:,} images ({time.perf_counter() - started:.0f}s)")
+    codes = {name: np.concatenate(chunks) for name, chunks in parts.items()}
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_suffix(".partial.npz")
+        np.savez(partial, **codes)
+        partial.replace(path)
+    return codes
+
+
+# ----------------------------------------------------------------------------- measuring
+def measure(data: dict, labels: np.ndarray, queries: dict, q_labels: np.ndarray, n_latency: int,
+            settings, validation: dict | None = None) -> dict:
+    """Every method's latency and quality on one collection."""
+    import faiss
+
+    from benchmarks.search_speed import latencies, summary, tie_aware_recall
+    from index.address import AddressIndex
+
+    n, bits = len(data["long"]), data["long"].shape[1] * 8
+    out = {"images": n, "methods": {}}
+    started = time.perf_counter()
+    flat = faiss.IndexBinaryFlat(bits)
+    flat.add(data["long"])
+    build = time.perf_counter() - started
+    lat = latencies(lambda i: flat.search(queries["long"][i : i + 1], K), n_latency)
+    started = time.perf_counter()
+    exact_d, exact_i = flat.search(queries["long"], K)
+    batch = time.perf_counter() - started
+    out["methods"]["binary flat"] = {**summary(lat, batch, len(q_labels)), "build_s": round(build, 3),
+                                     "p_at_100": round(float((labels[exact_i] == q_labels[:, None]).mean()), 4),
+                                     "memory_mb": round(data["long"].nbytes / 2**20, 1)}
+    started = time.perf_counter()
+    table = AddressIndex.build(np.arange(n), data["address"], data["long"],
+                               address_bits=queries["address_bits"], long_bits=bits)
+    build = time.perf_counter() - started
+    for radius, budget in settings:
+        table.search_batch(queries["address"][:2], queries["long"][:2], K, radius, max_candidates=budget)  # warm-up
+        lat = latencies(lambda i: table.search(queries["address"][i], queries["long"][i], K, radius,
+                                               max_candidates=budget), n_latency)
+        started = time.perf_counter()
+        found = table.search_batch(queries["address"], queries["long"], K, radius, max_candidates=budget)
+        batch = time.perf_counter() - started
+        name = f"address r={radius} max={budget or 'all'}"
+        out["methods"][name] = {
+            **summary(lat, batch, len(q_labels)), "build_s": round(build, 3), "radius": radius, "max_candidates": budget,
+            "memory_mb": round(table.nbytes / 2**20, 1),
+            "p_at_100": round(float(np.mean([(labels[r.ids] == q).mean() for r, q in zip(found, q_labels)])), 4),
+            "recall_at_100": round(float(np.mean([tie_aware_recall(r.distances, exact_d[i], K)
+                                                  for i, r in enumerate(found)])), 4),
+            "mean_candidates": round(float(np.mean([r.n_candidates for r in found])), 1),
+            "fallback_rate": round(float(np.mean([r.fell_back for r in found])), 4),
+        }
+        flat_p50 = out["methods"]["binary flat"]["p50_us"]
+        out["methods"][name]["x_faster_than_flat"] = round(flat_p50 / max(out["methods"][name]["p50_us"], 1e-3), 1)
+        log(f"{n:>9,} images  {name:22s} p50 {out['methods'][name]['p50_us']:8.1f} µs  "
+            f"p@100 {out['methods'][name]['p_at_100']:.4f}  (flat {flat_p50:.1f} µs, "
+            f"{out['methods']['binary flat']['p_at_100']:.4f})")
+    if validation is not None:
+        out["default_selection"] = choose_defaults(flat, table, data, labels, validation, settings, n_latency)
+    return out
+
+
+def validation_precision(ids, sources, labels, query_source, query_label) -> float:
+    """p@100 over the results that are not the query's own source or a copy of it."""
+    keep = ids[sources[ids] != query_source][:K]
+    return float((labels[keep] == query_label).mean()) if len(keep) else 0.0
+
+
+def choose_defaults(flat, table, data, labels, validation, settings, n_latency) -> dict:
+    """The radius and budget for the library, chosen on validation queries (rule: module docstring)."""
+    from benchmarks.search_speed import latencies
+
+    extra = 64  # room for the query's own source and copies, which are left out
+    _, exact_i = flat.search(validation["long"], K + extra)
+    exact = np.mean([validation_precision(ids, data["sources"], labels, s, y)
+                     for ids, s, y in zip(exact_i, validation["sources"], validation["labels"])])
+    flat_p50 = float(np.median(latencies(lambda i: flat.search(validation["long"][i : i + 1], K), n_latency)))
+    rows = []
+    for radius, budget in settings:
+        found = table.search_batch(validation["address"], validation["long"], K + extra, radius,
+                                   max_candidates=None if budget is None else budget + extra)
+        p = np.mean([validation_precision(r.ids, data["sources"], labels, s, y)
+                     for r, s, y in zip(found, validation["sources"], validation["labels"])])
+        lat = float(np.median(latencies(lambda i: table.search(validation["address"][i], validation["long"][i], K,
+                                                                 radius, max_candidates=budget), n_latency)))
+        rows.append({"radius": radius, "max_candidates": budget, "p_at_100": round(float(p), 4),
+                     "kept": round(float(p / exact), 4), "p50_us": round(lat * 1e6, 1),
+                     "x_faster": round(flat_p50 / lat, 1)})
+    fast = [r for r in rows if r["x_faster"] >= TARGET_SPEEDUP]
+    keeping = [r for r in rows if r["kept"] >= TARGET_KEPT]
+    if fast:
+        chosen = max(fast, key=lambda r: r["p_at_100"])
+    elif keeping:
+        chosen = min(keeping, key=lambda r: r["p50_us"])
+    else:
+        chosen = max(rows, key=lambda r: r["p_at_100"])
+    return {"rule": f"best p@100 among >= {TARGET_SPEEDUP:g}x faster, else fastest keeping >= {TARGET_KEPT}",
+            "exhaustive_p_at_100": round(float(exact), 4), "exhaustive_p50_us": round(flat_p50 * 1e6, 1),
+            "settings": rows, "chosen": chosen}
+
+
+def targets(result: dict) -> list[dict]:
+    from pipelines.images import IMAGE_ADDRESS_RADIUS, IMAGE_MAX_CANDIDATES
+
+    largest = result["sizes"][-1]
+    default = f"address r={IMAGE_ADDRESS_RADIUS} max={IMAGE_MAX_CANDIDATES or 'all'}"
+    row, flat = largest["methods"].get(default), largest["methods"]["binary flat"]
+    if row is None:
+        return []
+    kept = row["p_at_100"] / flat["p_at_100"]
+    return [
+        {"target": f"{default} vs binary flat at {largest['images']:,}: p@100 kept", "value": round(kept, 3),
+         "need": f">= {TARGET_KEPT}", "status": "PASS" if kept >= TARGET_KEPT else "MISS"},
+        {"target": f"{default} vs binary flat at {largest['images']:,}: x faster (p50)",
+         "value": row["x_faster_than_flat"], "need": f">= {TARGET_SPEEDUP:g}",
+         "status": "PASS" if row["x_faster_than_flat"] >= TARGET_SPEEDUP else "MISS"},
+    ]
+
+
+def write_markdown(result: dict, path: Path) -> None:
+    lines = [f"# Image search speed ({'quick' if result['quick'] else 'full'} run)", "",
+             f"{result['machine']['platform']}, {result['machine']['cpus']} cores; one thread per query; "
+             f"k={K}; {result['n_latency']} single-query latencies per method; CIFAR-10 test images as queries, "
+             "relevant = same class. Long code 256 bits, address 28 bits.", ""]
+    columns = ("p50_us", "p99_us", "qps", "p_at_100", "recall_at_100", "mean_candidates", "fallback_rate",
+               "x_faster_than_flat", "memory_mb")
+    for size in result["sizes"]:
+        lines += [f"## {size['images']:,} images", "", "| method | " + " | ".join(columns) + " |",
+                  "|---|" + "---:|" * len(columns)]
+        for name, row in size["methods"].items():
+            lines.append(f"| {name} | " + " | ".join(str(row.get(c, "")) for c in columns) + " |")
+        lines.append("")
+        if "default_selection" in size:
+            sel = size["default_selection"]
+            lines += [f"Default chosen on {VALIDATION_QUERIES} validation queries ({sel['rule']}; exhaustive "
+                      f"{sel['exhaustive_p_at_100']}): radius {sel['chosen']['radius']}, "
+                      f"max candidates {sel['chosen']['max_candidates']}.", ""]
+    if result["targets"]:
+        lines += ["| target | value | need | status |", "|---|---:|---|---|"]
+        lines += [f"| {t['target']} | {t['value']} | {t['need']} | {t['status']} |" for t in result["targets"]]
+    path.write_text("\n".join(lines) + "\n")
+
+
+# ----------------------------------------------------------------------------- main
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="5k and 50k images with the quick models of images.py --quick")
+    parser.add_argument("--sizes", type=str, default=None, help="collection sizes, comma-separated (default 50000,1000000)")
+    parser.add_argument("--data", type=Path, default=None, help="CIFAR-10 tarball (default: benchmarks/images.py's)")
+    parser.add_argument("--models", type=str, default=str(Path(tempfile.gettempdir()) / "semhash-image-models"))
+    parser.add_argument("--cache", type=str, default=str(Path(tempfile.gettempdir()) / "semhash-image-codes"))
+    parser.add_argument("--latency-queries", type=int, default=300)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--quiet", action="store_true")
+    args = parser.parse_args(argv)
+
+    import torch
+
+    from benchmarks.images import fitted_setup
+
+    encode_threads = os.cpu_count() or 1  # encoding a million images is the slow part: use every core
+    torch.set_num_threads(encode_threads)
+    sizes = [int(s) for s in (args.sizes or ("5000,50000" if args.quick else "50000,1000000")).split(",")]
+    started = time.perf_counter()
+    flags = ["--quick"] * args.quick + ["--models", args.models, "--seed", str(args.seed)]
+    setup = fitted_setup(flags + (["--data", str(args.data)] if args.data else []))
+    train, train_labels, models = setup["db_pixels"], setup["db_labels"], setup["models"]
+    q_pixels, q_labels = setup["query_pixels"], setup["query_labels"]
+    queries = {"long": models["long"].transform(q_pixels), "address": models["address"].transform(q_pixels),
+               "address_bits": models["address"].n_bits}
+    rng = np.random.default_rng(args.seed + 1)
+    v_sources = rng.choice(len(train), VALIDATION_QUERIES, replace=False)
+    v_pixels = augment(train[v_sources], rng)
+    validation = {"sources": v_sources, "labels": train_labels[v_sources],
+                  "long": models["long"].transform(v_pixels), "address": models["address"].transform(v_pixels)}
+    cache = None if args.cache == "none" else Path(args.cache)
+    result = {"benchmark": "image search speed (issue 7)", "quick": args.quick, "n_latency": args.latency_queries,
+              "machine": {"platform": platform.platform(), "cpus": os.cpu_count()}, "sizes": []}
+    for size in sizes:
+        torch.set_num_threads(encode_threads)
+        data = encoded_collection(models, train, size, args.seed, cache, args.quiet)
+        torch.set_num_threads(1)
+        labels = train_labels[data["sources"]]
+        result["sizes"].append(measure(data, labels, queries, q_labels, args.latency_queries, SETTINGS,
+                                       validation if size == sizes[-1] else None))
+    result["targets"] = targets(result)
+    result["seconds_total"] = round(time.perf_counter() - started, 1)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    stem = "image_search_speed.quick" if args.quick else "image_search_speed"
+    (RESULTS / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")
+    write_markdown(result, RESULTS / f"{stem}.md")
+    for t in result["targets"]:
+        log(f"{t['status']} {t['target']}: {t['value']} (need {t['need']})")
+    return result
+
+
+if __name__ == "__main__":
+    main()
