@@ -130,6 +130,7 @@ def measure(data: dict, labels: np.ndarray, queries: dict, q_labels: np.ndarray,
 
     from benchmarks.search_speed import latencies, summary, tie_aware_recall
     from index.address import AddressIndex
+    from pipelines.evaluate import precision_at_k
 
     n, bits = len(data["long"]), data["long"].shape[1] * 8
     out = {"images": n, "methods": {}}
@@ -142,7 +143,7 @@ def measure(data: dict, labels: np.ndarray, queries: dict, q_labels: np.ndarray,
     exact_d, exact_i = flat.search(queries["long"], K)
     batch = time.perf_counter() - started
     out["methods"]["binary flat"] = {**summary(lat, batch, len(q_labels)), "build_s": round(build, 3),
-                                     "p_at_100": round(float((labels[exact_i] == q_labels[:, None]).mean()), 4),
+                                     "p_at_100": round(precision_at_k(exact_i, q_labels, labels, (K,))[K], 4),
                                      "memory_mb": round(data["long"].nbytes / 2**20, 1)}
     started = time.perf_counter()
     table = AddressIndex.build(np.arange(n), data["address"], data["long"],
@@ -159,7 +160,7 @@ def measure(data: dict, labels: np.ndarray, queries: dict, q_labels: np.ndarray,
         out["methods"][name] = {
             **summary(lat, batch, len(q_labels)), "build_s": round(build, 3), "radius": radius, "max_candidates": budget,
             "memory_mb": round(table.nbytes / 2**20, 1),
-            "p_at_100": round(float(np.mean([(labels[r.ids] == q).mean() for r, q in zip(found, q_labels)])), 4),
+            "p_at_100": round(precision_at_k(np.stack([r.ids for r in found]), q_labels, labels, (K,))[K], 4),
             "recall_at_100": round(float(np.mean([tie_aware_recall(r.distances, exact_d[i], K)
                                                   for i, r in enumerate(found)])), 4),
             "mean_candidates": round(float(np.mean([r.n_candidates for r in found])), 1),
