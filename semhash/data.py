@@ -32,6 +32,20 @@ def to_dense_tensor(X) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32))
 
 
+# A sparse training matrix up to this size is densified once before training: gathering
+# dense rows is ~10x cheaper than slicing and densifying CSR rows in every batch (~6% of
+# a fine-tuning epoch on 20 Newsgroups). Larger ones (e.g. 10,000-word vocabularies)
+# stay sparse and are densified a batch at a time.
+DENSE_BUDGET_BYTES = 256 * 2**20
+
+
+def dense_if_small(X, budget: int = DENSE_BUDGET_BYTES):
+    """``X`` as a float32 tensor if it is sparse and fits in ``budget`` bytes dense, else ``X``."""
+    if sp.issparse(X) and X.shape[0] * X.shape[1] * 4 <= budget:
+        return to_dense_tensor(X)
+    return X
+
+
 def drop_inputs(x: torch.Tensor, rate: float, generator=None, rescale: bool = False) -> torch.Tensor:
     """Zero a random ``rate`` of the entries of ``x`` (denoising); ``rescale`` divides the
     rest by ``1 - rate`` so that the expected input is unchanged."""

@@ -33,8 +33,8 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from semhash.autoencoder import DeepAutoencoder
-from semhash.data import as_generator, drop_inputs, to_dense_tensor
+from semhash.autoencoder import DeepAutoencoder, adam
+from semhash.data import as_generator, dense_if_small, drop_inputs, to_dense_tensor
 
 AFFINITIES = ("knn", "batch")
 SCHEDULES = ("constant", "cosine")
@@ -225,10 +225,11 @@ def fine_tune_tsne(
         raise ValueError("reconstruction_weight > 0 needs reconstruction_targets")
     generator = generator if generator is not None else as_generator(0)
     rng = np.random.default_rng(int(torch.randint(0, 2**31 - 1, (1,), generator=generator)))
+    inputs, reconstruction_targets = dense_if_small(inputs), dense_if_small(reconstruction_targets)
     parameters = list(model.encoder.parameters())
     if reconstruction_weight > 0:
         parameters += list(model.decoder.parameters())
-    optimizer = torch.optim.Adam(parameters, lr=learning_rate, foreach=True)  # see autoencoder.fine_tune
+    optimizer = adam(parameters, learning_rate)
     steps_per_epoch = max(1, n // max(1, batch_size // 2)) if affinity == "knn" else max(1, math.ceil((n - 2) / batch_size))
     total_steps, step_count = n_epochs * steps_per_epoch, 0
 
