@@ -165,3 +165,9 @@ def test_images_index_search_similar_and_montage(tmp_path):
     found = [h["distance"] for h in two_stage]
     assert len(found) == 10 and found == sorted(found)
     assert all(a >= b for a, b in zip(found, (h["distance"] for h in exhaustive)))
+    # cell search: 60 images make one cell, so it is exhaustive search
+    result = run("images", "similar", hits[0]["external_id"], "--db", db, "-k", "10", "--json", "--cells", "--probes", "2")
+    assert result.exit_code == 0, result.output
+    assert [h["distance"] for h in json.loads(result.output)] == [h["distance"] for h in exhaustive]
+    result = run("images", "search", tmp_path / "photos" / "red" / "000.png", "--db", db, "--cells", "--address")
+    assert result.exit_code == 2 and "choose one" in result.output

@@ -269,6 +269,14 @@ def test_index_and_search_round_trip(tmp_path, monkeypatch):
         whole = search_image(db, pixels[0], k=30, use_address=True, radius=8, candidates=None)
         exhaustive = search_image(db, pixels[0], k=30)
         assert [(h.id, h.distance) for h in whole] == [(h.id, h.distance) for h in exhaustive]
+        # cell search visiting every cell is exhaustive search too (30 images: one cell)
+        cells = search_image(db, pixels[0], k=30, use_cells=True, probes=4)
+        assert [(h.id, h.distance) for h in cells] == [(h.id, h.distance) for h in exhaustive]
+        assert (db_path.parent / "images.db.faiss" / f"cells.{IMAGE_HASHER_MODEL}.index").is_file()
+        with pytest.raises(ValueError, match="not both"):
+            search_image(db, pixels[0], k=3, use_address=True, use_cells=True)
+        with pytest.raises(ValueError, match="probes"):
+            similar_image(db, doc.id, k=3, use_cells=True, probes=0)
         # the image address table has its own file, beside a text one's
         assert (db_path.parent / "images.db.faiss" / f"address.{IMAGE_ADDRESS_MODEL}.table").is_file()
         assert not (db_path.parent / "images.db.faiss" / "address.table").exists()
