@@ -40,7 +40,6 @@ fingerprints of both models and the file's SHA-256, written atomically;
 from __future__ import annotations
 
 import io
-import warnings
 from functools import lru_cache
 from itertools import combinations
 from math import comb
@@ -50,7 +49,8 @@ from typing import TYPE_CHECKING, NamedTuple
 import faiss
 import numpy as np
 
-from index.faiss_index import REBUILD_ADVICE, IndexFileError, cache_dir, read_sidecar, read_verified, write_with_sidecar
+from index.faiss_index import (REBUILD_ADVICE, IndexFileError, cache_dir, load_or_rebuild, read_sidecar,
+                               read_verified, write_with_sidecar)
 from semhash.codes import n_bytes
 from semhash.kernels import compiled_kernel, numba_available
 
@@ -512,26 +512,18 @@ def load_or_build_address(db: Database, index_dir: Path | None = None, *, addres
     address, long = db.get_model(address_model, with_weights=False), db.get_model(long_model, with_weights=False)
     if address.kind != "binary" or long.kind != "binary":
         raise ValueError("address search needs two binary models")
-    path = default_address_path(db, index_dir, address_model)
-    if path is not None:
-        try:
-            loaded = load_address_index(path, fingerprint)
-        except IndexFileError as err:
-            warnings.warn(f"{err} -- rebuilding it now", RuntimeWarning, stacklevel=2)
-            loaded = None
-        if loaded is not None and (loaded.address_bits, loaded.long_bits) == (address.n_dims, long.n_dims):
-            return loaded
 
-    address_ids, address_codes = db.get_codes(address.id)
-    long_ids, long_codes = db.get_codes(long.id)
-    ids, in_address, in_long = np.intersect1d(address_ids, long_ids, assume_unique=True, return_indices=True)
-    index = AddressIndex.build(ids, address_codes[in_address], long_codes[in_long],
-                               address_bits=address.n_dims, long_bits=long.n_dims)
-    if path is not None:
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            save_address_index(index, path, fingerprint)
-        except OSError as err:
-            warnings.warn(f"could not save the address table to {path} ({err}); using it from memory",
-                          RuntimeWarning, stacklevel=2)
-    return index
+    def load(path: Path) -> AddressIndex | None:
+        loaded = load_address_index(path, fingerprint)
+        fits = loaded is not None and (loaded.address_bits, loaded.long_bits) == (address.n_dims, long.n_dims)
+        return loaded if fits else None
+
+    def build() -> AddressIndex:
+        address_ids, address_codes = db.get_codes(address.id)
+        long_ids, long_codes = db.get_codes(long.id)
+        ids, in_address, in_long = np.intersect1d(address_ids, long_ids, assume_unique=True, return_indices=True)
+        return AddressIndex.build(ids, address_codes[in_address], long_codes[in_long],
+                                  address_bits=address.n_dims, long_bits=long.n_dims)
+
+    return load_or_rebuild(default_address_path(db, index_dir, address_model), load, build,
+                           lambda index, path: save_address_index(index, path, fingerprint), "address table")

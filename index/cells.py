@@ -25,7 +25,6 @@ with the model's code fingerprint and the file's SHA-256, written atomically;
 
 from __future__ import annotations
 
-import warnings
 from math import isqrt
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -33,8 +32,8 @@ from typing import TYPE_CHECKING
 import faiss
 import numpy as np
 
-from index.faiss_index import (REBUILD_ADVICE, IndexFileError, cache_dir, read_sidecar, read_verified,
-                               write_with_sidecar)
+from index.faiss_index import (REBUILD_ADVICE, IndexFileError, cache_dir, load_or_rebuild, read_sidecar,
+                               read_verified, write_with_sidecar)
 
 if TYPE_CHECKING:
     from index.database import Database
@@ -217,24 +216,19 @@ def load_or_build_cells(db: Database, model: str, index_dir: Path | None = None,
     row = db.get_model(model, with_weights=False)
     if row.kind != "binary":
         raise ValueError(f"cell search needs a binary model; {model!r} is {row.kind}")
+    long_bits = 8 * -(-row.n_dims // 8)
     fingerprint = db.code_fingerprint(row.id)  # before reading codes: see faiss_index.load_or_build
-    path = default_cells_path(db, model, index_dir)
-    if path is not None:
-        try:
-            loaded = load_cells(path, fingerprint)
-        except IndexFileError as err:
-            warnings.warn(f"{err} -- rebuilding it now", RuntimeWarning, stacklevel=2)
-            loaded = None
-        if loaded is not None and (n_cells is None or loaded.n_cells == n_cells) and loaded.long_bits == 8 * -(-row.n_dims // 8):
-            return loaded
-    ids, codes = db.get_codes(row.id)
-    if len(ids) == 0:
-        raise ValueError(f"model {model!r} has no codes to search")
-    index = CellIndex.build(ids, codes, long_bits=8 * -(-row.n_dims // 8), n_cells=n_cells)
-    if path is not None:
-        try:
-            save_cells(index, path, fingerprint)
-        except OSError as err:
-            warnings.warn(f"could not save the cell index to {path} ({err}); using it from memory",
-                          RuntimeWarning, stacklevel=2)
-    return index
+
+    def load(path: Path) -> CellIndex | None:
+        loaded = load_cells(path, fingerprint)
+        fits = loaded is not None and (n_cells is None or loaded.n_cells == n_cells) and loaded.long_bits == long_bits
+        return loaded if fits else None
+
+    def build() -> CellIndex:
+        ids, codes = db.get_codes(row.id)
+        if len(ids) == 0:
+            raise ValueError(f"model {model!r} has no codes to search")
+        return CellIndex.build(ids, codes, long_bits=long_bits, n_cells=n_cells)
+
+    return load_or_rebuild(default_cells_path(db, model, index_dir), load, build,
+                           lambda index, path: save_cells(index, path, fingerprint), "cell index")

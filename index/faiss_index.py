@@ -22,7 +22,7 @@ import json
 import re
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 import faiss
 import numpy as np
@@ -278,6 +278,31 @@ def read_sidecar(path: Path, what: str, required: tuple[str, ...], error: type =
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
         raise error(f"{what} sidecar {meta_path} is unreadable ({err}); {REBUILD_ADVICE}") from err
     return meta
+
+
+def load_or_rebuild(path: Path | None, load: Callable[[Path], Any], build: Callable[[], Any],
+                    save: Callable[[Any, Path], None], what: str):
+    """The life of a derived file (address table, cell index): ``load(path)`` when it is
+    up to date (it returns None for a missing or stale file; a corrupt one warns and is
+    rebuilt); else ``build()`` and ``save`` the result, where a failed save warns and the
+    built object is used from memory. ``path`` None: build, never save."""
+    if path is not None:
+        try:
+            loaded = load(path)
+        except IndexFileError as err:
+            warnings.warn(f"{err} -- rebuilding it now", RuntimeWarning, stacklevel=3)
+            loaded = None
+        if loaded is not None:
+            return loaded
+    built = build()
+    if path is not None:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            save(built, path)
+        except OSError as err:
+            warnings.warn(f"could not save the {what} to {path} ({err}); using it from memory",
+                          RuntimeWarning, stacklevel=3)
+    return built
 
 
 def read_verified(path: Path, meta: dict, what: str, error: type = None) -> bytes:
