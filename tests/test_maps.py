@@ -243,6 +243,50 @@ def test_tsne_schedule_negatives_and_epoch_callback(small_topic_map):
         fine_tune_tsne(model.model_, inputs, affinities=P, n_epochs=1, schedule="linear")
 
 
+def test_tsne_collapse_guard_starts_over_and_at_worst_keeps_the_input_model(small_topic_map, monkeypatch):
+    import copy
+
+    from semhash import parametric_tsne
+    from semhash.parametric_tsne import code_spread
+
+    base, counts, _ = small_topic_map
+    P = knn_affinities(lsa_features(counts, n_components=10), perplexity=10)
+    inputs = encoder_input(counts)
+    dense = torch.from_numpy(inputs.toarray()).float()
+    real_spread = code_spread
+    # every attempt collapses (the spread after each epoch reads 0): warned, and the model
+    # is left as it came in rather than a point
+    calls = []
+
+    def spread_always_collapsing(net, x):
+        calls.append(1)
+        return real_spread(net, x) if len(calls) == 1 else 0.0  # call 1 is the start
+
+    monkeypatch.setattr(parametric_tsne, "code_spread", spread_always_collapsing)
+    model = copy.deepcopy(base)
+    with pytest.warns(RuntimeWarning, match="collapsed the map 4 times"):
+        result = fine_tune_tsne(model.model_, inputs, affinities=P, perplexity=10, n_epochs=3, batch_size=100,
+                                learning_rate=3e-3, generator=torch.Generator().manual_seed(0))
+    assert result.collapsed and result.restarts == parametric_tsne.MAX_RESTARTS
+    for mine, theirs in zip(model.model_.state_dict().values(), base.model_.state_dict().values()):
+        assert torch.equal(mine, theirs)
+    # a collapse that a smaller step avoids: only the first attempt collapses
+    calls = []
+
+    def spread_collapsing_once(net, x):
+        calls.append(1)
+        return 0.0 if len(calls) == 2 else real_spread(net, x)  # call 1 is the start
+
+    monkeypatch.setattr(parametric_tsne, "code_spread", spread_collapsing_once)
+    model = copy.deepcopy(base)
+    lines = []
+    result = fine_tune_tsne(model.model_, inputs, affinities=P, perplexity=10, n_epochs=3, batch_size=100,
+                            learning_rate=3e-3, generator=torch.Generator().manual_seed(0), report=lines.append)
+    assert result.restarts == 1 and not result.collapsed and len(result.history) == 3
+    assert any("starting over at learning rate 0.00075" in line for line in lines)
+    assert real_spread(model.model_, dense) > 0.01
+
+
 def test_topic_map_sparse_transform_matches_the_network_and_follows_fine_tuning(small_topic_map):
     import copy
 
