@@ -33,6 +33,32 @@ OUTPUT_UNITS = ("softmax", "linear", "logistic")
 SPARSE_MIN_ROWS = 256  # from this many rows on, sparse input meets the first layer sparse
 
 
+class SparseInputLinear(torch.autograd.Function):
+    """``x @ weight.T + bias`` for a scipy-sparse batch ``x``, differentiable in weight and bias.
+
+    Word counts are ~3% non-zero (1.5% after input dropout): a dense first layer spends
+    nearly all its work on zeros. The sparse products (scipy) cost the non-zeros times
+    the layer width, for the forward pass and for the weight gradient alike; in a
+    t-SNE step of 500 posts they replace ~80% of the arithmetic. No gradient flows to
+    ``x`` (the data).
+    """
+
+    @staticmethod
+    def forward(ctx, weight, bias, x):
+        ctx.x = x
+        out = x @ np.ascontiguousarray(weight.detach().numpy().T)
+        return torch.from_numpy(np.asarray(out, dtype=np.float32)) + bias
+
+    @staticmethod
+    def backward(ctx, grad):
+        grad_weight = grad_bias = None
+        if ctx.needs_input_grad[0]:
+            grad_weight = torch.from_numpy(np.ascontiguousarray((ctx.x.T @ grad.numpy()).T, dtype=np.float32))
+        if ctx.needs_input_grad[1]:
+            grad_bias = grad.sum(0)
+        return grad_weight, grad_bias, None
+
+
 class DeepAutoencoder(nn.Module):
     """Encoder ``sizes[0] -> ... -> sizes[-1]`` (the code) and its mirror-image decoder."""
 
@@ -62,13 +88,15 @@ class DeepAutoencoder(nn.Module):
             layer.bias.copy_(rbm.visible_bias_)
         return model
 
-    def code_input(self, x: torch.Tensor) -> torch.Tensor:
-        """Total input to the code units."""
-        for layer in self.encoder[:-1]:
-            x = torch.sigmoid(layer(x))
-        return self.encoder[-1](x)
+    def code_input(self, x) -> torch.Tensor:
+        """Total input to the code units, of a dense tensor or a scipy-sparse batch."""
+        first = self.encoder[0]
+        total = SparseInputLinear.apply(first.weight, first.bias, x) if sp.issparse(x) else first(x)
+        for layer in self.encoder[1:]:
+            total = layer(torch.sigmoid(total))
+        return total
 
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
+    def encode(self, x) -> torch.Tensor:
         """Code-unit activities: probabilities in (0, 1) for binary codes, reals otherwise."""
         total = self.code_input(x)
         return torch.sigmoid(total) if self.code == "binary" else total
@@ -80,13 +108,9 @@ class DeepAutoencoder(nn.Module):
         go through the first layer as a sparse product (several times faster than
         densifying them); a few rows are faster dense.
         """
-        if not sp.issparse(X) or X.shape[0] < SPARSE_MIN_ROWS:
-            return self.encode(to_dense_tensor(X))
-        first = self.encoder[0]
-        total = torch.from_numpy(np.asarray(X @ first.weight.detach().numpy().T, dtype=np.float32)) + first.bias
-        for layer in self.encoder[1:]:
-            total = layer(torch.sigmoid(total))
-        return torch.sigmoid(total) if self.code == "binary" else total
+        if sp.issparse(X) and X.shape[0] >= SPARSE_MIN_ROWS:
+            return self.encode(sp.csr_matrix(X, dtype=np.float32))
+        return self.encode(to_dense_tensor(X))
 
     def decode(self, code: torch.Tensor) -> torch.Tensor:
         """Output total inputs (logits for softmax and logistic outputs)."""
@@ -94,8 +118,9 @@ class DeepAutoencoder(nn.Module):
             code = torch.sigmoid(layer(code))
         return self.decoder[-1](code)
 
-    def forward(self, x: torch.Tensor, code_noise: float = 0.0, generator=None):
-        """Code and output logits; ``code_noise`` is the std of the noise on binary codes."""
+    def forward(self, x, code_noise: float = 0.0, generator=None):
+        """Code and output logits of a dense or scipy-sparse batch; ``code_noise`` is the
+        std of the noise on binary codes."""
         total = self.code_input(x)
         if self.code == "binary":
             if code_noise > 0:
@@ -161,14 +186,14 @@ def fine_tune(
     autoencoder: the code must be recoverable from part of a document's words).
     """
     optimizer = adam(model.parameters(), learning_rate)
-    inputs, targets = dense_if_small(inputs), dense_if_small(targets)
+    targets = dense_if_small(targets)  # inputs stay sparse: SparseInputLinear
     history: list[tuple[float, float]] = []
     best = (math.inf, 0, copy.deepcopy(model.state_dict()))
     for epoch in range(n_epochs):
         started = time.perf_counter()
         model.train()
         total, seen = 0.0, 0
-        batches = iterate_batches(inputs, batch_size, shuffle=True, generator=generator, extra=targets)
+        batches = iterate_batches(inputs, batch_size, shuffle=True, generator=generator, extra=targets, keep_sparse=True)
         for x, target in batches:
             x = drop_inputs(x, input_dropout, generator)
             _, logits = model(x, code_noise=code_noise, generator=generator)
@@ -176,8 +201,8 @@ def fine_tune(
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            total += loss.item() * len(x)
-            seen += len(x)
+            total += loss.item() * x.shape[0]
+            seen += x.shape[0]
         train_loss = total / seen
         if not math.isfinite(train_loss):
             raise FloatingPointError(
@@ -204,10 +229,10 @@ def evaluate_loss(model: DeepAutoencoder, inputs, targets, batch_size: int = 102
     """Reconstruction loss with deployment-time codes (binary codes thresholded)."""
     model.eval()
     total, seen = 0.0, 0
-    for x, target in iterate_batches(inputs, batch_size, extra=targets):
+    for x, target in iterate_batches(inputs, batch_size, extra=targets, keep_sparse=True):
         code = model.encode(x)
         if model.code == "binary":
             code = (code > 0.5).to(code.dtype)
-        total += float(model.reconstruction_loss(model.decode(code), target)) * len(x)
-        seen += len(x)
+        total += float(model.reconstruction_loss(model.decode(code), target)) * x.shape[0]
+        seen += x.shape[0]
     return total / seen

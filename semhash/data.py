@@ -46,10 +46,18 @@ def dense_if_small(X, budget: int = DENSE_BUDGET_BYTES):
     return X
 
 
-def drop_inputs(x: torch.Tensor, rate: float, generator=None, rescale: bool = False) -> torch.Tensor:
+def drop_inputs(x, rate: float, generator=None, rescale: bool = False):
     """Zero a random ``rate`` of the entries of ``x`` (denoising); ``rescale`` divides the
-    rest by ``1 - rate`` so that the expected input is unchanged."""
+    rest by ``1 - rate`` so that the expected input is unchanged. A scipy-sparse ``x``
+    stays sparse: only its non-zeros are drawn (zeros have nothing to lose)."""
     if rate <= 0:
+        return x
+    if sp.issparse(x):
+        x = sp.csr_matrix(x, dtype=np.float32, copy=True)
+        x.data *= (torch.rand(x.nnz, generator=generator) >= rate).numpy()
+        if rescale:
+            x.data /= 1.0 - rate
+        x.eliminate_zeros()  # fewer non-zeros, less work in the products
         return x
     x = x * (torch.rand(x.shape, generator=generator) >= rate)
     return x / (1.0 - rate) if rescale else x
@@ -62,12 +70,15 @@ def iterate_batches(
     shuffle: bool = False,
     generator: torch.Generator | None = None,
     extra=None,
+    keep_sparse: bool = False,
 ) -> Iterator[torch.Tensor]:
     """Yield dense float32 batches of the rows of ``X``.
 
     Sparse matrices are densified one batch at a time, so a large corpus never has to
-    fit in memory as a dense array. With ``extra`` (a second matrix of the same number of
-    rows), yields pairs of batches that share the same rows.
+    fit in memory as a dense array; with ``keep_sparse``, batches of a sparse ``X`` are
+    float32 CSR instead (for :class:`~semhash.autoencoder.SparseInputLinear`). With
+    ``extra`` (a second matrix of the same number of rows), yields pairs of batches that
+    share the same rows; ``extra`` is always densified.
     """
     n = n_rows(X)
     order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
@@ -77,7 +88,7 @@ def iterate_batches(
         if shuffle:
             # Sorted row access is much faster on CSR; the batch content is what is random.
             rows = np.sort(rows)
-        batch = to_dense_tensor(X[rows])
+        batch = sp.csr_matrix(X[rows], dtype=np.float32) if keep_sparse and sp.issparse(X) else to_dense_tensor(X[rows])
         if extra is None:
             yield batch
         else:

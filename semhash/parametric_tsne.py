@@ -229,7 +229,7 @@ def fine_tune_tsne(
         raise ValueError("reconstruction_weight > 0 needs reconstruction_targets")
     generator = generator if generator is not None else as_generator(0)
     rng = np.random.default_rng(int(torch.randint(0, 2**31 - 1, (1,), generator=generator)))
-    inputs, reconstruction_targets = dense_if_small(inputs), dense_if_small(reconstruction_targets)
+    reconstruction_targets = dense_if_small(reconstruction_targets)  # inputs stay sparse: SparseInputLinear
     parameters = list(model.encoder.parameters())
     if reconstruction_weight > 0:
         parameters += list(model.decoder.parameters())
@@ -255,7 +255,9 @@ def fine_tune_tsne(
         steps = max(1, n // pairs)
 
     def rows_tensor(rows):
-        return drop_inputs(to_dense_tensor(inputs[rows]), input_dropout, generator, rescale=True)
+        """The encoder inputs of ``rows``, dropped out: CSR for sparse inputs, else a tensor."""
+        batch = inputs[rows] if sp.issparse(inputs) else to_dense_tensor(inputs[rows])
+        return drop_inputs(batch, input_dropout, generator, rescale=True)
 
     # Collapse guard: with a large step and early exaggeration, Adam can drive the sigmoid
     # layers into saturation within an epoch, and every document then gets the same code

@@ -91,3 +91,40 @@ def test_sparse_rows_are_encoded_as_densified_ones():
             few = model.encode_matrix(inputs[:3])  # few rows: densified
         assert torch.allclose(sparse, dense, atol=1e-5)
         assert torch.allclose(few, dense[:3], atol=1e-5)
+
+
+def test_sparse_batches_train_as_dense_ones():
+    """SparseInputLinear: same outputs and same weight gradients as the dense layer."""
+    import scipy.sparse as sp
+
+    counts, _ = topic_counts(n_docs=40)
+    x = sp.csr_matrix(encoder_input(counts), dtype=np.float32)
+    torch.manual_seed(0)
+    model = DeepAutoencoder([x.shape[1], 12, 4], code="binary", output="softmax")
+    target = torch.from_numpy(word_distribution(counts).toarray().astype(np.float32))
+    grads = []
+    for batch in (x, torch.from_numpy(x.toarray())):
+        model.zero_grad()
+        _, logits = model(batch)
+        model.reconstruction_loss(logits, target).backward()
+        grads.append([p.grad.clone() for p in model.parameters()])
+        assert logits.shape == (40, x.shape[1])
+    for sparse_grad, dense_grad in zip(*grads):
+        torch.testing.assert_close(sparse_grad, dense_grad, rtol=1e-4, atol=1e-6)
+
+
+def test_sparse_input_dropout_keeps_zeros_and_drops_a_share_of_the_rest():
+    import scipy.sparse as sp
+
+    from semhash.data import drop_inputs, iterate_batches
+
+    x = sp.random(200, 300, density=0.2, format="csr", dtype=np.float32, random_state=0)
+    dropped = drop_inputs(x, 0.5, as_generator(0), rescale=True)
+    assert sp.issparse(dropped) and dropped.shape == x.shape
+    kept = dropped.toarray() != 0
+    assert not (kept & (x.toarray() == 0)).any()
+    assert abs(kept.sum() / x.nnz - 0.5) < 0.03
+    np.testing.assert_allclose(dropped.toarray()[kept], 2 * x.toarray()[kept])
+    assert x.nnz == 12000  # the input is untouched
+    batches = list(iterate_batches(x, 64, extra=x, keep_sparse=True))
+    assert sp.issparse(batches[0][0]) and isinstance(batches[0][1], torch.Tensor) and len(batches) == 4
