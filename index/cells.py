@@ -34,6 +34,7 @@ import numpy as np
 
 from index.faiss_index import (REBUILD_ADVICE, IndexFileError, cache_dir, load_or_rebuild, read_sidecar,
                                read_verified, write_with_sidecar)
+from semhash.codes import n_bytes
 
 if TYPE_CHECKING:
     from index.database import Database
@@ -216,7 +217,7 @@ def load_or_build_cells(db: Database, model: str, index_dir: Path | None = None,
     row = db.get_model(model, with_weights=False)
     if row.kind != "binary":
         raise ValueError(f"cell search needs a binary model; {model!r} is {row.kind}")
-    long_bits = 8 * -(-row.n_dims // 8)
+    long_bits = 8 * n_bytes(row.n_dims)  # packed codes are whole bytes
     fingerprint = db.code_fingerprint(row.id)  # before reading codes: see faiss_index.load_or_build
 
     def load(path: Path) -> CellIndex | None:

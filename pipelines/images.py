@@ -621,7 +621,7 @@ def search_image(
       query's (:class:`index.cells.CellIndex`); on a million images it keeps ~98% of
       exhaustive precision at ~30x the speed, where the address keeps ~90% at ~9x.
     """
-    models, model_ids = load_image_models(db)
+    models, _ = load_image_models(db)
     pixels = _query_pixels(image)
     codes = {name: model.transform(pixels) for name, model in models.items()}
     return _nearest(db, models, codes, k, _search_plan(use_address, radius, candidates, use_cells, probes))
