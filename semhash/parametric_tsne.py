@@ -160,6 +160,11 @@ def tsne_kl(codes, P, dof: float = 1.0) -> float:
 
 
 # --------------------------------------------------------------------- fine-tuning
+COLLAPSE_PROBE_ROWS = 500  # documents whose codes are watched
+COLLAPSE_RATIO = 1e-3  # collapsed: the codes' spread fell below this share of the start's
+MAX_RESTARTS = 3
+
+
 @dataclass
 class TSNEResult:
     history: list[float] = field(default_factory=list)  # KL estimate per epoch (train)
@@ -355,11 +360,6 @@ def fine_tune_tsne(
     model.eval()
     result.seconds = time.perf_counter() - started
     return result
-
-
-COLLAPSE_PROBE_ROWS = 500  # documents whose codes are watched
-COLLAPSE_RATIO = 1e-3  # collapsed: the codes' spread fell below this share of the start's
-MAX_RESTARTS = 3
 
 
 @torch.no_grad()
