@@ -56,6 +56,8 @@ def main() -> None:
 @click.option("--pretrain-epochs", type=click.IntRange(0, 1000), help="CD epochs per RBM layer (default 5).")
 @click.option("--text-column", default="text", show_default=True, help="JSONL/CSV/hf: column holding the text.")
 @click.option("--label-column", default="label", show_default=True, help="JSONL/CSV/hf: column holding the label.")
+@click.option("--labels-column", default="labels", show_default=True,
+              help="JSONL/CSV/hf: column holding several labels (a JSON list; in CSV, separated by commas).")
 @click.option("--title-column", default="title", show_default=True, help="JSONL/CSV/hf: column holding the title.")
 @click.option("--id-column", default="id", show_default=True, help="JSONL/CSV/hf: column holding a unique id.")
 @click.option("--split", default="train", show_default=True, help="hf: which split of the dataset.")
@@ -65,14 +67,15 @@ def main() -> None:
 @QUIET_OPTION
 @JSON_OPTION
 def index(corpus, database, subdir, bits, address_bits, vocab, map_dims, epochs, pretrain_epochs, text_column, label_column,
-          title_column, id_column, split, limit, seed, overwrite, quiet, as_json):
+          labels_column, title_column, id_column, split, limit, seed, overwrite, quiet, as_json):
     """Read CORPUS, train the models, and store documents and codes in a new database.
 
     \b
     CORPUS is one of:
-      a folder with one file per document (sub-folder name = label)
+      a folder with one file per document (sub-folder name = label; an optional
+        labels.tsv of lines "relative/path<TAB>label,label" gives several labels)
       a .tar.gz / .tgz / .zip of such a folder (read in memory, never extracted)
-      a .jsonl or .csv file with a text column (and optional label, title, id)
+      a .jsonl or .csv file with a text column (and optional label, labels, title, id)
       hf:NAME, a Hugging Face dataset (needs `pip install datasets` and internet)
 
     Trains a semantic hasher (binary codes, Hamming search) and a map model (2-D code,
@@ -82,8 +85,8 @@ def index(corpus, database, subdir, bits, address_bits, vocab, map_dims, epochs,
     from pipelines.indexing import index_corpus
 
     fine_tuning = {k: v for k, v in {"finetune_epochs": epochs, "pretrain_epochs": pretrain_epochs}.items() if v}
-    read_options = {"text_column": text_column, "label_column": label_column, "title_column": title_column,
-                    "id_column": id_column, "split": split, "limit": limit}
+    read_options = {"text_column": text_column, "label_column": label_column, "labels_column": labels_column,
+                    "title_column": title_column, "id_column": id_column, "split": split, "limit": limit}
     with _friendly_errors(quiet):
         report = index_corpus(
             corpus, database, subdir=subdir, n_bits=bits, address_bits=address_bits, map_dims=map_dims, vocabulary_size=vocab,
@@ -222,7 +225,7 @@ def encode(text, database, space):
 @JSON_OPTION
 def evaluate(database, queries_source, subdir, fraction, max_queries, seed, quiet, as_json):
     """Measure retrieval quality on a labelled database: precision@10/@100 and mAP
-    (relevant = same label) of its codes, beside TF-IDF cosine and LSA.
+    (relevant = shares a label with the query) of its codes, beside TF-IDF cosine and LSA.
 
     \b
       semhash evaluate --db news.db --queries data/20news-bydate.tar.gz --subdir 20news-bydate-test

@@ -12,6 +12,10 @@ Code layout in the ``codes`` table:
 * real models (``kind="real"``, ``n_dims`` dimensions): ``n_dims`` float32 values,
   little-endian, ``4 * n_dims`` bytes.
 
+A document's labels: ``label`` holds the first (the one shown and used for colours);
+``labels`` holds the JSON list of all of them when there are several, NULL otherwise (then
+the labels are just ``label``, or none), so single-label databases read as before.
+
 Every write runs in one transaction, so a failing call leaves the database as it was.
 Nothing here pickles: weights are bytes made by the model's own serializer, configs
 and vocabularies are JSON.
@@ -61,7 +65,10 @@ from semhash.codes import n_bytes
 
 SCHEMA_VERSION = 1
 MODEL_KINDS = ("binary", "real")
-DOCUMENT_FIELDS = ("external_id", "kind", "source", "title", "label", "text")
+DOCUMENT_FIELDS = ("external_id", "kind", "source", "title", "label", "text", "labels")
+# Columns added to the version-1 schema after it was first released: added in place when an
+# older database is opened (NULL reads as before), so it needs no version bump or rebuild.
+_ADDED_COLUMNS = {"documents": {"labels": "TEXT"}}
 
 # Rows per IN (...) query: well below SQLite's bound-parameter limit on every version.
 _IN_CHUNK = 900
@@ -100,6 +107,9 @@ class DocumentRecord(Base):
     label: Mapped[str | None] = mapped_column(String(255))
     text: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_utcnow)
+    # JSON list of all labels when there are several (see the module docstring); last, since
+    # ALTER TABLE ADD COLUMN puts it there in databases that predate it.
+    labels: Mapped[str | None] = mapped_column(Text)
 
 
 class ModelRecord(Base):
@@ -168,7 +178,11 @@ _meta = MetaRecord.__table__
 
 @dataclass(frozen=True)
 class DocumentRow:
-    """A stored document, as returned by :class:`Database`."""
+    """A stored document, as returned by :class:`Database`.
+
+    ``labels`` are all its labels, ``label`` the first of them; when not given, ``labels``
+    is ``(label,)`` (or ``()`` without a label).
+    """
 
     id: int
     external_id: str
@@ -177,6 +191,11 @@ class DocumentRow:
     title: str | None
     label: str | None
     text: str | None
+    labels: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.labels and self.label is not None:
+            object.__setattr__(self, "labels", (self.label,))
 
 
 @dataclass(frozen=True)
@@ -300,8 +319,13 @@ class Database:
         """Check the schema before any write; create it in a fresh database."""
         try:
             with self._engine.connect() as conn:
-                tables = set(inspect(conn).get_table_names())
+                inspector = inspect(conn)
+                tables = set(inspector.get_table_names())
                 version = self._read_schema_version(conn) if "meta" in tables else None
+                columns = {
+                    table: {column["name"] for column in inspector.get_columns(table)}
+                    for table in _ADDED_COLUMNS if table in tables
+                }
         except sa_exc.DatabaseError as err:
             # e.g. sqlite3 "file is not a database" for a text file or random bytes.
             raise DatabaseError(f"{self._name} is not a semhash database: {err.orig}") from err
@@ -333,6 +357,27 @@ class Database:
             raise DatabaseError(
                 f"{self._name} is not a valid semhash database: missing tables {_preview(sorted(missing))}"
             )
+        self._add_missing_columns(columns)
+
+    def _add_missing_columns(self, columns: dict[str, set[str]]) -> None:
+        """Add the columns of :data:`_ADDED_COLUMNS` that an older database lacks, in one transaction."""
+        statements = [
+            f"ALTER TABLE {table} ADD COLUMN {name} {sql_type}"
+            for table, added in _ADDED_COLUMNS.items()
+            for name, sql_type in added.items()
+            if name not in columns[table]
+        ]
+        if not statements:
+            return
+        try:
+            with self._engine.begin() as conn:
+                for statement in statements:
+                    conn.execute(text(statement))
+        except sa_exc.DatabaseError as err:  # e.g. a read-only file
+            raise DatabaseError(
+                f"{self._name} predates multi-label documents and could not be upgraded "
+                f"({'; '.join(statements)}: {err.orig}); open it once with write access"
+            ) from err
 
     @staticmethod
     def _read_schema_version(conn: Connection) -> int | str | None:
@@ -364,7 +409,8 @@ class Database:
 
         Each document is a dict or an object with attributes ``external_id``
         (required, non-empty string) and optionally ``text``, ``label``, ``title``,
-        ``source`` (strings or None) and ``kind`` (default ``"text"``). Other keys or
+        ``source`` (strings or None), ``labels`` (a list or tuple of strings, the first of
+        which is ``label`` when both are given) and ``kind`` (default ``"text"``). Other keys or
         attributes are ignored. If any ``external_id`` is repeated in the batch or
         already stored, :class:`DatabaseError` lists them and nothing is written.
         """
@@ -392,9 +438,10 @@ class Database:
                     # every row, converted once by the column type itself.
                     process = _documents.c.created_at.type.dialect_impl(conn.dialect).bind_processor(conn.dialect)
                     stamp = process(now) if process is not None else now
-                    columns = ("external_id", "kind", "source", "title", "label", "text")
+                    columns = ("external_id", "kind", "source", "title", "label", "text", "labels")
                     conn.exec_driver_sql(
-                        f"INSERT INTO documents ({', '.join(columns)}, created_at) VALUES ({', '.join('?' * 7)})",
+                        f"INSERT INTO documents ({', '.join(columns)}, created_at) "
+                        f"VALUES ({', '.join('?' * (len(columns) + 1))})",
                         [(*(row[c] for c in columns), stamp) for row in rows],
                     )
                 else:
@@ -806,8 +853,8 @@ class Database:
         """Counts for a quick overview.
 
         Keys: ``documents`` (total), ``documents_by_kind`` ({kind: n}), ``labels``
-        (number of distinct labels), ``models`` ([{id, name, kind, n_dims, codes}])
-        and ``file_size`` (bytes of the SQLite file and its WAL, None if not a file).
+        (number of distinct labels, over all the labels of every document), ``models``
+        ([{id, name, kind, n_dims, codes}]) and ``file_size`` (bytes of the SQLite file and its WAL, None if not a file).
         """
         with self._engine.connect() as conn:
             by_kind = dict(conn.execute(
@@ -815,7 +862,17 @@ class Database:
                 .group_by(_documents.c.kind)
                 .order_by(_documents.c.kind)
             ).all())
-            n_labels = conn.execute(select(func.count(func.distinct(_documents.c.label)))).scalar_one()
+            # A multi-label document's labels are all in its JSON list: the distinct lists are
+            # decoded here, which works on every dialect (no JSON functions needed).
+            labels = set(conn.execute(
+                select(_documents.c.label).distinct()
+                .where(_documents.c.labels.is_(None), _documents.c.label.is_not(None))
+            ).scalars())
+            for labels_json in conn.execute(
+                select(_documents.c.labels).distinct().where(_documents.c.labels.is_not(None))
+            ).scalars():
+                labels.update(json.loads(labels_json))
+            n_labels = len(labels)
             code_counts = (
                 select(_codes.c.model_id, func.count().label("n"))
                 .group_by(_codes.c.model_id)
@@ -869,6 +926,7 @@ def _select_documents():
         _documents.c.title,
         _documents.c.label,
         _documents.c.text,
+        _documents.c.labels,
     )
 
 
@@ -881,6 +939,7 @@ def _document_row(row: Any) -> DocumentRow:
         title=row.title,
         label=row.label,
         text=row.text,
+        labels=tuple(json.loads(row.labels)) if row.labels is not None else (),
     )
 
 
@@ -921,11 +980,30 @@ def _document_values(doc: dict[str, Any] | object, position: int) -> dict[str, A
                 f"got {type(value).__name__}"
             )
         values[field] = value
+    values["label"], values["labels"] = _label_values(get("label"), get("labels"), position, external_id)
     kind = get("kind") or "text"
     if not isinstance(kind, str):
         raise ValueError(f"documents[{position}] ({external_id!r}): kind must be a string, got {kind!r}")
     values["kind"] = kind
     return values
+
+
+def _label_values(label: str | None, labels: Any, position: int, external_id: str) -> tuple[str | None, str | None]:
+    """The ``label`` and ``labels`` columns of a document: its first label, and the JSON list of
+    all of them when there are several."""
+    where = f"documents[{position}] ({external_id!r})"
+    if labels is not None and not (
+        isinstance(labels, (list, tuple)) and all(isinstance(value, str) and value for value in labels)
+    ):
+        raise ValueError(f"{where}: labels must be a list of non-empty strings or None, got {labels!r}")
+    if not labels:
+        return label, None
+    labels = list(labels)
+    if len(set(labels)) < len(labels):
+        raise ValueError(f"{where}: labels repeat a label: {labels!r}")
+    if label is not None and label != labels[0]:
+        raise ValueError(f"{where}: label {label!r} must be the first of labels {labels!r}")
+    return labels[0], (_to_json(labels, "labels") if len(labels) > 1 else None)
 
 
 def _as_id(value: Any, what: str) -> int:

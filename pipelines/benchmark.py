@@ -12,7 +12,8 @@ The reusable part of ``benchmarks/retrieval.py`` and of ``semhash evaluate``:
   p@10, p@100 and mAP for the stored hasher codes, the stored map codes, TF-IDF cosine
   and LSA of the same dimensions.
 
-Relevance is "same label", as everywhere in :mod:`pipelines.evaluate`.
+Relevance is "shares a label" (for single-label documents: "same label"), as everywhere
+in :mod:`pipelines.evaluate`.
 """
 
 from __future__ import annotations
@@ -288,12 +289,23 @@ def find(table: list[dict], method: str, size: int | None = None) -> dict | None
 
 
 # -------------------------------------------------------------- labelled database
-def _label_ids(query_labels, db_labels) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    names = sorted(set(query_labels) | set(db_labels))
+def _label_ids(query_labels, db_labels) -> tuple[np.ndarray | list, np.ndarray | list, list[str]]:
+    """Label sets (one tuple of names per document) as label ids, and the sorted names.
+
+    When every document has exactly one label, the ids are int32 arrays: the single-label
+    path of :mod:`pipelines.evaluate`, fastest and exactly as before. Otherwise each document
+    gets a tuple of ids, and relevance is "shares a label"."""
+    names = sorted({name for labels in (*query_labels, *db_labels) for name in labels})
     index = {name: i for i, name in enumerate(names)}
+    if all(len(labels) == 1 for labels in (*query_labels, *db_labels)):
+        return (
+            np.array([index[labels[0]] for labels in query_labels], dtype=np.int32),
+            np.array([index[labels[0]] for labels in db_labels], dtype=np.int32),
+            names,
+        )
     return (
-        np.array([index[x] for x in query_labels], dtype=np.int32),
-        np.array([index[x] for x in db_labels], dtype=np.int32),
+        [tuple(index[name] for name in labels) for labels in query_labels],
+        [tuple(index[name] for name in labels) for labels in db_labels],
         names,
     )
 
@@ -320,6 +332,10 @@ def evaluate_database(
     were trained on the queries too, so the figures are optimistic for the learned codes
     (TF-IDF and LSA are refit on the remaining database); the report says so in ``notes``.
     ``max_queries`` caps the number of queries (a seeded sample), to bound the run time.
+
+    A stored or query document may have several labels; a database document is relevant
+    to a query when they share one (``multi_label`` in the report says whether any document
+    has several). Documents without a label take no part.
 
     Reports p@10, p@100, mAP (full ranking) and the PR curve for: the stored hasher codes
     (Hamming), the hasher followed by TF-IDF re-ranking of ``rerank_candidates``
@@ -372,7 +388,7 @@ def evaluate_database(
         query_texts = [doc.text or "" for doc in query_docs]
         query_codes = {name: np.stack([stored_codes[name][doc.id] for doc in query_docs]) for name in models}
         query_counts = counter.transform(query_texts)
-        query_labels = [doc.label for doc in query_docs]
+        query_labels = [doc.labels for doc in query_docs]
         query_source = {"kind": "held-out fraction", "fraction": fraction, "seed": seed}
         notes.append(
             "queries are stored documents the models were trained on (held out from the database only), "
@@ -391,7 +407,7 @@ def evaluate_database(
         if len(keep) == 0:
             raise ValueError(f"{queries}: no labelled query has a word of the stored vocabulary")
         query_counts = query_counts[keep]
-        query_labels = [labelled[i].label for i in keep]
+        query_labels = [labelled[i].labels for i in keep]
         query_codes = {HASHER_MODEL: hasher.transform(query_counts)}
         if topic_map is not None:
             query_codes[MAP_MODEL] = topic_map.transform(query_counts)
@@ -413,11 +429,15 @@ def evaluate_database(
 
     db_codes = {name: np.stack([stored_codes[name][doc.id] for doc in db_docs]) for name in models}
     db_counts = counter.transform([doc.text or "" for doc in db_docs])
-    q_labels, d_labels, label_names = _label_ids(query_labels, [doc.label for doc in db_docs])
-    missing = int(np.sum(~np.isin(q_labels, d_labels)))
+    db_labels = [doc.labels for doc in db_docs]
+    q_labels, d_labels, label_names = _label_ids(query_labels, db_labels)
+    multi_label = any(len(labels) > 1 for labels in (*query_labels, *db_labels))
+    in_database = {name for labels in db_labels for name in labels}
+    missing = sum(1 for labels in query_labels if in_database.isdisjoint(labels))
     if missing:
-        notes.append(f"{missing} queries have a label absent from the database (they score 0)")
-    say(f"{len(q_labels)} queries against {len(db_docs)} labelled documents, {len(label_names)} labels")
+        notes.append(f"{missing} queries have no label found in the database (they score 0)")
+    say(f"{len(q_labels)} queries against {len(db_docs)} labelled documents, {len(label_names)} labels"
+        f"{' (multi-label)' if multi_label else ''}")
 
     reports: list[RetrievalReport] = []
     n_bits = hasher.code_size
@@ -451,6 +471,7 @@ def evaluate_database(
         "n_database": int(len(db_docs)),
         "n_stored": int(n_stored),
         "n_labels": len(label_names),
+        "multi_label": multi_label,
         "vocabulary": len(counter.words_),
         "rerank_candidates": int(rerank_candidates),
         "methods": [r.to_dict() for r in reports],
@@ -467,9 +488,10 @@ def format_report(report: dict) -> str:
     def fmt(value):
         return "   -  " if value is None else f"{value:6.3f}"
 
+    relevant = "shares a label (multi-label corpus)" if report.get("multi_label") else "same label"
     lines = [
         f"{report['n_queries']} queries ({report['queries']['kind']}) against {report['n_database']} labelled "
-        f"documents, {report['n_labels']} labels; relevant = same label",
+        f"documents, {report['n_labels']} labels; relevant = {relevant}",
         f"{'method':28s} {'size':>5s} {'p@10':>6s} {'p@100':>6s} {'mAP':>6s}",
     ]
     for m in report["methods"]:

@@ -4,7 +4,10 @@ Every format ends up as a list of :class:`Document`. Two families of sources sha
 
 * file trees (a folder, or a ``.tar.gz``/``.tgz``/``.tar``/``.zip`` archive of one): one file per
   document, the label is the name of the file's top-level sub-folder, the id its relative path;
+  an optional ``labels.tsv`` at the root gives documents several labels;
 * tables (``.jsonl``, ``.csv``, ``hf:NAME``): one record per document, with configurable columns.
+
+A document may carry several labels (``Document.labels``); ``Document.label`` is the first of them.
 
 Fatal input problems raise :class:`CorpusError`; recoverable ones (binary files, empty documents,
 unsafe archive members, ...) skip the offending item and are reported once per kind, with counts,
@@ -26,8 +29,8 @@ import warnings
 import zipfile
 import zlib
 from collections import Counter
-from collections.abc import Callable, Generator, Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -66,6 +69,12 @@ _CP1252_TABLE = "".join(bytes([b]).decode("cp1252", errors="ignore") or chr(b) f
 _MAX_EXAMPLES = 3
 _MAX_DUPLICATES_SHOWN = 5
 
+# Multi-label input. The per-label bound is the database's label column width.
+LABELS_FILE = "labels.tsv"
+_MAX_LABELS_FILE_BYTES = 64 * 2**20
+_MAX_LABEL_CHARS = 255
+_MAX_LABELS = 1000
+
 
 @dataclass(frozen=True)
 class Document:
@@ -73,6 +82,11 @@ class Document:
 
     ``external_id`` is unique within the corpus; ``source`` says where the document came from
     (a file path, ``"archive.tar.gz:member"``, ``"file.jsonl:line 12"``, ``"hf:name[split]#row"``).
+
+    ``labels`` are all the document's labels, without repeats; ``label`` is the first of them (or
+    None). Either may be given: ``label`` joins ``labels`` as their first when it is not there yet
+    (and moves to the front when it is), so ``Document(..., label="a")`` has ``labels == ("a",)``
+    and ``Document(..., labels=("a", "b"))`` has ``label == "a"``.
     """
 
     external_id: str
@@ -80,6 +94,17 @@ class Document:
     label: str | None = None
     title: str | None = None
     source: str | None = None
+    labels: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        # The one place where label and labels are made consistent, whichever reader built us.
+        if isinstance(self.labels, str):
+            raise TypeError(f"labels must be a sequence of labels, not the string {self.labels!r}")
+        labels = tuple(dict.fromkeys(self.labels))  # drops repeats, keeps the order
+        if self.label is not None:
+            labels = (self.label, *(label for label in labels if label != self.label))
+        object.__setattr__(self, "labels", labels)
+        object.__setattr__(self, "label", labels[0] if labels else None)
 
 
 class CorpusError(ValueError):
@@ -96,6 +121,7 @@ def read_corpus(
     subdir: str | None = None,
     text_column: str = "text",
     label_column: str | None = "label",
+    labels_column: str | None = "labels",
     title_column: str | None = "title",
     id_column: str | None = "id",
     split: str = "train",
@@ -111,13 +137,17 @@ def read_corpus(
       header among the first lines, else the first non-empty line. ``subdir`` reads only that
       sub-folder, and ids and labels are then relative to it. Hidden files and folders are skipped.
       Archive members are read in memory; absolute paths, ``..`` components, links and devices are
-      skipped as unsafe.
-    * ``.jsonl`` or ``.csv``: one record per document. ``text_column`` is required; the label, title
-      and id columns are read when present (pass ``None`` to ignore one). The default id is the
-      1-based line (JSONL) or data row (CSV) number.
+      skipped as unsafe. An optional ``labels.tsv`` at the root (of ``subdir``, when given) is not a
+      document: its lines ``relative/path<TAB>label,label`` give the documents they name those
+      labels instead of their folder's.
+    * ``.jsonl`` or ``.csv``: one record per document. ``text_column`` is required; the label,
+      labels, title and id columns are read when present (pass ``None`` to ignore one). The labels
+      column holds a JSON list of labels (JSONL) or labels separated by commas (CSV); a label
+      column beside it gives the first label. The default id is the 1-based line (JSONL) or data
+      row (CSV) number.
     * ``hf:NAME``: ``datasets.load_dataset(NAME, split=split)``, same columns; integer labels are
-      mapped to their ``ClassLabel`` names when the dataset has them. The default id is the
-      0-based row index.
+      mapped to their ``ClassLabel`` names when the dataset has them (also in a list of labels).
+      The default id is the 0-based row index.
 
     ``encoding="auto"`` reads UTF-8 and falls back to latin-1 (cp1252) for files that are not;
     an explicit encoding skips the files it cannot decode. ``limit`` stops after that many
@@ -130,7 +160,9 @@ def read_corpus(
         raise ValueError(f"limit must be a positive number of documents, got {limit}")
     decoder = _Decoder(encoding)
     name = os.fspath(source)
-    columns = _Columns(text_column, label_column, title_column, id_column)
+    if label_column is not None and label_column == labels_column:
+        label_column = None  # the one column is read as a list of labels, not also as one label
+    columns = _Columns(text_column, label_column, labels_column, title_column, id_column)
 
     if name.startswith(_HF_PREFIX):
         _reject_subdir(subdir, name)
@@ -138,7 +170,7 @@ def read_corpus(
         if not dataset_name:
             raise CorpusError(f"no dataset name in {name!r}: expected hf:NAME, e.g. hf:SetFit/20_newsgroups")
         collector = _Collector(name, "record", encoding, limit, progress)
-        records = _hf_records(dataset_name, split, label_column)
+        records = _hf_records(dataset_name, split, (label_column, labels_column))
         return collector.collect(records, _RecordConverter(columns, collector))
 
     path = Path(source)
@@ -148,14 +180,24 @@ def read_corpus(
     if path.is_dir() or lower_name.endswith(_TAR_SUFFIXES + _ZIP_SUFFIXES):
         read_files = _folder_files if path.is_dir() else _archive_files
         collector = _Collector(name, "file", encoding, limit, progress)
-        files = read_files(path, _safe_subdir(subdir, name), collector)
-        return collector.collect(files, _FileConverter(decoder, collector))
+        subdir = _safe_subdir(subdir, name)
+        held = _HeldLabelsFile()
+        files = _hold_back_labels_file(read_files(path, subdir, collector), held)
+        documents = collector.collect(files, _FileConverter(decoder, collector))
+        if held.raw is None and not held.walk_finished:
+            held.raw = _find_labels_file(path, subdir)  # the walk stopped at `limit` before reaching it
+        if held.raw is None:
+            return documents
+        return _apply_labels_file(documents, held.raw, report_absent=held.walk_finished)
     if lower_name.endswith((".jsonl", ".csv")):
         _reject_subdir(subdir, name)
-        read_records = _jsonl_records if lower_name.endswith(".jsonl") else _csv_records
+        is_csv = lower_name.endswith(".csv")
+        read_records = _csv_records if is_csv else _jsonl_records
         collector = _Collector(name, "record", encoding, limit, progress)
         records = read_records(path, _decode_whole_file(path, decoder, collector))
-        return collector.collect(records, _RecordConverter(columns, collector))
+        # A CSV cell holds one string, so several labels are separated by commas.
+        converter = _RecordConverter(columns, collector, labels_separator="," if is_csv else None)
+        return collector.collect(records, converter)
     raise CorpusError(f"unknown corpus format for {name}; supported formats: " + "; ".join(SUPPORTED_FORMATS))
 
 
@@ -172,6 +214,22 @@ def _were(count: int) -> str:
 
 def _examples(items: list[str]) -> str:
     return " (e.g. " + ", ".join(items) + ")" if items else ""
+
+
+def _label_set(values: Iterable[Any], where: str) -> tuple[str, ...]:
+    """The labels among ``values``, stripped, blanks dropped; CorpusError naming ``where`` if bad."""
+    labels: list[str] = []
+    for value in values:
+        if not isinstance(value, str):
+            raise CorpusError(f"{where}: a label is a {type(value).__name__}, expected text")
+        value = value.strip()
+        if len(value) > _MAX_LABEL_CHARS:
+            raise CorpusError(f"{where}: a label is {len(value)} characters long, at most {_MAX_LABEL_CHARS} allowed")
+        if value:
+            labels.append(value)
+        if len(labels) > _MAX_LABELS:
+            raise CorpusError(f"{where}: more than {_MAX_LABELS} labels")
+    return tuple(labels)
 
 
 class _Collector:
@@ -386,10 +444,13 @@ def _zip_members(archive: Path) -> Iterator[_ArchiveMember]:
 _ARCHIVE_ERRORS = (tarfile.TarError, zipfile.BadZipFile, OSError, EOFError, zlib.error)
 
 
+def _archive_members(archive: Path) -> Iterator[_ArchiveMember]:
+    return _zip_members(archive) if archive.name.lower().endswith(_ZIP_SUFFIXES) else _tar_members(archive)
+
+
 def _archive_files(archive: Path, subdir: str | None, collector: _Collector) -> Iterator[_RawFile]:
     """The regular files of a tar or zip archive, read in memory; unsafe members are skipped."""
-    is_zip = archive.name.lower().endswith(_ZIP_SUFFIXES)
-    members = _zip_members(archive) if is_zip else _tar_members(archive)
+    members = _archive_members(archive)
     found_subdir = subdir is None
     try:
         with contextlib.closing(members):
@@ -409,6 +470,93 @@ def _archive_files(archive: Path, subdir: str | None, collector: _Collector) -> 
         raise CorpusError(f"cannot read archive {archive}: {error}") from error
     if not found_subdir:
         raise CorpusError(f"no documents in {archive}: it has no member under {subdir!r}")
+
+
+@dataclass
+class _HeldLabelsFile:
+    """The labels file of a tree, held back from the documents while the tree is walked."""
+
+    raw: _RawFile | None = None
+    walk_finished: bool = False  # False when reading stopped early, at ``limit``
+
+
+def _hold_back_labels_file(files: Iterator[_RawFile], held: _HeldLabelsFile) -> Generator[_RawFile, None, None]:
+    """The files of a tree except the labels file at its root, which goes to ``held``."""
+    with contextlib.closing(files):
+        for raw in files:
+            if raw.relative_path == LABELS_FILE:
+                held.raw = raw
+            else:
+                yield raw
+    held.walk_finished = True
+
+
+def _find_labels_file(root: Path, subdir: str | None) -> _RawFile | None:
+    """The labels file of a folder or archive, looked up without reading the documents."""
+    name = LABELS_FILE if subdir is None else f"{subdir}/{LABELS_FILE}"
+    if root.is_dir():
+        path = root / name
+        return _RawFile(LABELS_FILE, path.read_bytes(), str(path)) if path.is_file() else None
+    members = _archive_members(root)
+    try:
+        with contextlib.closing(members):
+            for member in members:
+                if member.kind == "file" and member.name == name:
+                    return _RawFile(LABELS_FILE, member.read(), f"{root}:{member.name}")
+    except _ARCHIVE_ERRORS as error:
+        raise CorpusError(f"cannot read archive {root}: {error}") from error
+    return None
+
+
+def _parse_labels_file(raw: _RawFile) -> dict[str, tuple[str, ...]]:
+    """``{relative path: labels}`` from the lines ``relative/path<TAB>label,label`` of a labels file."""
+    if len(raw.data) > _MAX_LABELS_FILE_BYTES:
+        raise CorpusError(
+            f"{raw.source} is {len(raw.data) / 2**20:.0f} MiB; a {LABELS_FILE} may hold at most "
+            f"{_MAX_LABELS_FILE_BYTES // 2**20} MiB"
+        )
+    try:
+        text = raw.data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise CorpusError(f"cannot decode {raw.source} as utf-8: {error}") from error
+    labels_by_path: dict[str, tuple[str, ...]] = {}
+    first_lines: dict[str, int] = {}
+    for line_number, line in enumerate(text.split("\n"), start=1):
+        line = line.rstrip("\r")
+        if not line.strip():
+            continue
+        where = f"line {line_number} of {raw.source}"
+        path, tab, labels = line.partition("\t")
+        path = path.strip().removeprefix("./")
+        if not tab or "\t" in labels or not path:
+            raise CorpusError(f"{where}: expected 'relative/path<TAB>label,label', got {line[:80]!r}")
+        if path in labels_by_path:
+            raise CorpusError(f"{where}: {path!r} is listed again (first on line {first_lines[path]})")
+        labels_by_path[path] = _label_set(labels.split(","), where)
+        if not labels_by_path[path]:
+            raise CorpusError(f"{where}: no label for {path!r}")
+        first_lines[path] = line_number
+    return labels_by_path
+
+
+def _apply_labels_file(documents: list[Document], raw: _RawFile, report_absent: bool) -> list[Document]:
+    """The documents, those the labels file lists taking its labels instead of their folder's."""
+    labels_by_path = _parse_labels_file(raw)
+    if report_absent:  # only a complete walk can tell that a listed path is not in the tree
+        read = {document.external_id for document in documents}
+        absent = [path for path in labels_by_path if path not in read]
+        if absent:
+            warnings.warn(
+                f"{_plural(len(absent), 'path')} listed in {raw.source} matched no document (absent, hidden "
+                f"or skipped){_examples([repr(path) for path in absent[:_MAX_EXAMPLES]])}",
+                CorpusWarning,
+                stacklevel=3,
+            )
+    return [
+        replace(document, label=None, labels=labels_by_path[document.external_id])
+        if document.external_id in labels_by_path else document
+        for document in documents
+    ]
 
 
 def _looks_binary(data: bytes) -> bool:
@@ -512,7 +660,25 @@ def _csv_records(path: Path, text: str) -> Iterator[_Record]:
         raise CorpusError(f"malformed CSV in {path} near line {reader.line_num}: {error}") from error
 
 
-def _hf_records(dataset_name: str, split: str, label_column: str | None) -> Iterator[_Record]:
+def _class_label_names(feature: Any) -> list[str] | None:
+    """The names of a ``ClassLabel`` feature, or of the ``ClassLabel`` in a list feature; else None."""
+    if isinstance(feature, (list, tuple)) and feature:  # the plain-list form of a list feature
+        feature = feature[0]
+    feature = getattr(feature, "feature", feature)  # Sequence(...) / List(...) of a ClassLabel
+    return getattr(feature, "names", None)
+
+
+def _named_labels(value: Any, names: list[str]) -> Any:
+    """ClassLabel ids (alone or in a list) as names; ids out of range, like ClassLabel's -1 for
+    "no label", are dropped; other values are left for the converter to judge."""
+    if isinstance(value, list):
+        return [name for name in (_named_labels(item, names) for item in value) if name is not None]
+    if isinstance(value, int) and not isinstance(value, bool):
+        return names[value] if 0 <= value < len(names) else None
+    return value
+
+
+def _hf_records(dataset_name: str, split: str, label_columns: tuple[str | None, ...]) -> Iterator[_Record]:
     try:
         import datasets  # optional dependency, only needed for hf: sources
     except ImportError as error:
@@ -523,32 +689,39 @@ def _hf_records(dataset_name: str, split: str, label_column: str | None) -> Iter
         dataset = datasets.load_dataset(dataset_name, split=split)
     except Exception as error:  # network, missing dataset, bad split: all fatal for this source
         raise CorpusError(f"cannot load hf:{dataset_name} split {split!r}: {error}") from error
-    label_feature = dataset.features.get(label_column) if label_column else None
-    label_names = getattr(label_feature, "names", None)  # present on a ClassLabel
+    names_by_column = {
+        column: names
+        for column in label_columns
+        if column and (names := _class_label_names(dataset.features.get(column))) is not None
+    }
     for index, row in enumerate(dataset):
-        if label_names is not None and isinstance(row.get(label_column), int):
-            # ClassLabel uses -1 for "no label".
-            label = row[label_column]
-            row = {**row, label_column: label_names[label] if 0 <= label < len(label_names) else None}
+        if names_by_column:
+            row = {**row, **{column: _named_labels(row.get(column), names) for column, names in names_by_column.items()}}
         yield _Record(row, str(index), f"hf:{dataset_name}[{split}]#{index}")
 
 
 @dataclass(frozen=True)
 class _Columns:
-    """Which columns of a table hold the text, label, title and id (None: do not read it)."""
+    """Which columns of a table hold the text, label, labels, title and id (None: do not read it)."""
 
     text: str
     label: str | None
+    labels: str | None
     title: str | None
     id: str | None
 
 
 class _RecordConverter:
-    """One table record to a :class:`Document`, or None (and a tally) when its text is empty."""
+    """One table record to a :class:`Document`, or None (and a tally) when its text is empty.
 
-    def __init__(self, columns: _Columns, collector: _Collector) -> None:
+    ``labels_separator`` splits a labels column that holds one string (CSV); without it, such a
+    string is a single label.
+    """
+
+    def __init__(self, columns: _Columns, collector: _Collector, labels_separator: str | None = None) -> None:
         self.columns = columns
         self.collector = collector
+        self.labels_separator = labels_separator
         self.text_column_checked = False
 
     def __call__(self, record: _Record) -> Document | None:
@@ -574,7 +747,21 @@ class _RecordConverter:
             label=self._optional(values, columns.label),
             title=self._optional(values, columns.title),
             source=record.source,
+            labels=self._labels(values, record.source),
         )
+
+    def _labels(self, values: Mapping, source: str) -> tuple[str, ...]:
+        """The labels column's labels; () when the column is off, absent or null."""
+        column = self.columns.labels
+        value = values.get(column) if column else None
+        if value is None:
+            return ()
+        where = f"{source}: column {column!r}"
+        if isinstance(value, str):
+            value = value.split(self.labels_separator) if self.labels_separator else [value]
+        elif not isinstance(value, (list, tuple)):
+            raise CorpusError(f"{where} holds a {type(value).__name__}, expected a list of labels")
+        return _label_set(value, where)
 
     def _check_text_column(self, values: Mapping, source: str) -> None:
         if self.columns.text not in values:

@@ -7,6 +7,13 @@ the precision-recall curve on a log-scaled recall axis (Salakhutdinov & Hinton 2
 
 Rankings are ``(n_queries, n_retrieved)`` int32 arrays of database indices, best first.
 
+Labels are given per document, for queries and database alike, either as single labels (a
+1-D array: relevant = same label) or as label sets (a sequence of tuples, lists or sets, a
+document with several labels: relevant = at least one label in common; an empty set is
+relevant to nothing). Label sets are encoded once as bit masks, one bit per distinct label,
+so that relevance stays one vectorised AND per 64 labels. The number of relevant database
+documents of a query, which recall, mAP and the PR curve divide by, follows the same rule.
+
 Ties: with short codes many database documents sit at the same Hamming distance from a
 query, and how ties are ordered changes precision@k noticeably. Here ties are always
 broken by database order (the lower database index first), deterministically. That is
@@ -161,13 +168,79 @@ def rank_by_score(
 # ---------------------------------------------------------------------------- metrics
 
 
+@dataclass(frozen=True)
+class _LabelMasks:
+    """Label sets as bits: bit ``j % 64`` of ``words[i, j // 64]`` is set when document i has label j."""
+
+    words: np.ndarray  # (n_documents, n_words) uint64
+
+    def __len__(self) -> int:
+        return len(self.words)
+
+    def __getitem__(self, rows) -> _LabelMasks:
+        return _LabelMasks(self.words[rows])
+
+
+_SET_TYPES = (tuple, list, set, frozenset, np.ndarray)
+
+
+def _holds_label_sets(labels) -> bool:
+    """True when ``labels`` gives each document a collection of labels rather than one label."""
+    if isinstance(labels, np.ndarray) and labels.dtype != object:
+        return labels.ndim == 2  # rows of labels; a 1-D array is one label per document
+    return any(isinstance(labels_of_one, _SET_TYPES) for labels_of_one in labels)
+
+
+def _encode_label_sets(query_labels, db_labels) -> tuple[_LabelMasks, _LabelMasks]:
+    """Both sides as bit masks over one numbering of their labels (a bare label is a set of one;
+    None is no label)."""
+    def as_sets(labels):
+        return [
+            tuple(x) if isinstance(x, _SET_TYPES) else () if x is None else (x,)
+            for x in labels
+        ]
+
+    query_sets, db_sets = as_sets(query_labels), as_sets(db_labels)
+    bit: dict = {}
+    for labels_of_one in query_sets + db_sets:
+        for label in labels_of_one:
+            bit.setdefault(label, len(bit))
+    n_words = max(1, -(-len(bit) // 64))
+
+    def masks(sets) -> _LabelMasks:
+        words = np.zeros((len(sets), n_words), dtype=np.uint64)
+        rows = np.repeat(np.arange(len(sets)), [len(labels_of_one) for labels_of_one in sets])
+        bits = np.fromiter((bit[label] for labels_of_one in sets for label in labels_of_one), np.int64, len(rows))
+        np.bitwise_or.at(words, (rows, bits // 64), np.left_shift(np.uint64(1), (bits % 64).astype(np.uint64)))
+        return _LabelMasks(words)
+
+    return masks(query_sets), masks(db_sets)
+
+
+def _label_keys(query_labels, db_labels):
+    """The labels in the form :func:`_relevance` compares: arrays of single labels as they are
+    (compared with ``==``, the fast path), label sets as :class:`_LabelMasks`. Encoded labels
+    pass through, so callers encode once and slice."""
+    if isinstance(query_labels, _LabelMasks) and isinstance(db_labels, _LabelMasks):
+        return query_labels, db_labels
+    if _holds_label_sets(query_labels) or _holds_label_sets(db_labels):
+        return _encode_label_sets(query_labels, db_labels)
+    return np.asarray(query_labels), np.asarray(db_labels)
+
+
 def _relevance(ranking: np.ndarray, query_labels, db_labels) -> np.ndarray:
-    """Boolean ``(n_queries, n_retrieved)``: does the retrieved document share the label?"""
-    query_labels, db_labels = np.asarray(query_labels), np.asarray(db_labels)
+    """Boolean ``(n_queries, n_retrieved)``: does the retrieved document share a label?"""
+    query_labels, db_labels = _label_keys(query_labels, db_labels)
     ranking = np.asarray(ranking)
     if ranking.ndim != 2 or len(ranking) != len(query_labels):
         raise ValueError(f"ranking must have one row per query, got shape {ranking.shape}")
-    return db_labels[ranking] == query_labels[:, None]
+    if not isinstance(db_labels, _LabelMasks):
+        return db_labels[ranking] == query_labels[:, None]
+    query_words, db_words = query_labels.words, db_labels.words
+    relevant = np.zeros(ranking.shape, dtype=bool)
+    for word in np.flatnonzero(query_words.any(axis=0)):  # words no query uses cannot match
+        relevant |= (db_words[:, word][ranking] & query_words[:, word, None]) != 0
+    return relevant
 
 
 def precision_at_k(ranking, query_labels, db_labels, ks=(10, 100)) -> dict[int, float]:
@@ -209,7 +282,7 @@ def mean_average_precision(ranking_full, query_labels, db_labels) -> float:
     batches to bound memory.
     """
     _check_full(ranking_full, db_labels)
-    query_labels = np.asarray(query_labels)
+    query_labels, db_labels = _label_keys(query_labels, db_labels)
     total = 0.0
     for batch in _query_batches(len(query_labels), len(db_labels)):
         relevant = _relevance(ranking_full[batch], query_labels[batch], db_labels)
@@ -233,7 +306,7 @@ def precision_recall_curve(
     recall_levels = np.asarray(recall_levels, dtype=np.float64)
     if recall_levels.ndim != 1 or np.any((recall_levels <= 0) | (recall_levels > 1)):
         raise ValueError("recall levels must be a 1-D array in (0, 1]")
-    query_labels = np.asarray(query_labels)
+    query_labels, db_labels = _label_keys(query_labels, db_labels)
     total = np.zeros(len(recall_levels))
     for batch in _query_batches(len(query_labels), len(db_labels)):
         relevant = _relevance(ranking_full[batch], query_labels[batch], db_labels)
@@ -287,7 +360,7 @@ def _report(
     ks: tuple[int, int] = (10, 100),
 ) -> RetrievalReport:
     """Combine per-batch rankings into a report: every metric is a mean over queries."""
-    query_labels = np.asarray(query_labels)
+    query_labels, db_labels = _label_keys(query_labels, db_labels)
     n_queries = len(query_labels)
     sums = {"p": np.zeros(len(ks)), "map": 0.0, "pr": np.zeros(len(DEFAULT_RECALL_LEVELS))}
     for batch, ranking in batches:

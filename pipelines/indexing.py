@@ -254,6 +254,7 @@ def _document_record(doc: Document) -> dict:
         "external_id": doc.external_id,
         "text": doc.text,
         "label": doc.label,
+        "labels": doc.labels,
         "title": doc.title,
         "source": doc.source,
         "kind": "text",

@@ -25,6 +25,7 @@ import scipy.sparse as sp
 import torch
 from torch import nn
 
+from semhash.codes import code_spread
 from semhash.data import dense_if_small, drop_inputs, iterate_batches, to_dense_tensor
 from semhash.rbm import RBM
 
@@ -154,6 +155,7 @@ def adam(parameters, learning_rate: float) -> torch.optim.Adam:
 class FineTuneResult:
     history: list[tuple[float, float]]  # (train loss, validation loss) per epoch
     best_epoch: int
+    collapsed_epochs: int = 0  # epochs passed over because their codes had lost their spread
 
 
 def fine_tune(
@@ -180,7 +182,10 @@ def fine_tune(
     the codes as they will be used: thresholded at 0.5 for binary codes. The first
     ``warmup_epochs`` are never chosen nor counted towards ``patience``: while the code
     noise is driving the units to 0/1, the thresholded codes get worse before they
-    get better, and stopping there would keep nearly constant codes.
+    get better, and stopping there would keep nearly constant codes. Nor is an epoch
+    whose validation codes have collapsed (:class:`~semhash.codes.CodeSpread`) once one
+    that has not was seen: a constant code can have a deceptively low loss on a
+    collection dominated by a few frequent words.
 
     ``input_dropout`` zeroes that fraction of the encoder's inputs (a denoising
     autoencoder: the code must be recoverable from part of a document's words).
@@ -189,6 +194,7 @@ def fine_tune(
     targets = dense_if_small(targets)  # inputs stay sparse: SparseInputLinear
     history: list[tuple[float, float]] = []
     best = (math.inf, 0, copy.deepcopy(model.state_dict()))
+    best_spread_ok, collapsed_epochs = False, 0
     for epoch in range(n_epochs):
         started = time.perf_counter()
         model.train()
@@ -210,8 +216,13 @@ def fine_tune(
             )
         val_loss = evaluate_loss(model, *validation) if validation is not None else train_loss
         history.append((train_loss, val_loss))
-        if val_loss < best[0] or epoch < warmup_epochs or epoch == 0:
+        spread_ok = not _codes_collapsed(model, validation[0] if validation is not None else inputs)
+        collapsed_epochs += not spread_ok
+        if (spread_ok or not best_spread_ok) and (
+            val_loss < best[0] or epoch < warmup_epochs or epoch == 0 or (spread_ok and not best_spread_ok)
+        ):
             best = (val_loss, epoch, copy.deepcopy(model.state_dict()))
+            best_spread_ok = spread_ok
         report(
             f"  epoch {epoch + 1:3d}/{n_epochs}  train loss {train_loss:.4f}  "
             f"validation loss {val_loss:.4f}  ({time.perf_counter() - started:.1f}s)"
@@ -221,7 +232,20 @@ def fine_tune(
             break
     model.load_state_dict(best[2])
     model.eval()
-    return FineTuneResult(history=history, best_epoch=best[1])
+    return FineTuneResult(history=history, best_epoch=best[1], collapsed_epochs=collapsed_epochs)
+
+
+SPREAD_SAMPLE = 2000  # documents whose codes are checked for collapse after each epoch
+
+
+@torch.no_grad()
+def _codes_collapsed(model: DeepAutoencoder, inputs) -> bool:
+    """Have the binary codes of (up to SPREAD_SAMPLE of) ``inputs`` lost their spread?"""
+    if model.code != "binary":
+        return False
+    model.eval()
+    sample = inputs[:SPREAD_SAMPLE]
+    return code_spread(model.encode_matrix(sample).numpy() > 0.5).collapsed
 
 
 @torch.no_grad()

@@ -8,6 +8,8 @@ stored in the database.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 # popcount of every byte value, for Hamming distances without unpacking.
@@ -84,3 +86,42 @@ def _as_codes(codes: np.ndarray) -> np.ndarray:
     if codes.ndim != 2:
         raise ValueError(f"packed codes must be 2-D, got shape {codes.shape}")
     return codes
+
+
+# A bit is "live" when it separates the collection: on for at least this share of the
+# documents and off for at least as many. A bit that is (nearly) always the same says nothing.
+LIVE_BIT_SHARE = 0.01
+
+
+@dataclass(frozen=True)
+class CodeSpread:
+    """How much a set of codes tells documents apart."""
+
+    n_codes: int
+    n_bits: int
+    distinct: int  # distinct codes among the n_codes
+    live_bits: int  # bits on for between LIVE_BIT_SHARE and 1 - LIVE_BIT_SHARE of the codes
+
+    @property
+    def collapsed(self) -> bool:
+        """Codes that have lost their spread: under a quarter of the bits live, or every
+        document on one or two codes. (A few distinct codes alone are not collapse: a
+        collection of a few topics may well get a few codes.)"""
+        return self.live_bits < max(1, self.n_bits // 4) or (self.n_codes > 2 and self.distinct <= 2)
+
+    def describe(self) -> str:
+        return (
+            f"{self.distinct} distinct codes for {self.n_codes} documents, "
+            f"{self.live_bits} of {self.n_bits} bits ever change"
+        )
+
+
+def code_spread(bits: np.ndarray) -> CodeSpread:
+    """:class:`CodeSpread` of an ``(n, n_bits)`` array of 0/1 (unpacked) codes."""
+    bits = np.asarray(bits).astype(bool)
+    if bits.ndim != 2 or not len(bits):
+        raise ValueError(f"expected a non-empty 2-D array of bits, got shape {bits.shape}")
+    share = bits.mean(axis=0)
+    live = int(((share >= LIVE_BIT_SHARE) & (share <= 1 - LIVE_BIT_SHARE)).sum())
+    distinct = len(np.unique(np.packbits(bits, axis=1), axis=0))
+    return CodeSpread(n_codes=len(bits), n_bits=bits.shape[1], distinct=distinct, live_bits=live)

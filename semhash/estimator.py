@@ -18,6 +18,7 @@ import json
 import os
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -25,13 +26,39 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from semhash.autoencoder import DeepAutoencoder, evaluate_loss, fine_tune
+from semhash.autoencoder import SPREAD_SAMPLE, DeepAutoencoder, evaluate_loss, fine_tune
+from semhash.codes import code_spread
 from semhash.data import as_generator
 from semhash.files import atomic_write_bytes
 from semhash.rbm import RBM
 
 FORMAT_NAME = "semhash.model"
 FORMAT_VERSION = 1
+
+# The encoder's input is log(1 + count) times one factor per collection, chosen so that the
+# average document's total is this: the contrastive-divergence steps of the Poisson layer and
+# the spread of the first hidden layer grow with that total, so without it a collection of
+# short texts (titles, ~3) barely moves the first layer and its codes collapse, while one of
+# long posts saturates it. 50 is about a 20 Newsgroups post at 2,000 words, where the
+# learning rates were set.
+INPUT_TOTAL = 50.0
+
+# Below this many distinct vocabulary words per document (on average), the neighbour
+# targets use LSA similarity (see neighbour_similarity).
+SHORT_DOCUMENT_WORDS = 20
+LSA_NEIGHBOUR_DIMS = 64
+
+# A pretrained layer in which this share of the hidden units no longer varies across the
+# training documents (std of the activation under DEAD_UNIT_STD) is re-trained, up to
+# DEAD_LAYER_RETRIES times, each time with DEAD_LAYER_STEP times the CD step.
+DEAD_LAYER_SHARE = 0.9
+DEAD_UNIT_STD = 0.01
+DEAD_LAYER_RETRIES = 2
+DEAD_LAYER_STEP = 0.2
+
+
+class CodeCollapseWarning(UserWarning):
+    """A fitted model whose binary codes have lost their spread (see ``code_spread_``)."""
 
 
 class ModelFormatError(ValueError):
@@ -60,6 +87,10 @@ class DeepCodeModel:
         documents by TF-IDF cosine (weight ``neighbour_weight`` on the neighbours). This
         denoises the short, sparse posts' targets: the code must explain the topic a
         document shares with its neighbours, not its idiosyncratic words.
+    neighbour_similarity : how those neighbours are found: ``"tfidf"`` cosine, ``"lsa"``
+        cosine (LSA-64 of the TF-IDF), or ``"auto"``: LSA when the documents average fewer
+        than :data:`SHORT_DOCUMENT_WORDS` distinct vocabulary words (two titles rarely share
+        a word, so TF-IDF finds near-random neighbours), TF-IDF otherwise.
     idf_target : weight each word of the reconstruction target by its inverse document
         frequency (then renormalise to a distribution), so that the code spends its
         capacity on topical words rather than on ones every post has.
@@ -90,6 +121,7 @@ class DeepCodeModel:
         code_noise: float = 4.0,
         neighbour_targets: int = 10,
         neighbour_weight: float = 0.5,
+        neighbour_similarity: str = "auto",
         idf_target: bool = False,
         idf_input: bool = False,
         input_dropout: float = 0.0,
@@ -108,6 +140,7 @@ class DeepCodeModel:
         self.code_noise = code_noise
         self.neighbour_targets = neighbour_targets
         self.neighbour_weight = neighbour_weight
+        self.neighbour_similarity = neighbour_similarity
         self.idf_target = idf_target
         self.idf_input = idf_input
         self.input_dropout = input_dropout
@@ -136,7 +169,9 @@ class DeepCodeModel:
         self._fit_input_statistics(X)
         inputs, targets = self._encoder_input(X), self._reconstruction_target(X)
         if self.neighbour_targets > 0 and X.shape[0] > 1:
-            neighbours = tfidf_neighbours(X, self.neighbour_targets)
+            self.neighbour_similarity_ = self._neighbour_similarity(X)
+            find_neighbours = lsa_neighbours if self.neighbour_similarity_ == "lsa" else tfidf_neighbours
+            neighbours = find_neighbours(X, self.neighbour_targets)
             targets = smooth_with_neighbours(targets, neighbours, self.neighbour_weight)
 
         train_rows, val_rows = self._split(X.shape[0], generator)
@@ -167,9 +202,34 @@ class DeepCodeModel:
         )
         self.finetune_history_ = result.history
         self.best_epoch_ = result.best_epoch + 1
+        self._check_spread(inputs[train_rows])
         self.fit_seconds_ = time.perf_counter() - started
         self._log(f"trained in {self.fit_seconds_:.1f}s (best epoch {self.best_epoch_})")
         return self
+
+    def _neighbour_similarity(self, X) -> str:
+        if self.neighbour_similarity not in ("auto", "tfidf", "lsa"):
+            raise ValueError(f"neighbour_similarity must be 'auto', 'tfidf' or 'lsa', got {self.neighbour_similarity!r}")
+        if self.neighbour_similarity != "auto":
+            return self.neighbour_similarity
+        return "lsa" if X.nnz / X.shape[0] < SHORT_DOCUMENT_WORDS else "tfidf"
+
+    def _check_spread(self, inputs) -> None:
+        """Measure the spread of the training codes (``code_spread_``); warn if collapsed."""
+        if self.code_units != "binary":
+            return
+        sample = inputs[: 20 * SPREAD_SAMPLE]
+        self.model_.eval()
+        with torch.no_grad():
+            self.code_spread_ = code_spread(self.model_.encode_matrix(sample).numpy() > 0.5)
+        if self.code_spread_.collapsed:
+            warnings.warn(
+                f"the codes have collapsed ({self.code_spread_.describe()}): they cannot tell "
+                "these documents apart. Try more pretraining epochs (pretrain_epochs), a lower "
+                "pretraining step (pretrain_learning_rate) or less code noise (code_noise)",
+                CodeCollapseWarning,
+                stacklevel=3,
+            )
 
     def _split(self, n: int, generator: torch.Generator):
         order = torch.randperm(n, generator=generator).numpy()
@@ -212,6 +272,15 @@ class DeepCodeModel:
                 verbose=self._log if self.verbose else False,
             )
             rbm.fit(data)
+            for _ in range(DEAD_LAYER_RETRIES):
+                dead = dead_unit_share(rbm, data)
+                if dead < DEAD_LAYER_SHARE:
+                    break
+                # Too large a step drives every hidden unit off (total input ~ -20, where no
+                # gradient reaches it in fine-tuning); a smaller one keeps them alive.
+                self._log(f"  {dead:.0%} of the layer's units never change: re-training with a fifth of the step")
+                rbm.learning_rate *= DEAD_LAYER_STEP
+                rbm.fit(data)
             rbms.append(rbm)
             if not top:
                 data = rbm.transform(data)
@@ -225,23 +294,32 @@ class DeepCodeModel:
         return check_counts(X, n_features=self.n_features_in_, allow_empty_rows=True)
 
     def _fit_input_statistics(self, X) -> None:
-        """Learn the words' inverse document frequencies (used if idf weighting is on)."""
+        """Learn the words' inverse document frequencies (used if idf weighting is on) and
+        the input scale (see :data:`INPUT_TOTAL`)."""
         document_frequency = np.bincount(X.indices, minlength=X.shape[1])
         self.idf_ = (np.log((1.0 + X.shape[0]) / (1.0 + document_frequency)) + 1.0).astype(np.float32)
+        self.input_scale_ = 1.0
+        self.input_scale_ = INPUT_TOTAL / max(float(self._encoder_input(X).sum(axis=1).mean()), 1e-6)
 
     def _encoder_input(self, X):
         inputs = encoder_input(X)
-        return sp.csr_matrix(inputs @ sp.diags(self.idf_)) if self.idf_input else inputs
+        if self.idf_input:
+            inputs = sp.csr_matrix(inputs @ sp.diags(self.idf_))
+        if self.input_scale_ != 1.0:
+            inputs.data *= np.float32(self.input_scale_)
+        return inputs
 
     def _reconstruction_target(self, X):
         return word_distribution(sp.csr_matrix(X @ sp.diags(self.idf_)) if self.idf_target else X)
 
     def _extra_state(self) -> dict[str, torch.Tensor]:
         """Fitted tensors besides the network's weights, saved with the model."""
-        return {"idf": torch.from_numpy(self.idf_)}
+        return {"idf": torch.from_numpy(self.idf_), "input_scale": torch.tensor(self.input_scale_, dtype=torch.float64)}
 
     def _load_extra_state(self, state: dict[str, torch.Tensor]) -> None:
         self.idf_ = state["idf"].numpy()
+        # Models saved before the input was scaled saw log(1 + count) as it is.
+        self.input_scale_ = float(state["input_scale"]) if "input_scale" in state else 1.0
 
     # ------------------------------------------------------------- inference
     @torch.no_grad()
@@ -354,6 +432,13 @@ class DeepCodeModel:
 MODEL_CLASSES: dict[str, type[DeepCodeModel]] = {}
 
 
+def dead_unit_share(rbm: RBM, data, sample: int = 2000) -> float:
+    """Share of ``rbm``'s hidden units whose activation barely varies over (up to ``sample``
+    rows of) ``data``: a unit pinned at 0 or 1 passes nothing on."""
+    activations = rbm.transform(data[:sample])
+    return float((activations.std(axis=0) < DEAD_UNIT_STD).mean())
+
+
 def check_counts(X, *, n_features: int | None = None, allow_empty_rows: bool = False) -> sp.csr_matrix:
     """Validate a word-count matrix and return it as float32 CSR."""
     if isinstance(X, torch.Tensor):
@@ -399,10 +484,26 @@ def tfidf_neighbours(X: sp.csr_matrix, k: int) -> np.ndarray:
 
     k = int(min(k, X.shape[0] - 1))
     tfidf = TfidfCosine().fit_transform(X)
+    return _top_k(lambda rows: (tfidf[rows] @ tfidf.T).toarray(), X.shape[0], k)
+
+
+def lsa_neighbours(X: sp.csr_matrix, k: int) -> np.ndarray:
+    """Like :func:`tfidf_neighbours`, by cosine of LSA-64 (of the sublinear TF-IDF)."""
+    from semhash.baselines import LSA
+
+    k = int(min(k, X.shape[0] - 1))
+    dims = max(1, min(LSA_NEIGHBOUR_DIMS, min(X.shape) - 1))
+    vectors = LSA(n_components=dims).fit_transform(X)  # rows unit length
+    return _top_k(lambda rows: vectors[rows] @ vectors.T, X.shape[0], k)
+
+
+def _top_k(similarities, n: int, k: int, block: int = 2048) -> np.ndarray:
+    """``(n, k)`` indices of each row's ``k`` most similar other rows, most similar first;
+    ``similarities(rows)`` gives the dense ``(len(rows), n)`` block."""
     out = []
-    for start in range(0, X.shape[0], 2048):
-        sims = (tfidf[start : start + 2048] @ tfidf.T).toarray()
-        np.fill_diagonal(sims[:, start : start + 2048], -1.0)  # not one's own neighbour
+    for start in range(0, n, block):
+        sims = np.array(similarities(slice(start, start + block)), dtype=np.float32)
+        np.fill_diagonal(sims[:, start : start + block], -np.inf)  # not one's own neighbour
         top = np.argpartition(-sims, k, axis=1)[:, :k]
         order = np.argsort(-np.take_along_axis(sims, top, axis=1), axis=1, kind="stable")
         out.append(np.take_along_axis(top, order, axis=1))

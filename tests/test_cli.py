@@ -171,3 +171,42 @@ def test_images_index_search_similar_and_montage(tmp_path):
     assert [h["distance"] for h in json.loads(result.output)] == [h["distance"] for h in exhaustive]
     result = run("images", "search", tmp_path / "photos" / "red" / "000.png", "--db", db, "--cells", "--address")
     assert result.exit_code == 2 and "choose one" in result.output
+
+
+def _write_multi_label_jsonl(path, n_docs, seed):
+    """Posts on one or two of four topics (a labels list), written as a user's JSONL corpus."""
+    topics = {
+        "space": "orbit shuttle launch nasa rocket moon satellite mission astronaut",
+        "hockey": "goal puck team season playoff ice coach score league",
+        "graphics": "image pixel render color polygon texture shader bitmap format",
+        "mideast": "israel peace arab border treaty government conflict region army",
+    }
+    rng = np.random.default_rng(seed)
+    names = list(topics)
+    with path.open("w", encoding="utf-8") as handle:
+        for i in range(n_docs):
+            labels = [names[i % 4]] + ([names[(i + 1) % 4]] if i % 3 == 0 else [])
+            words = [word for label in labels for word in rng.choice(topics[label].split(), 12 // len(labels))]
+            handle.write(json.dumps({"id": f"{seed}-{i}", "text": " ".join(words), "labels": labels}) + "\n")
+    return path
+
+
+def test_index_and_evaluate_a_multi_label_corpus(tmp_path):
+    corpus = _write_multi_label_jsonl(tmp_path / "train.jsonl", 150, seed=0)
+    queries = _write_multi_label_jsonl(tmp_path / "test.jsonl", 40, seed=1)
+    db = tmp_path / "multi.db"
+    result = run("index", corpus, "--db", db, "--bits", "16", "--vocab", "40", "--epochs", "1",
+                 "--pretrain-epochs", "1", "--map-dims", "0", "--address-bits", "0", "-q")
+    assert result.exit_code == 0, result.output
+    assert json.loads(run("info", "--db", db, "--json").output)["labels"] == 4
+    hit = json.loads(run("similar", "0-0", "--db", db, "-k", "1", "--json").output)[0]
+    assert hit["label"] in {"space", "hockey", "graphics", "mideast"}
+
+    result = run("evaluate", "--db", db, "--queries", queries, "-q")
+    assert result.exit_code == 0, result.output
+    assert "40 queries (corpus) against 150 labelled documents, 4 labels" in result.output
+    assert "relevant = shares a label (multi-label corpus)" in result.output
+    report = json.loads(run("evaluate", "--db", db, "--fraction", "0.2", "--json", "-q").output)
+    assert report["multi_label"] is True and report["n_queries"] == 30 and report["n_database"] == 120
+    tfidf = next(m for m in report["methods"] if m["method"] == "tfidf")
+    assert tfidf["p_at_10"] > 0.9  # topics with disjoint words: a shared label is easy to find

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import sys
 import stat
 import tarfile
@@ -480,3 +481,146 @@ def test_reads_a_real_20_newsgroups_subset():
         assert document.source == f"{NEWSGROUPS_TARBALL}:20news-bydate-train/{document.external_id}"
         assert document.title and len(document.title) <= 120
     assert len({d.external_id for d in documents}) == 300
+
+
+# --------------------------------------------------------------------------- several labels
+
+
+def test_document_keeps_label_first_among_its_labels():
+    assert Document("a", "t", label="x").labels == ("x",)
+    assert Document("a", "t").labels == () and Document("a", "t").label is None
+    both = Document("a", "t", labels=["x", "y", "x"])  # repeats dropped, order kept
+    assert (both.label, both.labels) == ("x", ("x", "y"))
+    assert Document("a", "t", label="y", labels=("x", "y")).labels == ("y", "x")  # label moves first
+    assert Document("a", "t", label="z", labels=("x",)).labels == ("z", "x")  # label joins first
+    assert Document("a", "t", "x") == Document("a", "t", labels=("x",))
+    with pytest.raises(TypeError, match="sequence of labels"):
+        Document("a", "t", labels="xy")
+
+
+def test_jsonl_labels_column_lists_strings_and_nulls(tmp_path):
+    path = write_jsonl(tmp_path / "posts.jsonl", [
+        {"text": "two labels", "labels": ["sci.space", " rec.autos ", ""]},
+        {"text": "one string is one label", "labels": "a, b"},
+        {"text": "label joins labels", "label": "c", "labels": ["d", "c"]},
+        {"text": "null labels", "label": "e", "labels": None},
+        {"text": "no labels at all"},
+    ])
+    documents = read_corpus(path)
+    assert [d.labels for d in documents] == [
+        ("sci.space", "rec.autos"), ("a, b",), ("c", "d"), ("e",), ()]
+    assert [d.label for d in documents] == ["sci.space", "a, b", "c", "e", None]
+    assert [d.labels for d in read_corpus(path, labels_column=None)] == [(), (), ("c",), ("e",), ()]
+    renamed = write_jsonl(tmp_path / "tags.jsonl", [{"text": "x", "tags": ["p", "q"]}])
+    assert read_corpus(renamed, labels_column="tags")[0].labels == ("p", "q")
+    # one column named as both: read as the list it is, not also as one label "['p', 'q']"
+    assert read_corpus(renamed, label_column="tags", labels_column="tags")[0].labels == ("p", "q")
+
+
+@pytest.mark.parametrize(
+    ("labels", "problem"),
+    [
+        (3, "column 'labels' holds a int, expected a list of labels"),
+        ({"a": 1}, "column 'labels' holds a dict, expected a list of labels"),
+        (["a", ["b"]], "column 'labels': a label is a list, expected text"),
+        (["a", 2], "column 'labels': a label is a int, expected text"),
+        (["x" * 256], "column 'labels': a label is 256 characters long, at most 255 allowed"),
+        ([str(i) for i in range(1001)], "column 'labels': more than 1000 labels"),
+    ],
+)
+def test_jsonl_bad_labels_name_the_line(tmp_path, labels, problem):
+    path = write_jsonl(tmp_path / "posts.jsonl", [{"text": "fine"}, {"text": "bad", "labels": labels}])
+    with pytest.raises(CorpusError, match=rf"posts\.jsonl:line 2: {re.escape(problem)}"):
+        read_corpus(path)
+
+
+def test_csv_labels_column_is_split_on_commas(tmp_path):
+    path = tmp_path / "posts.csv"
+    path.write_text('text,label,labels\none,,"a, b,,c "\ntwo,z,"y,z"\nthree,w,\n')
+    documents = read_corpus(path)
+    assert [(d.label, d.labels) for d in documents] == [
+        ("a", ("a", "b", "c")), ("z", ("z", "y")), ("w", ("w",))]
+    path.write_text(f"text,labels\nfine,a\nbad,{'x' * 300}\n")
+    with pytest.raises(CorpusError, match=r"posts\.csv:row 2: column 'labels': a label is 300 characters"):
+        read_corpus(path)
+
+
+LABELLED_TREE = {
+    "sci.space/1": b"a space post\n",
+    "sci.space/2": b"another space post\n",
+    "rec.autos/3": b"a car post\n",
+    "README": b"a file in the root\n",
+    "labels.tsv": b"sci.space/1\tsci.space, physics\r\nREADME\tmeta\n\nrec.autos/gone\tx\n./rec.autos/3\tcars,sci.space\n",
+}
+
+
+def test_labels_file_gives_listed_documents_several_labels(make_tree):
+    documents, messages = read_with_warnings(make_tree(LABELLED_TREE))
+    assert sorted((d.external_id, d.label, d.labels) for d in documents) == [
+        ("README", "meta", ("meta",)),
+        ("rec.autos/3", "cars", ("cars", "sci.space")),
+        ("sci.space/1", "sci.space", ("sci.space", "physics")),
+        ("sci.space/2", "sci.space", ("sci.space",)),  # not listed: keeps its folder label
+    ]
+    assert len(messages) == 1
+    assert messages[0].startswith("1 path listed in ") and "labels.tsv matched no document" in messages[0]
+    assert "'rec.autos/gone'" in messages[0]
+
+
+def test_labels_file_sits_at_the_root_of_subdir(make_tree):
+    source = make_tree({
+        "train/a/1": b"one\n", "train/a/2": b"two\n", "train/labels.tsv": b"a/1\ta,b\n",
+        "labels.tsv": b"train/a/2\tignored\n",  # outside subdir: neither read nor a document
+    })
+    documents, messages = read_with_warnings(source, subdir="train")
+    assert sorted((d.external_id, d.labels) for d in documents) == [("a/1", ("a", "b")), ("a/2", ("a",))]
+    assert messages == []
+
+
+def test_labels_file_is_found_when_limit_stops_before_it(tmp_path):
+    tree = {"a/1": b"one\n", "a/2": b"two\n", "labels.tsv": b"a/1\tx,y\na/2\tz\n"}  # last in the archive
+    for source in (write_tar(tmp_path / "corpus.tar.gz", tree), write_folder(tmp_path / "corpus", tree)):
+        documents, messages = read_with_warnings(source, limit=1)
+        assert [(d.external_id, d.labels) for d in documents] == [("a/1", ("x", "y"))]
+        assert messages == []  # a/2 is listed but was not read: not reported as absent
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        (b"a/1\tx\na/2 x\n", r"line 2 of .*labels\.tsv: expected 'relative/path<TAB>label,label'"),
+        (b"a/1\tx\tz\n", r"line 1 of .*labels\.tsv: expected"),
+        (b"\tx\n", r"line 1 of .*labels\.tsv: expected"),
+        (b"a/1\t , \n", r"line 1 of .*labels\.tsv: no label for 'a/1'"),
+        (b"a/1\tx\n\na/1\ty\n", r"line 3 of .*labels\.tsv: 'a/1' is listed again \(first on line 1\)"),
+        (b"a/1\t" + b"y" * 300 + b"\n", r"line 1 of .*labels\.tsv: a label is 300 characters long"),
+        (b"a/1\t\xff\xfe\n", r"cannot decode .*labels\.tsv as utf-8"),
+    ],
+)
+def test_malformed_labels_file_names_the_line(tmp_path, content, problem):
+    source = write_tar(tmp_path / "corpus.tar.gz", {"a/1": b"one\n", "a/2": b"two\n", "labels.tsv": content})
+    with pytest.raises(CorpusError, match=problem):
+        read_corpus(source)
+
+
+def test_labels_file_size_is_bounded(tmp_path, monkeypatch):
+    from pipelines import corpus
+
+    monkeypatch.setattr(corpus, "_MAX_LABELS_FILE_BYTES", 10)
+    folder = write_folder(tmp_path / "corpus", {"a/1": b"one\n", "labels.tsv": b"a/1\tlonger,than,ten\n"})
+    with pytest.raises(CorpusError, match=r"labels\.tsv is 0 MiB; a labels\.tsv may hold at most 0 MiB"):
+        read_corpus(folder)
+
+
+def test_hf_maps_a_list_of_class_labels(monkeypatch):
+    datasets = pytest.importorskip("datasets")
+    features = datasets.Features({
+        "text": datasets.Value("string"),
+        "labels": datasets.Sequence(datasets.ClassLabel(names=["alt.atheism", "sci.space", "sci.med"])),
+    })
+    dataset = datasets.Dataset.from_dict(
+        {"text": ["both", "one", "none"], "labels": [[1, 2], [0], []]}, features=features)
+    monkeypatch.setattr(datasets, "load_dataset", lambda name, split: dataset)
+    documents = read_corpus("hf:some/multi-label")
+    assert [(d.label, d.labels) for d in documents] == [
+        ("sci.space", ("sci.space", "sci.med")), ("alt.atheism", ("alt.atheism",)), (None, ())]

@@ -402,3 +402,72 @@ def test_codes_batch_commits_several_put_codes_together_or_none(db: Database) ->
             db.put_codes(second, ids, np.full((3, 1), 9, np.uint8))
             db.put_codes(second, [999], np.zeros((1, 1), np.uint8))  # unknown document
     assert db.get_codes(second)[1].ravel().tolist() == [2, 2, 2]
+
+
+# --------------------------------------------------------------------------- several labels
+
+
+def test_labels_round_trip_and_single_labels_stay_in_the_label_column(db: Database) -> None:
+    from pipelines.corpus import Document
+
+    ids = db.add_documents([
+        {"external_id": "two", "labels": ["x", "y"]},
+        {"external_id": "first", "label": "x", "labels": ("x", "z")},
+        {"external_id": "one", "label": "y"},
+        {"external_id": "listed-one", "labels": ["z"]},
+        {"external_id": "none"},
+        Document("doc", "text", labels=("w", "x")),
+    ])
+    rows = db.get_documents(ids)
+    assert [(r.label, r.labels) for r in rows] == [
+        ("x", ("x", "y")), ("x", ("x", "z")), ("y", ("y",)), ("z", ("z",)), (None, ()), ("w", ("w", "x"))]
+    assert db.find_document("two").labels == ("x", "y")
+    assert [r.labels for r in db.iter_documents(batch_size=2)] == [r.labels for r in rows]
+    # the JSON list is only written for documents with several labels
+    assert _raw_count(db.path, "SELECT COUNT(*) FROM documents WHERE labels IS NOT NULL") == 3
+    assert db.stats()["labels"] == 4  # w, x, y, z
+
+
+@pytest.mark.parametrize(
+    ("doc", "problem"),
+    [
+        ({"external_id": "x", "labels": "ab"}, "labels must be a list of non-empty strings"),
+        ({"external_id": "x", "labels": ["a", 1]}, "labels must be a list of non-empty strings"),
+        ({"external_id": "x", "labels": ["a", ""]}, "labels must be a list of non-empty strings"),
+        ({"external_id": "x", "labels": ["a", "a"]}, "labels repeat a label"),
+        ({"external_id": "x", "label": "b", "labels": ["a", "b"]}, "label 'b' must be the first of labels"),
+    ],
+)
+def test_bad_labels_are_rejected_before_writing(db: Database, doc: dict, problem: str) -> None:
+    with pytest.raises(ValueError, match=problem):
+        db.add_documents([{"external_id": "fine"}, doc])
+    assert db.count_documents() == 0
+
+
+def _database_without_labels_column(path: Path) -> Path:
+    """A database as written before documents had several labels: no documents.labels column."""
+    Database(path).close()
+    with sqlite3.connect(path) as conn:
+        conn.execute("ALTER TABLE documents DROP COLUMN labels")
+        conn.execute("INSERT INTO documents (external_id, kind, label, text, created_at) "
+                     "VALUES ('old', 'text', 'a', 'old text', '2024-01-01 00:00:00')")
+    return path
+
+
+def test_database_without_labels_column_gains_it_on_opening(tmp_path: Path) -> None:
+    path = _database_without_labels_column(tmp_path / "old.db")
+    with Database(path, create=False) as db:
+        assert db.find_document("old").labels == ("a",)
+        db.add_documents([{"external_id": "new", "labels": ["a", "b"]}])
+        assert db.find_document("new").labels == ("a", "b")
+        assert db.stats()["labels"] == 2
+    with sqlite3.connect(path) as conn:
+        assert "labels" in [row[1] for row in conn.execute("PRAGMA table_info(documents)")]
+
+
+def test_read_only_database_without_labels_column_is_a_clear_error(tmp_path: Path) -> None:
+    path = _database_without_labels_column(tmp_path / "old.db")
+    before = path.read_bytes()
+    with pytest.raises(DatabaseError, match="predates multi-label documents .* open it once with write access"):
+        Database(f"sqlite:///file:{path}?mode=ro&uri=true", create=False)
+    assert path.read_bytes() == before

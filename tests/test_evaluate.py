@@ -176,3 +176,59 @@ def test_report_to_dict_round_trips_numbers():
     as_dict = report.to_dict()
     assert as_dict["recall"] == [0.5, 1.0] and as_dict["seconds_fit"] == 1.5
     assert as_dict["seconds_encode"] is None
+
+
+# ---------------------------------------------------------------------------- several labels
+
+# Database label sets, and two queries: q0 has labels a and c, q1 has b.
+ML_DB = [("a",), ("b",), ("a", "b"), ("c",), ("b", "c"), ()]
+ML_QUERIES = [("a", "c"), ["b"]]
+ML_RANKING = np.array([[0, 1, 2, 3, 4, 5], [5, 4, 3, 2, 1, 0]])
+# relevant = shares a label: q0 -> 1 0 1 1 1 0, q1 -> 0 1 0 1 1 0
+
+
+def test_multi_label_relevance_is_sharing_a_label():
+    relevant = evaluate._relevance(ML_RANKING, ML_QUERIES, ML_DB)
+    np.testing.assert_array_equal(relevant, [[1, 0, 1, 1, 1, 0], [0, 1, 0, 1, 1, 0]])
+    # a bare label is a set of one; an empty set (or None) is relevant to nothing
+    mixed = evaluate._relevance(ML_RANKING[:1], ["b"], ML_DB)
+    np.testing.assert_array_equal(mixed, [[0, 1, 1, 0, 1, 0]])
+    assert not evaluate._relevance(ML_RANKING[:1], [()], ML_DB).any()
+    assert not evaluate._relevance(ML_RANKING[:1], [None], ML_DB).any()
+
+
+def test_multi_label_metrics_exact():
+    p = precision_at_k(ML_RANKING, ML_QUERIES, ML_DB, ks=(1, 2, 3, 6))
+    assert p == {1: 0.5, 2: 0.5, 3: pytest.approx((2 / 3 + 1 / 3) / 2), 6: pytest.approx(4 / 6 / 2 + 3 / 6 / 2)}
+    # q0 hits at ranks 1, 3, 4, 5 (of 4 relevant); q1 at ranks 2, 4, 5 (of 3 relevant)
+    ap0, ap1 = (1 + 2 / 3 + 3 / 4 + 4 / 5) / 4, (1 / 2 + 2 / 4 + 3 / 5) / 3
+    assert mean_average_precision(ML_RANKING, ML_QUERIES, ML_DB) == pytest.approx((ap0 + ap1) / 2)
+    # recall counts every database document that shares a label with the query
+    _, precision = precision_recall_curve(ML_RANKING[:1], ML_QUERIES[:1], ML_DB, [0.25, 0.5, 1.0])
+    np.testing.assert_allclose(precision, [1, 4 / 5, 4 / 5])
+
+
+def test_many_labels_use_several_words_and_match_brute_force():
+    rng = np.random.default_rng(4)
+    names = [f"label{i}" for i in range(150)]
+    def draw(n):
+        return [tuple(rng.choice(names, rng.integers(0, 4), replace=False)) for _ in range(n)]
+    db_sets, query_sets = draw(120), draw(9)
+    ranking = np.array([rng.permutation(120) for _ in query_sets])
+    expected = [[bool(set(q) & set(db_sets[j])) for j in row] for q, row in zip(query_sets, ranking)]
+    np.testing.assert_array_equal(evaluate._relevance(ranking, query_sets, db_sets), expected)
+    n_labels = len({label for labels in db_sets + query_sets for label in labels})
+    masks = evaluate._label_keys(query_sets, db_sets)[1]
+    assert n_labels > 64 and masks.words.shape == (120, -(-n_labels // 64)) and masks.words.dtype == np.uint64
+
+
+def test_single_labels_give_identical_figures_in_every_form():
+    rng = np.random.default_rng(5)
+    db_labels, query_labels = rng.integers(0, 5, 300), rng.integers(0, 5, 20)
+    query_codes, db_codes = _random_codes(rng, 20, 16), _random_codes(rng, 300, 16)
+    plain = evaluate_codes("toy", query_codes, db_codes, 16, query_labels, db_labels)
+    as_sets = evaluate_codes("toy", query_codes, db_codes, 16, [(x,) for x in query_labels], [[x] for x in db_labels])
+    assert plain.to_dict() == as_sets.to_dict()
+    # the single-label path compares the labels themselves: no encoding
+    keys = evaluate._label_keys(query_labels, list(db_labels))
+    assert all(isinstance(k, np.ndarray) for k in keys)

@@ -1,0 +1,114 @@
+"""Codes that lose their spread are detected, corrected, and reported (issue 18).
+
+The end-to-end tests reproduce the collapse found on OHSUMED (every training abstract got
+the same code): with the dead-layer correction switched off, today's defaults collapse
+there and ``fit`` warns; with it, the same fit keeps its spread.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+
+import semhash.estimator as estimator
+from semhash.codes import code_spread
+from semhash.estimator import CodeCollapseWarning, dead_unit_share, lsa_neighbours, tfidf_neighbours
+from semhash.hasher import SemanticHasher
+from semhash.rbm import RBM
+
+OHSUMED = Path(__file__).resolve().parents[2] / "shared" / "data" / "ohsumed-single-23.tar.gz"
+
+
+def test_code_spread_of_constant_and_varied_codes():
+    constant = code_spread(np.zeros((50, 16), bool))
+    assert (constant.distinct, constant.live_bits, constant.collapsed) == (1, 0, True)
+    rng = np.random.default_rng(0)
+    varied = code_spread(rng.random((500, 16)) > 0.5)
+    assert varied.live_bits == 16 and not varied.collapsed
+    # A few topics may rightly get a few codes: not a collapse while the bits vary.
+    four = code_spread(np.repeat(np.eye(4, 16, dtype=bool) | np.eye(4, 16, 4, dtype=bool)
+                                 | np.eye(4, 16, 8, dtype=bool) | np.eye(4, 16, 12, dtype=bool), 25, axis=0))
+    assert four.distinct == 4 and four.live_bits == 16 and not four.collapsed
+    # Two codes for a whole collection is.
+    two = code_spread(np.repeat(np.array([[0] * 16, [1] * 16], bool), 50, axis=0))
+    assert two.collapsed
+    assert "2 distinct codes for 100 documents" in two.describe()
+
+
+def test_dead_unit_share_sees_units_pinned_off():
+    rbm = RBM(8, n_epochs=0).fit(np.random.default_rng(0).random((40, 5)).astype(np.float32))
+    assert dead_unit_share(rbm, np.random.default_rng(1).random((40, 5)).astype(np.float32)) == 1.0  # weights ~0.01
+    rbm.weights_ = torch.randn(5, 8, generator=torch.Generator().manual_seed(0))
+    assert dead_unit_share(rbm, np.random.default_rng(1).random((40, 5)).astype(np.float32)) == 0.0
+    rbm.hidden_bias_[:6] = -30.0  # six of eight units can never turn on
+    assert dead_unit_share(rbm, np.random.default_rng(1).random((40, 5)).astype(np.float32)) == 0.75
+
+
+def test_input_scale_makes_the_mean_document_total_fixed(topic_corpus):
+    counts, _ = topic_corpus
+    short = sp.csr_matrix(counts.multiply(counts > 3), dtype=np.float32)  # a few words per document
+    short = short[np.diff(short.indptr) > 0]
+    model = SemanticHasher(n_bits=8, hidden_layers=(16,), pretrain_epochs=1, finetune_epochs=1).fit(short)
+    total = float(model._encoder_input(short).sum(axis=1).mean())
+    assert total == pytest.approx(estimator.INPUT_TOTAL, rel=1e-4)
+    assert model.input_scale_ > 1.0
+    again = SemanticHasher.from_bytes(model.to_bytes())
+    assert again.input_scale_ == pytest.approx(model.input_scale_)
+    np.testing.assert_array_equal(again.transform(short), model.transform(short))
+
+
+def test_short_documents_get_lsa_neighbours(topic_corpus):
+    counts, labels = topic_corpus
+    long_model = SemanticHasher(n_bits=8, hidden_layers=(16,), pretrain_epochs=1, finetune_epochs=1).fit(counts)
+    assert long_model.neighbour_similarity_ == "tfidf"  # 20-60 distinct words a document
+    titles = sp.csr_matrix(counts.multiply(counts > 2), dtype=np.float32)
+    titles = titles[np.diff(titles.indptr) > 0]
+    assert titles.nnz / titles.shape[0] < estimator.SHORT_DOCUMENT_WORDS
+    short_model = SemanticHasher(n_bits=8, hidden_layers=(16,), pretrain_epochs=1, finetune_epochs=1).fit(titles)
+    assert short_model.neighbour_similarity_ == "lsa"
+    with pytest.raises(ValueError, match="neighbour_similarity"):
+        SemanticHasher(n_bits=8, neighbour_similarity="bm25").fit(counts)
+    # LSA neighbours of a topic corpus are mostly of the same topic, like TF-IDF ones.
+    for find in (lsa_neighbours, tfidf_neighbours):
+        neighbours = find(counts, 5)
+        assert neighbours.shape == (counts.shape[0], 5)
+        assert not (neighbours == np.arange(counts.shape[0])[:, None]).any()
+        assert (labels[neighbours] == labels[:, None]).mean() > 0.8
+
+
+@pytest.fixture(scope="module")
+def ohsumed_counts():
+    if not OHSUMED.exists():
+        pytest.skip(f"OHSUMED not found at {OHSUMED}")
+    from pipelines.corpus import read_corpus
+    from pipelines.vectorize import WordCounter
+
+    docs = read_corpus(OHSUMED, subdir="ohsumed-single-23/train")
+    counts = WordCounter().fit_transform([d.text for d in docs])
+    return sp.csr_matrix(counts, dtype=np.float32)[np.diff(counts.indptr) > 0]
+
+
+def _fit(counts, **params):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model = SemanticHasher(n_bits=32, finetune_epochs=12, **params).fit(counts)
+    return model, [w for w in caught if issubclass(w.category, CodeCollapseWarning)]
+
+
+def test_ohsumed_collapse_is_reproduced_without_the_correction(ohsumed_counts, monkeypatch):
+    monkeypatch.setattr(estimator, "DEAD_LAYER_RETRIES", 0)
+    model, caught = _fit(ohsumed_counts)
+    assert model.code_spread_.collapsed and model.code_spread_.distinct <= 2
+    assert len(caught) == 1 and "the codes have collapsed" in str(caught[0].message)
+
+
+def test_ohsumed_keeps_its_spread_with_the_defaults(ohsumed_counts):
+    model, caught = _fit(ohsumed_counts, verbose=True)
+    assert not caught
+    assert not model.code_spread_.collapsed
+    assert model.code_spread_.distinct > 100 and model.code_spread_.live_bits >= 24
