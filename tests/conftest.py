@@ -13,6 +13,13 @@ import scipy.sparse as sp
 REPO = Path(__file__).resolve().parents[1]
 NEWSGROUPS = REPO / "data" / "20news-bydate.tar.gz"
 # Four groups far apart in topic, so a small model trained for seconds separates them.
+# Words of four topics, for small corpora written as a user's files (JSONL) in CLI tests.
+TOPIC_WORDS = {
+    "space": "orbit shuttle launch nasa rocket moon satellite mission astronaut",
+    "hockey": "goal puck team season playoff ice coach score league",
+    "graphics": "image pixel render color polygon texture shader bitmap format",
+    "mideast": "israel peace arab border treaty government conflict region army",
+}
 SUBSET_GROUPS = ("comp.graphics", "rec.sport.hockey", "sci.space", "talk.politics.mideast")
 
 

@@ -23,7 +23,7 @@ from pipelines.benchmark import (
 from pipelines.evaluate import RetrievalReport, evaluate_vectors
 from semhash.baselines import TfidfCosine
 from semhash.codes import pack_bits
-from tests.conftest import REPO, topic_counts
+from tests.conftest import REPO, TOPIC_WORDS, topic_counts
 
 TINY = dict(hidden_layers=(32,), finetune_epochs=5, pretrain_epochs=1)
 
@@ -218,12 +218,7 @@ def test_seed_plan_records_which_configurations_get_seeds(retrieval):
 
 # ------------------------------------------------------------- evaluate_database
 def _write_jsonl(path, n_docs, seed):
-    vocab = {
-        "space": "orbit shuttle launch nasa rocket moon satellite mission astronaut",
-        "hockey": "goal puck team season playoff ice coach score league",
-        "graphics": "image pixel render color polygon texture shader bitmap format",
-        "mideast": "israel peace arab border treaty government conflict region army",
-    }
+    vocab = TOPIC_WORDS
     rng = np.random.default_rng(seed)
     filler = "the report said people think really good time".split()
     with path.open("w", encoding="utf-8") as handle:

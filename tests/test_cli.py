@@ -4,6 +4,8 @@ import json
 
 import numpy as np
 
+from tests.conftest import TOPIC_WORDS
+
 import pytest
 from click.testing import CliRunner
 
@@ -175,12 +177,7 @@ def test_images_index_search_similar_and_montage(tmp_path):
 
 def _write_multi_label_jsonl(path, n_docs, seed):
     """Posts on one or two of four topics (a labels list), written as a user's JSONL corpus."""
-    topics = {
-        "space": "orbit shuttle launch nasa rocket moon satellite mission astronaut",
-        "hockey": "goal puck team season playoff ice coach score league",
-        "graphics": "image pixel render color polygon texture shader bitmap format",
-        "mideast": "israel peace arab border treaty government conflict region army",
-    }
+    topics = TOPIC_WORDS
     rng = np.random.default_rng(seed)
     names = list(topics)
     with path.open("w", encoding="utf-8") as handle:
