@@ -171,6 +171,9 @@ def fine_tune(
     patience: int = 5,
     warmup_epochs: int = 10,
     input_dropout: float = 0.0,
+    neighbours: np.ndarray | None = None,
+    pair_weight: float = 0.0,
+    pair_temperature: float = 0.1,
     generator: torch.Generator | None = None,
     report: Callable[[str], None] = lambda line: None,
 ) -> FineTuneResult:
@@ -192,6 +195,7 @@ def fine_tune(
     """
     optimizer = adam(model.parameters(), learning_rate)
     targets = dense_if_small(targets)  # inputs stay sparse: SparseInputLinear
+    pairs = neighbours is not None and pair_weight > 0
     history: list[tuple[float, float]] = []
     best = (math.inf, 0, copy.deepcopy(model.state_dict()))
     best_spread_ok, collapsed_epochs = False, 0
@@ -199,11 +203,15 @@ def fine_tune(
         started = time.perf_counter()
         model.train()
         total, seen = 0.0, 0
-        batches = iterate_batches(inputs, batch_size, shuffle=True, generator=generator, extra=targets, keep_sparse=True)
-        for x, target in batches:
+        batches = iterate_batches(inputs, batch_size, shuffle=True, generator=generator, extra=targets,
+                                  keep_sparse=True, with_rows=True)
+        for rows, x, target in batches:
             x = drop_inputs(x, input_dropout, generator)
-            _, logits = model(x, code_noise=code_noise, generator=generator)
+            code, logits = model(x, code_noise=code_noise, generator=generator)
             loss = model.reconstruction_loss(logits, target)
+            if pairs:
+                loss = loss + pair_weight * _pair_loss(model, code, rows, inputs, neighbours, input_dropout,
+                                                       code_noise, pair_temperature, generator)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -233,6 +241,27 @@ def fine_tune(
     model.load_state_dict(best[2])
     model.eval()
     return FineTuneResult(history=history, best_epoch=best[1], collapsed_epochs=collapsed_epochs)
+
+
+def _pair_loss(model, code, rows, inputs, neighbours, input_dropout, code_noise, temperature, generator):
+    """Contrastive term: each document's code must be nearer (in expected Hamming
+    distance) to the code of one of its input-space neighbours than to the other
+    documents' neighbours in the batch (InfoNCE over the batch)."""
+    pick = torch.randint(0, neighbours.shape[1], (len(rows),), generator=generator).numpy()
+    other = neighbours[rows, pick]
+    x = inputs[other]
+    x = sp.csr_matrix(x, dtype=np.float32) if sp.issparse(x) else to_dense_tensor(x)
+    x = drop_inputs(x, input_dropout, generator)
+    total = model.code_input(x)
+    if model.code == "binary" and code_noise > 0:
+        total = total + code_noise * torch.randn(total.shape, generator=generator)
+    mate = torch.sigmoid(total) if model.code == "binary" else total
+    if model.code == "binary":
+        distance = code.sum(1, keepdim=True) + mate.sum(1)[None, :] - 2 * code @ mate.T
+    else:
+        distance = torch.cdist(code, mate) ** 2
+    logits = -distance / (temperature * code.shape[1])
+    return nn.functional.cross_entropy(logits, torch.arange(len(rows)))
 
 
 SPREAD_SAMPLE = 2000  # documents whose codes are checked for collapse after each epoch

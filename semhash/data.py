@@ -71,6 +71,7 @@ def iterate_batches(
     generator: torch.Generator | None = None,
     extra=None,
     keep_sparse: bool = False,
+    with_rows: bool = False,
 ) -> Iterator[torch.Tensor]:
     """Yield dense float32 batches of the rows of ``X``.
 
@@ -78,7 +79,8 @@ def iterate_batches(
     fit in memory as a dense array; with ``keep_sparse``, batches of a sparse ``X`` are
     float32 CSR instead (for :class:`~semhash.autoencoder.SparseInputLinear`). With
     ``extra`` (a second matrix of the same number of rows), yields pairs of batches that
-    share the same rows; ``extra`` is always densified.
+    share the same rows; ``extra`` is always densified. ``with_rows`` puts the batch's row
+    indices first in each item.
     """
     n = n_rows(X)
     order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
@@ -89,7 +91,7 @@ def iterate_batches(
             # Sorted row access is much faster on CSR; the batch content is what is random.
             rows = np.sort(rows)
         batch = sp.csr_matrix(X[rows], dtype=np.float32) if keep_sparse and sp.issparse(X) else to_dense_tensor(X[rows])
-        if extra is None:
-            yield batch
-        else:
-            yield batch, to_dense_tensor(extra[rows])
+        item = (batch,) if extra is None else (batch, to_dense_tensor(extra[rows]))
+        if with_rows:
+            item = (rows, *item)
+        yield item if len(item) > 1 else batch

@@ -35,17 +35,22 @@ from semhash.rbm import RBM
 FORMAT_NAME = "semhash.model"
 FORMAT_VERSION = 1
 
-# The encoder's input is log(1 + count) times one factor per collection, chosen so that the
-# average document's total is this: the contrastive-divergence steps of the Poisson layer and
-# the spread of the first hidden layer grow with that total, so without it a collection of
-# short texts (titles, ~3) barely moves the first layer and its codes collapse, while one of
-# long posts saturates it. 50 is about a 20 Newsgroups post at 2,000 words, where the
-# learning rates were set.
+# The encoder's input is log(1 + count), scaled up for collections of short documents so
+# that the average document's total is at least this: the contrastive-divergence steps of
+# the Poisson layer and the spread of the first hidden layer grow with that total, so a
+# collection of titles (total ~3) barely moves the first layer and its codes collapse.
+# Longer documents are left as they are: the learning rates were set on them, and even a
+# slight scaling down of 20 Newsgroups posts left the Poisson layer's units nearly all off
+# and fine-tuning stuck on a plateau (benchmarks/README.md, "Many corpora").
+# 50 is about a 20 Newsgroups post at 2,000 words.
 INPUT_TOTAL = 50.0
 
-# Below this many distinct vocabulary words per document (on average), the neighbour
-# targets use LSA similarity (see neighbour_similarity).
-SHORT_DOCUMENT_WORDS = 20
+# Below this many distinct vocabulary words per document (on average: titles, not
+# abstracts or the first lines of posts), the neighbour targets use LSA similarity and
+# fine-tuning adds the neighbour-pair term (see neighbour_similarity and pair_weight).
+# Set between the two corpora on whose validation splits the choice flips
+# (benchmarks/README.md, "Many corpora").
+SHORT_DOCUMENT_WORDS = 10
 LSA_NEIGHBOUR_DIMS = 64
 
 # A pretrained layer in which this share of the hidden units no longer varies across the
@@ -98,6 +103,12 @@ class DeepCodeModel:
     input_dropout : fraction of the encoder's inputs zeroed at random in each fine-tuning
         step (denoising): the code must be recoverable from part of a document's words,
         which regularises it and makes a fragment's code land near the whole document's.
+    pair_weight : weight of a contrastive term in fine-tuning: each training document's
+        code is pulled towards the code of one of its ``neighbour_targets`` nearest
+        documents (found as for the targets) and away from the other documents' in the
+        mini-batch (InfoNCE over expected Hamming distances, ``pair_temperature`` times the
+        code size). ``"auto"``: 1 for short documents (the ``neighbour_similarity``
+        rule) with binary codes, 0 otherwise.
     validation_fraction : share of the training documents held out for early stopping.
     patience : fine-tuning epochs without validation improvement before stopping.
     random_state : seed; the same seed and data give the same model.
@@ -125,6 +136,8 @@ class DeepCodeModel:
         idf_target: bool = False,
         idf_input: bool = False,
         input_dropout: float = 0.0,
+        pair_weight: float | str = "auto",
+        pair_temperature: float = 0.1,
         validation_fraction: float = 0.1,
         patience: int = 5,
         random_state: int | None = 0,
@@ -144,6 +157,8 @@ class DeepCodeModel:
         self.idf_target = idf_target
         self.idf_input = idf_input
         self.input_dropout = input_dropout
+        self.pair_weight = pair_weight
+        self.pair_temperature = pair_temperature
         self.validation_fraction = validation_fraction
         self.patience = patience
         self.random_state = random_state
@@ -176,6 +191,11 @@ class DeepCodeModel:
 
         train_rows, val_rows = self._split(X.shape[0], generator)
         self.batch_size_ = self._batch_size(len(train_rows))
+        self.pair_weight_ = self._pair_weight(X)
+        pair_neighbours = None
+        if self.pair_weight_ > 0 and len(train_rows) > 2:
+            find_neighbours = lsa_neighbours if self._neighbour_similarity(X) == "lsa" else tfidf_neighbours
+            pair_neighbours = find_neighbours(X[train_rows], self.neighbour_targets)
         self._log(
             f"{type(self).__name__}: {X.shape[0]} documents, network "
             f"{'-'.join(map(str, self.layer_sizes))}, {self.code_units} code"
@@ -196,6 +216,9 @@ class DeepCodeModel:
             learning_rate=self.finetune_learning_rate,
             code_noise=self.code_noise if self.code_units == "binary" else 0.0,
             input_dropout=self.input_dropout,
+            neighbours=pair_neighbours,
+            pair_weight=self.pair_weight_,
+            pair_temperature=self.pair_temperature,
             patience=self.patience,
             generator=generator,
             report=self._log,
@@ -213,6 +236,17 @@ class DeepCodeModel:
         if self.neighbour_similarity != "auto":
             return self.neighbour_similarity
         return "lsa" if X.nnz / X.shape[0] < SHORT_DOCUMENT_WORDS else "tfidf"
+
+    def _pair_weight(self, X) -> float:
+        """The weight of the neighbour-pair term: ``"auto"`` turns it on (weight 1) for
+        collections of short documents, where it is what lifts the codes to the LSA
+        neighbours' level, and off for long ones, where it hurt (benchmarks/README.md)."""
+        if self.pair_weight == "auto":
+            applies = self.neighbour_targets > 0 and self.code_units == "binary"
+            return 1.0 if applies and self._neighbour_similarity(X) == "lsa" else 0.0
+        if isinstance(self.pair_weight, str) or not self.pair_weight >= 0:
+            raise ValueError(f"pair_weight must be a non-negative number or 'auto', got {self.pair_weight!r}")
+        return float(self.pair_weight) if self.neighbour_targets > 0 else 0.0
 
     def _check_spread(self, inputs) -> None:
         """Measure the spread of the training codes (``code_spread_``); warn if collapsed."""
@@ -299,7 +333,7 @@ class DeepCodeModel:
         document_frequency = np.bincount(X.indices, minlength=X.shape[1])
         self.idf_ = (np.log((1.0 + X.shape[0]) / (1.0 + document_frequency)) + 1.0).astype(np.float32)
         self.input_scale_ = 1.0
-        self.input_scale_ = INPUT_TOTAL / max(float(self._encoder_input(X).sum(axis=1).mean()), 1e-6)
+        self.input_scale_ = max(1.0, INPUT_TOTAL / max(float(self._encoder_input(X).sum(axis=1).mean()), 1e-6))
 
     def _encoder_input(self, X):
         inputs = encoder_input(X)

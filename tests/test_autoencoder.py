@@ -128,3 +128,16 @@ def test_sparse_input_dropout_keeps_zeros_and_drops_a_share_of_the_rest():
     assert x.nnz == 12000  # the input is untouched
     batches = list(iterate_batches(x, 64, extra=x, keep_sparse=True))
     assert sp.issparse(batches[0][0]) and isinstance(batches[0][1], torch.Tensor) and len(batches) == 4
+
+
+def test_batches_with_rows_line_up_with_their_rows():
+    from semhash.data import iterate_batches
+
+    X = np.arange(20, dtype=np.float32).reshape(10, 2)
+    seen = []
+    for rows, batch, extra in iterate_batches(X, 4, shuffle=True, generator=torch.Generator().manual_seed(0),
+                                              extra=X * 10, with_rows=True):
+        np.testing.assert_array_equal(batch.numpy(), X[rows])
+        np.testing.assert_array_equal(extra.numpy(), X[rows] * 10)
+        seen.extend(rows.tolist())
+    assert sorted(seen) == list(range(10))

@@ -49,7 +49,15 @@ def test_dead_unit_share_sees_units_pinned_off():
     assert dead_unit_share(rbm, np.random.default_rng(1).random((40, 5)).astype(np.float32)) == 0.75
 
 
-def test_input_scale_makes_the_mean_document_total_fixed(topic_corpus):
+def test_long_documents_keep_their_input_scale(topic_corpus):
+    counts, _ = topic_corpus
+    long = sp.csr_matrix(counts * 1000.0, dtype=np.float32)  # log(1 + count) sums far above INPUT_TOTAL
+    model = SemanticHasher(n_bits=8, hidden_layers=(16,), pretrain_epochs=1, finetune_epochs=1).fit(long)
+    assert float(model._encoder_input(long).sum(axis=1).mean()) > estimator.INPUT_TOTAL
+    assert model.input_scale_ == 1.0
+
+
+def test_short_documents_are_scaled_up_to_a_fixed_mean_total(topic_corpus):
     counts, _ = topic_corpus
     short = sp.csr_matrix(counts.multiply(counts > 3), dtype=np.float32)  # a few words per document
     short = short[np.diff(short.indptr) > 0]
@@ -112,3 +120,30 @@ def test_ohsumed_keeps_its_spread_with_the_defaults(ohsumed_counts):
     assert not caught
     assert not model.code_spread_.collapsed
     assert model.code_spread_.distinct > 100 and model.code_spread_.live_bits >= 24
+
+
+def test_pair_term_is_on_for_short_documents_only(topic_corpus):
+    counts, _ = topic_corpus
+    titles = sp.csr_matrix(counts.multiply(counts > 2), dtype=np.float32)
+    titles = titles[np.diff(titles.indptr) > 0]
+    small = dict(n_bits=8, hidden_layers=(16,), pretrain_epochs=1, finetune_epochs=1)
+    assert SemanticHasher(**small).fit(counts).pair_weight_ == 0.0
+    assert SemanticHasher(**small).fit(titles).pair_weight_ == 1.0
+    assert SemanticHasher(**small, pair_weight=0.5).fit(counts).pair_weight_ == 0.5
+    assert SemanticHasher(**small, neighbour_targets=0).fit(titles).pair_weight_ == 0.0  # no neighbours, no pairs
+    with pytest.raises(ValueError, match="pair_weight"):
+        SemanticHasher(**small, pair_weight="yes").fit(counts)
+
+
+def test_pair_term_rewards_codes_near_their_neighbours():
+    from semhash.autoencoder import DeepAutoencoder, _pair_loss
+
+    torch.manual_seed(0)
+    model = DeepAutoencoder([30, 20, 16])
+    inputs = torch.rand(64, 30) * 3
+    rows = np.arange(64)
+    code = model.encode(inputs)
+    loss = lambda neighbours: float(_pair_loss(model, code, rows, inputs, neighbours, 0.0, 0.0, 0.1, None))
+    itself = np.arange(64)[:, None]  # every document its own neighbour: the mate is the code itself
+    shuffled = np.random.default_rng(0).permutation(64)[:, None]
+    assert loss(itself) < loss(shuffled)
