@@ -253,13 +253,14 @@ def _pair_loss(model, code, rows, inputs, neighbours, input_dropout, code_noise,
     x = sp.csr_matrix(x, dtype=np.float32) if sp.issparse(x) else to_dense_tensor(x)
     x = drop_inputs(x, input_dropout, generator)
     total = model.code_input(x)
-    if model.code == "binary" and code_noise > 0:
-        total = total + code_noise * torch.randn(total.shape, generator=generator)
-    mate = torch.sigmoid(total) if model.code == "binary" else total
     if model.code == "binary":
+        if code_noise > 0:
+            total = total + code_noise * torch.randn(total.shape, generator=generator)
+        mate = torch.sigmoid(total)
+        # expected Hamming distance of independent bits: p(1 - q) + q(1 - p), summed
         distance = code.sum(1, keepdim=True) + mate.sum(1)[None, :] - 2 * code @ mate.T
     else:
-        distance = torch.cdist(code, mate) ** 2
+        distance = torch.cdist(code, total) ** 2
     logits = -distance / (temperature * code.shape[1])
     return nn.functional.cross_entropy(logits, torch.arange(len(rows)))
 

@@ -185,8 +185,7 @@ class DeepCodeModel:
         inputs, targets = self._encoder_input(X), self._reconstruction_target(X)
         if self.neighbour_targets > 0 and X.shape[0] > 1:
             self.neighbour_similarity_ = self._neighbour_similarity(X)
-            find_neighbours = lsa_neighbours if self.neighbour_similarity_ == "lsa" else tfidf_neighbours
-            neighbours = find_neighbours(X, self.neighbour_targets)
+            neighbours = self._neighbours(X, self.neighbour_similarity_)
             targets = smooth_with_neighbours(targets, neighbours, self.neighbour_weight)
 
         train_rows, val_rows = self._split(X.shape[0], generator)
@@ -194,8 +193,8 @@ class DeepCodeModel:
         self.pair_weight_ = self._pair_weight(X)
         pair_neighbours = None
         if self.pair_weight_ > 0 and len(train_rows) > 2:
-            find_neighbours = lsa_neighbours if self._neighbour_similarity(X) == "lsa" else tfidf_neighbours
-            pair_neighbours = find_neighbours(X[train_rows], self.neighbour_targets)
+            # indices among the training rows
+            pair_neighbours = self._neighbours(X[train_rows], self._neighbour_similarity(X))
         self._log(
             f"{type(self).__name__}: {X.shape[0]} documents, network "
             f"{'-'.join(map(str, self.layer_sizes))}, {self.code_units} code"
@@ -236,6 +235,11 @@ class DeepCodeModel:
         if self.neighbour_similarity != "auto":
             return self.neighbour_similarity
         return "lsa" if X.nnz / X.shape[0] < SHORT_DOCUMENT_WORDS else "tfidf"
+
+    def _neighbours(self, X, similarity: str) -> np.ndarray:
+        """Each row's ``neighbour_targets`` nearest other rows of ``X`` by ``similarity``."""
+        find = lsa_neighbours if similarity == "lsa" else tfidf_neighbours
+        return find(X, self.neighbour_targets)
 
     def _pair_weight(self, X) -> float:
         """The weight of the neighbour-pair term: ``"auto"`` turns it on (weight 1) for
