@@ -56,6 +56,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from pipelines.evaluate import evaluate_codes, evaluate_vectors  # noqa: E402
+from semhash.codes import code_spread  # noqa: E402
 
 DATA = REPO.parent / "shared" / "data"
 RESULTS = REPO / "benchmarks" / "results"
@@ -272,11 +273,12 @@ def run_corpus(corpus: Corpus, data: dict, args, cache: Path) -> dict:
         entry["itq"], entry["itq_tf"] = _best_of_tf(lambda s: ITQ(n_bits=size, sublinear_tf=s), db, queries, yq, ydb, _code_p100)
         path = cache / f"{fit_name}-{mode}hasher{size}-{_digest(params)}.model"
         model, cached = fit_model("hasher", size, db, params, path)
-        entry["semhash"] = evaluate_codes("x", model.transform(queries), model.transform(db), size, yq, ydb, full=False).p_at_100
-        spread = getattr(model, "code_spread_", None)
+        db_codes = model.transform(db)
+        entry["semhash"] = evaluate_codes("x", model.transform(queries), db_codes, size, yq, ydb, full=False).p_at_100
+        spread = code_spread(np.unpackbits(db_codes, axis=1)[:, :size])  # over the whole database, cached or not
         entry.update(fit_seconds=round(model.fit_seconds_, 1), best_epoch=model.best_epoch_, cached=cached,
-                     distinct_codes=spread.distinct if spread else None, live_bits=spread.live_bits if spread else None,
-                     collapsed=spread.collapsed if spread else None, warnings=getattr(model, "fit_warnings_", []))
+                     distinct_codes=spread.distinct, live_bits=spread.live_bits, collapsed=spread.collapsed,
+                     warnings=getattr(model, "fit_warnings_", []))
         best = max(row["tfidf-raw"], row["tfidf-sublinear"], entry["lsa"], entry["itq"])
         entry["best_baseline"] = best
         entry["ratio"] = entry["semhash"] / best if best else None
