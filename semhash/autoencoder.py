@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from semhash.codes import code_spread
-from semhash.data import dense_if_small, drop_inputs, iterate_batches, to_dense_tensor
+from semhash.data import dense_if_small, drop_inputs, gather_rows, iterate_batches, to_dense_tensor
 from semhash.rbm import RBM
 
 CODE_UNITS = ("binary", "linear")
@@ -119,16 +119,19 @@ class DeepAutoencoder(nn.Module):
             code = torch.sigmoid(layer(code))
         return self.decoder[-1](code)
 
-    def forward(self, x, code_noise: float = 0.0, generator=None):
-        """Code and output logits of a dense or scipy-sparse batch; ``code_noise`` is the
-        std of the noise on binary codes."""
+    def training_code(self, x, code_noise: float = 0.0, generator=None) -> torch.Tensor:
+        """The code of a batch as fine-tuning sees it: binary codes with ``code_noise``
+        (std) added to the code units' input."""
         total = self.code_input(x)
-        if self.code == "binary":
-            if code_noise > 0:
-                total = total + code_noise * torch.randn(total.shape, generator=generator)
-            code = torch.sigmoid(total)
-        else:
-            code = total
+        if self.code != "binary":
+            return total
+        if code_noise > 0:
+            total = total + code_noise * torch.randn(total.shape, generator=generator)
+        return torch.sigmoid(total)
+
+    def forward(self, x, code_noise: float = 0.0, generator=None):
+        """Code (see :meth:`training_code`) and output logits of a dense or scipy-sparse batch."""
+        code = self.training_code(x, code_noise, generator)
         return code, self.decode(code)
 
     def reconstruction_loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -249,18 +252,13 @@ def _pair_loss(model, code, rows, inputs, neighbours, input_dropout, code_noise,
     documents' neighbours in the batch (InfoNCE over the batch)."""
     pick = torch.randint(0, neighbours.shape[1], (len(rows),), generator=generator).numpy()
     other = neighbours[rows, pick]
-    x = inputs[other]
-    x = sp.csr_matrix(x, dtype=np.float32) if sp.issparse(x) else to_dense_tensor(x)
-    x = drop_inputs(x, input_dropout, generator)
-    total = model.code_input(x)
+    x = drop_inputs(gather_rows(inputs, other, keep_sparse=True), input_dropout, generator)
+    mate = model.training_code(x, code_noise, generator)  # the decoder is not needed here
     if model.code == "binary":
-        if code_noise > 0:
-            total = total + code_noise * torch.randn(total.shape, generator=generator)
-        mate = torch.sigmoid(total)
         # expected Hamming distance of independent bits: p(1 - q) + q(1 - p), summed
         distance = code.sum(1, keepdim=True) + mate.sum(1)[None, :] - 2 * code @ mate.T
     else:
-        distance = torch.cdist(code, total) ** 2
+        distance = torch.cdist(code, mate) ** 2
     logits = -distance / (temperature * code.shape[1])
     return nn.functional.cross_entropy(logits, torch.arange(len(rows)))
 

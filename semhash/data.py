@@ -63,6 +63,12 @@ def drop_inputs(x, rate: float, generator=None, rescale: bool = False):
     return x / (1.0 - rate) if rescale else x
 
 
+def gather_rows(X, rows, *, keep_sparse: bool = False):
+    """Rows ``rows`` of ``X`` as a float32 tensor, or as float32 CSR if ``X`` is sparse and
+    ``keep_sparse``."""
+    return sp.csr_matrix(X[rows], dtype=np.float32) if keep_sparse and sp.issparse(X) else to_dense_tensor(X[rows])
+
+
 def iterate_batches(
     X,
     batch_size: int,
@@ -90,7 +96,7 @@ def iterate_batches(
         if shuffle:
             # Sorted row access is much faster on CSR; the batch content is what is random.
             rows = np.sort(rows)
-        batch = sp.csr_matrix(X[rows], dtype=np.float32) if keep_sparse and sp.issparse(X) else to_dense_tensor(X[rows])
+        batch = gather_rows(X, rows, keep_sparse=keep_sparse)
         item = (batch,) if extra is None else (batch, to_dense_tensor(extra[rows]))
         if with_rows:
             item = (rows, *item)
