@@ -82,7 +82,7 @@ def index(corpus, database, subdir, bits, address_bits, vocab, map_dims, epochs,
     for `semhash map` and Euclidean search), pretraining each as a stack of RBMs and
     fine-tuning it as a deep autoencoder. About 3 minutes for 11,000 posts on 2 cores.
     """
-    from pipelines.indexing import index_corpus
+    from semhash.pipelines.indexing import index_corpus
 
     fine_tuning = {k: v for k, v in {"finetune_epochs": epochs, "pretrain_epochs": pretrain_epochs}.items() if v}
     read_options = {"text_column": text_column, "label_column": label_column, "labels_column": labels_column,
@@ -119,7 +119,7 @@ def add(corpus, database, subdir, batch_size, quiet, as_json):
     Documents whose id is already stored are skipped, so an interrupted run can simply
     be started again: it resumes where it stopped.
     """
-    from pipelines.indexing import add_documents
+    from semhash.pipelines.indexing import add_documents
 
     with _friendly_errors(quiet):
         result = add_documents(database, corpus, subdir=subdir, batch_size=batch_size, verbose=not quiet,
@@ -137,10 +137,29 @@ SPACE_OPTION = click.option(
 )
 RERANK_OPTION = click.option("--rerank", is_flag=True, help="Re-rank the Hamming candidates by TF-IDF cosine (slower, more precise).")
 MODE_OPTION = click.option(
-    "--mode", type=click.Choice(["exhaustive", "address"]), default="exhaustive", show_default=True,
-    help="address: look only at documents whose address code is within --radius bits of the query's (fast on large collections).",
+    "--mode", type=click.Choice(["exhaustive", "address", "cells"]), default="exhaustive", show_default=True,
+    help="Fast search on large collections. address: only items whose address code is within --radius bits of "
+         "the query's; cells: only the k-means cells of codes nearest the query's (built on first use).",
 )
-RADIUS_OPTION = click.option("--radius", default=2, show_default=True, type=click.IntRange(0, 4), help="With --mode address: Hamming radius of the address ball.")
+RADIUS_OPTION = click.option("--radius", type=click.IntRange(0, 6), help="With --mode address: Hamming radius of the address ball (default: the collection's, 2 for documents, 3 for images).")
+MAX_CANDIDATES_OPTION = click.option("--max-candidates", type=click.IntRange(1), help="With --mode address: stop collecting candidates, nearest addresses first, at this many (default 500).")
+PROBES_OPTION = click.option("--probes", type=click.IntRange(1), help="With --mode cells: how many cells to visit (default 16; more is slower and closer to exhaustive).")
+
+
+def fast_search_options(function):
+    """--mode, --radius, --max-candidates, --probes: the same for documents and images."""
+    for option in (PROBES_OPTION, MAX_CANDIDATES_OPTION, RADIUS_OPTION, MODE_OPTION):
+        function = option(function)
+    return function
+
+
+def _search_options(**given):
+    """The library's SearchOptions, with what the command line gave (None: the default)."""
+    from semhash.index.search import SearchOptions
+
+    return SearchOptions.given(**given)
+
+
 CANDIDATES_OPTION = click.option("--candidates", default=100, show_default=True, type=click.IntRange(1), help="With --rerank: how many Hamming candidates to re-rank.")
 
 
@@ -151,11 +170,10 @@ CANDIDATES_OPTION = click.option("--candidates", default=100, show_default=True,
 @SPACE_OPTION
 @RERANK_OPTION
 @CANDIDATES_OPTION
-@MODE_OPTION
-@RADIUS_OPTION
+@fast_search_options
 @click.option("--code", "is_code", is_flag=True, help="TEXT is a binary code in hex (as printed by `semhash encode`).")
 @JSON_OPTION
-def search(text, database, k, space, rerank, candidates, mode, radius, is_code, as_json):
+def search(text, database, k, space, rerank, candidates, mode, radius, max_candidates, probes, is_code, as_json):
     """Find the stored documents nearest in meaning to TEXT.
 
     TEXT is encoded with the collection's vocabulary and model; results are ranked by
@@ -165,14 +183,13 @@ def search(text, database, k, space, rerank, candidates, mode, radius, is_code, 
       semhash search "graphics card driver for windows" --db news.db -k 5
       semhash search "encryption key escrow" --db news.db --rerank --json
     """
-    from index.search import SearchEngine
+    from semhash.index.search import SearchEngine
 
     with _friendly_errors(True):
+        options = _search_options(k=k, space=space, rerank=rerank, candidates=candidates, mode=mode, radius=radius,
+                                  max_candidates=max_candidates, probes=probes)
         engine = SearchEngine(database)
-        if is_code:
-            hits = engine.search_code(text, k)
-        else:
-            hits = engine.search(text, k, space=space, rerank=rerank, candidates=candidates, mode=mode, radius=radius)
+        hits = engine.search_code(text, options=options) if is_code else engine.search(text, options=options)
     _print_hits(hits, as_json, "cosine distance" if rerank else f"{space} distance")
 
 
@@ -183,19 +200,20 @@ def search(text, database, k, space, rerank, candidates, mode, radius, is_code, 
 @SPACE_OPTION
 @RERANK_OPTION
 @CANDIDATES_OPTION
-@MODE_OPTION
-@RADIUS_OPTION
+@fast_search_options
 @JSON_OPTION
-def similar(doc_id, database, k, space, rerank, candidates, mode, radius, as_json):
+def similar(doc_id, database, k, space, rerank, candidates, mode, radius, max_candidates, probes, as_json):
     """Find the documents nearest to a stored one.
 
     DOC_ID is the document's external id (e.g. a path like sci.space/60154, as shown in
     search results) or its numeric id.
     """
-    from index.search import SearchEngine
+    from semhash.index.search import SearchEngine
 
     with _friendly_errors(True):
-        hits = SearchEngine(database).similar(doc_id, k, space=space, rerank=rerank, candidates=candidates, mode=mode, radius=radius)
+        options = _search_options(k=k, space=space, rerank=rerank, candidates=candidates, mode=mode, radius=radius,
+                                  max_candidates=max_candidates, probes=probes)
+        hits = SearchEngine(database).similar(doc_id, options=options)
     _print_hits(hits, as_json, "cosine distance" if rerank else f"{space} distance")
 
 
@@ -205,7 +223,7 @@ def similar(doc_id, database, k, space, rerank, candidates, mode, radius, as_jso
 @SPACE_OPTION
 def encode(text, database, space):
     """Print the code of TEXT: hex for binary codes, numbers for the map code."""
-    from index.search import SearchEngine
+    from semhash.index.search import SearchEngine
     from semhash.codes import to_hex
 
     with _friendly_errors(True):
@@ -230,7 +248,7 @@ def evaluate(database, queries_source, subdir, fraction, max_queries, seed, quie
     \b
       semhash evaluate --db news.db --queries data/20news-bydate.tar.gz --subdir 20news-bydate-test
     """
-    from pipelines.benchmark import evaluate_database, format_report
+    from semhash.pipelines.benchmark import evaluate_database, format_report
 
     with _friendly_errors(quiet):
         report = evaluate_database(database, queries_source or fraction, seed=seed, subdir=subdir,
@@ -267,7 +285,7 @@ def recall(fragment, database, hex_code, k, codes_only, as_json):
       semhash recall --code 9f0c3e... --db news.db -k 3 --json
       semhash recall "shuttle launch delayed" --db news.db --codes-only   # no word units
     """
-    from index.recall import DocumentMemory
+    from semhash.index.recall import DocumentMemory
 
     if (fragment is None) == (hex_code is None):
         raise click.UsageError("give either a FRAGMENT of text or --code HEX (not both)")
@@ -283,7 +301,7 @@ def recall(fragment, database, hex_code, k, codes_only, as_json):
 @JSON_OPTION
 def info(database, as_json):
     """Describe a database: documents, labels, models and the memory they use."""
-    from index.database import Database
+    from semhash.index.database import Database
 
     with _friendly_errors(True):
         with Database(database, create=False) as db:
@@ -330,14 +348,14 @@ def map_command(database, out, compare, html_out, queries, title, quiet):
       semhash map --db news.db --out map.png --compare lsa
       semhash map --db news.db --html map.html --query "hubble telescope images"
     """
-    from index.database import Database
-    from index.search import SearchEngine, snippet
-    from pipelines.indexing import MAP_MODEL
-    from pipelines.maps import draw_comparison, draw_map, lsa_map, map_title, umap_map, write_html_map
+    from semhash.index.database import Database
+    from semhash.index.search import SearchEngine, snippet
+    from semhash.index.models import TEXT
+    from semhash.pipelines.maps import draw_comparison, draw_map, lsa_map, map_title, umap_map, write_html_map
 
     with _friendly_errors(quiet):
         with Database(database, create=False) as db:
-            model = db.get_model(MAP_MODEL, with_weights=False)
+            model = db.get_model(TEXT.map, with_weights=False)
             if model.n_dims != 2:
                 raise click.ClickException(f"the map model has {model.n_dims} dimensions; `semhash map` draws 2-D codes")
             ids, points = db.get_codes(model.id)
@@ -395,7 +413,7 @@ def images_index(source, database, subdir, bits, address_bits, limit, epochs, re
     a .npz/.npy array of 32x32 RGB images, or hf:NAME), resize them to 32x32, train the
     models if the database has none, and store images and codes.
     """
-    from pipelines.images import index_images
+    from semhash.pipelines.images import index_images
 
     params = {"finetune_epochs": epochs} if epochs else None
     with _friendly_errors(quiet):
@@ -409,8 +427,8 @@ def images_index(source, database, subdir, bits, address_bits, limit, epochs, re
 
 def _image_hits(hits, database, query_pixels, montage_path, as_json):
     if montage_path:
-        from index.database import Database
-        from pipelines.images import montage, stored_pixels
+        from semhash.index.database import Database
+        from semhash.pipelines.images import montage, stored_pixels
 
         with Database(database, create=False) as db:
             pixels = stored_pixels(db, [hit.id for hit in hits])
@@ -427,33 +445,28 @@ def _image_hits(hits, database, query_pixels, montage_path, as_json):
 
 MONTAGE_OPTION = click.option("--montage", "montage_path", type=click.Path(dir_okay=False, path_type=Path),
                               help="Write the query and its hits, with Hamming distances, as a PNG grid.")
-ADDRESS_OPTION = click.option("--address", "use_address", is_flag=True, help="Two-stage search (semantic hashing): only images whose address code is within --radius bits of the query's, re-ranked by the long code; fast on large collections.")
-IMAGE_RADIUS_OPTION = click.option("--radius", type=click.IntRange(0, 6), help="With --address: Hamming radius of the address ball (default 3).")
-MAX_CANDIDATES_OPTION = click.option("--max-candidates", type=click.IntRange(1), help="With --address: stop collecting candidates, nearest addresses first, at this many (default 500).")
-CELLS_OPTION = click.option("--cells", "use_cells", is_flag=True, help="Fast search on large collections: only the images in the k-means cells of long codes nearest to the query's (the cell index is built on first use and kept beside the database).")
-PROBES_OPTION = click.option("--probes", type=click.IntRange(1), help="With --cells: how many cells to visit (default 16; more is slower and closer to exhaustive).")
+ADDRESS_OPTION = click.option("--address", "use_address", is_flag=True, help="Short for --mode address.")
+CELLS_OPTION = click.option("--cells", "use_cells", is_flag=True, help="Short for --mode cells.")
 
 
-def _fast_search_options(use_address, radius, max_candidates, use_cells, probes) -> dict:
-    """Keyword arguments of search_image / similar_image: the library's defaults unless given."""
-    if use_address and use_cells:
-        raise click.UsageError("--address and --cells are two ways of fast search: choose one")
-    given = (("radius", radius), ("candidates", max_candidates), ("probes", probes))
-    return {"use_address": use_address, "use_cells": use_cells, **{k: v for k, v in given if v is not None}}
+def _image_search_options(k, mode, use_address, use_cells, **given):
+    """SearchOptions of `images search/similar`, where --address and --cells name a mode."""
+    flags = [name for name, on in (("address", use_address), ("cells", use_cells)) if on]
+    if len(flags) > 1 or (flags and mode not in ("exhaustive", flags[0])):
+        raise click.UsageError("--address, --cells and --mode name ways of fast search: choose one")
+    return _search_options(k=k, mode=flags[0] if flags else mode, **given)
 
 
 @images.command(name="search")
 @click.argument("image", type=click.Path(exists=True, dir_okay=False))
 @DB_OPTION
 @K_OPTION
+@fast_search_options
 @ADDRESS_OPTION
-@IMAGE_RADIUS_OPTION
-@MAX_CANDIDATES_OPTION
 @CELLS_OPTION
-@PROBES_OPTION
 @MONTAGE_OPTION
 @JSON_OPTION
-def images_search(image, database, k, use_address, radius, max_candidates, use_cells, probes, montage_path, as_json):
+def images_search(image, database, k, mode, radius, max_candidates, probes, use_address, use_cells, montage_path, as_json):
     """Find the stored images nearest to IMAGE (PNG or JPEG) by Hamming distance of their codes.
 
     Exhaustive (exact) by default. On large collections --cells looks only in the
@@ -465,13 +478,15 @@ def images_search(image, database, k, use_address, radius, max_candidates, use_c
       semhash images search cat.jpg --db photos.db -k 16 --montage hits.png
       semhash images search cat.jpg --db photos.db --cells --json
     """
-    from index.database import Database
-    from pipelines.images import read_images, search_image
+    from semhash.index.database import Database
+    from semhash.pipelines.images import read_images, search_image
 
     with _friendly_errors(True):
         query = read_images(image).pixels[0]
         with Database(database, create=False) as db:
-            hits = search_image(db, query, k, **_fast_search_options(use_address, radius, max_candidates, use_cells, probes))
+            options = _image_search_options(k, mode, use_address, use_cells, radius=radius,
+                                            max_candidates=max_candidates, probes=probes)
+            hits = search_image(db, query, options=options)
         _image_hits(hits, database, query, montage_path, as_json)
 
 
@@ -479,22 +494,22 @@ def images_search(image, database, k, use_address, radius, max_candidates, use_c
 @click.argument("image_id")
 @DB_OPTION
 @K_OPTION
+@fast_search_options
 @ADDRESS_OPTION
-@IMAGE_RADIUS_OPTION
-@MAX_CANDIDATES_OPTION
 @CELLS_OPTION
-@PROBES_OPTION
 @MONTAGE_OPTION
 @JSON_OPTION
-def images_similar(image_id, database, k, use_address, radius, max_candidates, use_cells, probes, montage_path, as_json):
+def images_similar(image_id, database, k, mode, radius, max_candidates, probes, use_address, use_cells, montage_path, as_json):
     """Find the images nearest to a stored one (its id, or external id such as image:cat/0001.jpg)."""
-    from index.database import Database
-    from pipelines.images import similar_image, stored_pixels
+    from semhash.index.database import Database
+    from semhash.pipelines.images import similar_image, stored_pixels
 
     with _friendly_errors(True):
         with Database(database, create=False) as db:
             document = db.find_document(image_id)
-            hits = similar_image(db, document.id, k, **_fast_search_options(use_address, radius, max_candidates, use_cells, probes))
+            options = _image_search_options(k, mode, use_address, use_cells, radius=radius,
+                                            max_candidates=max_candidates, probes=probes)
+            hits = similar_image(db, document.id, options=options)
             query = stored_pixels(db, [document.id])[0] if montage_path else None
         _image_hits(hits, database, query, montage_path, as_json)
 
@@ -521,9 +536,9 @@ def images_map(database, out, max_thumbnails, epochs, retrain, title, quiet):
       semhash images index photos/ --db photos.db
       semhash images map --db photos.db --out photos-map.png --max-thumbnails 800
     """
-    from index.database import Database
-    from pipelines.images import image_map_codes, stored_pixels
-    from pipelines.maps import draw_thumbnail_map
+    from semhash.index.database import Database
+    from semhash.pipelines.images import image_map_codes, stored_pixels
+    from semhash.pipelines.maps import draw_thumbnail_map
 
     params = {"tsne_epochs": epochs} if epochs else None
     with _friendly_errors(quiet):
@@ -593,10 +608,10 @@ class _friendly_errors:
         self._warnings.__exit__(exc_type, exc, tb)
         if exc is None or isinstance(exc, (click.ClickException, KeyboardInterrupt)):
             return False
-        from index.database import DatabaseError
-        from index.faiss_index import IndexFileError
-        from index.search import QueryError
-        from pipelines.corpus import CorpusError
+        from semhash.index.database import DatabaseError
+        from semhash.index.faiss_index import IndexFileError
+        from semhash.index.search import QueryError
+        from semhash.pipelines.corpus import CorpusError
         from semhash.estimator import ModelFormatError
 
         expected = (CorpusError, DatabaseError, IndexFileError, QueryError, ModelFormatError, KeyError, ValueError, FileNotFoundError)

@@ -55,7 +55,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from pipelines.evaluate import evaluate_codes, evaluate_vectors  # noqa: E402
+from semhash.pipelines.evaluate import evaluate_codes, evaluate_vectors  # noqa: E402
 from semhash.codes import code_spread  # noqa: E402
 
 DATA = REPO.parent / "shared" / "data"
@@ -165,8 +165,8 @@ def load(corpus: Corpus, *, quick: bool, validation: bool, cache: Path) -> dict:
                 "db_labels": f["db_labels"].astype(str), "query_labels": f["query_labels"].astype(str),
                 "mean_words": float(f["mean_words"]),
             }
-    from pipelines.corpus import read_corpus
-    from pipelines.vectorize import WordCounter
+    from semhash.pipelines.corpus import read_corpus
+    from semhash.vectorize import WordCounter
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -254,7 +254,7 @@ def knn_accuracy(train_points, train_labels, query_points, query_labels, k: int 
 
 def run_corpus(corpus: Corpus, data: dict, args, cache: Path) -> dict:
     from semhash.baselines import ITQ, LSA, TfidfCosine
-    from pipelines.maps import LSAMap, UMAPMap
+    from semhash.pipelines.maps import LSAMap, UMAPMap
 
     db, queries, ydb, yq = data["db"], data["queries"], data["db_labels"], data["query_labels"]
     bits = QUICK_BITS if args.quick else tuple(args.bits)
@@ -306,7 +306,7 @@ def run_corpus(corpus: Corpus, data: dict, args, cache: Path) -> dict:
 
 
 def _digest(params: dict) -> str:
-    from pipelines.benchmark import model_cache_key
+    from semhash.pipelines.benchmark import model_cache_key
 
     return model_cache_key(params)
 

@@ -1,7 +1,7 @@
 """Content-addressable recall of 20 Newsgroups posts: Willshaw memory vs Hamming search.
 
 Every training post of 20 Newsgroups (11,314 posts, 2,000-word vocabulary) is stored in an
-:class:`index.recall.CodeMemory` (hetero-associative Willshaw memory, code pattern ->
+:class:`semhash.index.recall.CodeMemory` (hetero-associative Willshaw memory, code pattern ->
 document address) under its 128-bit code from a :class:`SemanticHasher` trained with the
 default parameters (model cached under ``--cache``). Each sampled post is then queried
 
@@ -24,7 +24,7 @@ Why 128 bits: it is the database default (``semhash index --bits 128``), so the 
 is measured as users get it, and longer codes leave fewer posts with identical codes.
 
 The memory stores each post under its code and, by default, its vocabulary words (see
-:mod:`index.recall`); word queries also get TF-IDF cosine over the posts as a peer.
+:mod:`semhash.index.recall`); word queries also get TF-IDF cosine over the posts as a peer.
 Model selection (block size of the code pattern, address-space size, words or codes alone,
 hetero- vs auto-association) uses a validation sample of posts disjoint from the reported
 test sample; the test sample is evaluated once, with the chosen configuration: among the
@@ -60,9 +60,9 @@ def prepare(cache_dir: Path, n_bits: int, vocabulary_size: int = 2000, seed: int
     """Train documents -> (documents, counts, counter, hasher, codes); the model is cached."""
     import torch
 
-    from pipelines.corpus import read_corpus
-    from pipelines.indexing import _drop_empty
-    from pipelines.vectorize import WordCounter
+    from semhash.pipelines.corpus import read_corpus
+    from semhash.pipelines.indexing import _drop_empty
+    from semhash.vectorize import WordCounter
     from semhash.hasher import SemanticHasher
 
     torch.set_num_threads(1)
@@ -95,7 +95,7 @@ def fragment_codes(texts, fraction, counter, hasher, rng):
     no word is known."""
     import re
 
-    from pipelines.vectorize import TOKEN_PATTERN
+    from semhash.vectorize import TOKEN_PATTERN
 
     fragments = []
     for text in texts:
@@ -215,7 +215,7 @@ def main(argv=None) -> int:
 
     import faiss
 
-    from index.recall import CodeMemory
+    from semhash.index.recall import CodeMemory
     from semhash.memory import SparseCodeMap, WillshawMemory
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])

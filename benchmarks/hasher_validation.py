@@ -34,7 +34,7 @@ for path in (REPO, REPO / "benchmarks"):
 
 from retrieval import DEFAULT_CACHE, load_counts  # noqa: E402
 
-from pipelines.evaluate import evaluate_codes  # noqa: E402
+from semhash.pipelines.evaluate import evaluate_codes  # noqa: E402
 from semhash.hasher import SemanticHasher  # noqa: E402
 
 N_VALIDATION_QUERIES = 1500

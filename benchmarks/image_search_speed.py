@@ -13,16 +13,16 @@ train images for reference):
 * Queries: the 1,000 test images of ``benchmarks/images.py`` (100 per class, same seed),
   never in the collection; relevant = same class.
 * Methods, one thread each: ``binary flat`` (FAISS ``IndexBinaryFlat`` over the 256-bit
-  codes, exhaustive) and ``address r=R max=C`` (:class:`index.address.AddressIndex`, as
+  codes, exhaustive) and ``address r=R max=C`` (:class:`semhash.index.address.AddressIndex`, as
   ``semhash images search --address`` runs it: addresses within radius R of the query's,
   nearest first, up to C candidates, re-ranked by the 256-bit codes; ``all``: the whole
-  ball), and ``cells C probes=P`` (:class:`index.cells.CellIndex`, as ``semhash images
+  ball), and ``cells C probes=P`` (:class:`semhash.index.cells.CellIndex`, as ``semhash images
   search --cells`` runs it: the long codes in C k-means cells, the P cells nearest the
   query scanned). Per method: p50/p99 latency of one query (k=100), precision@100,
   recall of the exhaustive top 100 (ties counted as equal), mean candidates (codes
   looked at) and fallback rate.
-* The library's defaults (``IMAGE_ADDRESS_RADIUS``, ``IMAGE_MAX_CANDIDATES``,
-  ``IMAGE_CELL_PROBES`` in ``pipelines.images``) are chosen on validation queries, never on the test images: fresh
+* The library's defaults (``IMAGES.radius`` in ``semhash.index.models``, ``max_candidates``
+  and ``probes`` of ``semhash.index.search.SearchOptions``) are chosen on validation queries, never on the test images: fresh
   augmented copies of 300 train images, whose own source and its copies are left out of
   their results (else the query would find itself). The rule follows the targets, for
   each method: the best validation p@100 among the settings at least 20x faster than
@@ -134,8 +134,8 @@ def measure(data: dict, labels: np.ndarray, queries: dict, q_labels: np.ndarray,
     import faiss
 
     from benchmarks.search_speed import latencies, summary, tie_aware_recall
-    from index.address import AddressIndex
-    from pipelines.evaluate import precision_at_k
+    from semhash.index.address import AddressIndex
+    from semhash.pipelines.evaluate import precision_at_k
 
     n, bits = len(data["long"]), data["long"].shape[1] * 8
     out = {"images": n, "methods": {}}
@@ -184,10 +184,10 @@ def measure(data: dict, labels: np.ndarray, queries: dict, q_labels: np.ndarray,
 
 
 def measure_cells(data: dict, labels, queries: dict, q_labels, n_latency: int, exact_d, out: dict):
-    """Cell search (:class:`index.cells.CellIndex`, default cells) at each probe count, into ``out``."""
+    """Cell search (:class:`semhash.index.cells.CellIndex`, default cells) at each probe count, into ``out``."""
     from benchmarks.search_speed import latencies, summary, tie_aware_recall
-    from index.cells import CellIndex
-    from pipelines.evaluate import precision_at_k
+    from semhash.index.cells import CellIndex
+    from semhash.pipelines.evaluate import precision_at_k
 
     n, bits = len(data["long"]), data["long"].shape[1] * 8
     started = time.perf_counter()
@@ -274,14 +274,16 @@ def pick(rows: list[dict]) -> dict:
 
 def targets(result: dict) -> list[dict]:
     """Issue 7's two targets for each fast method at its library default, at the largest size."""
-    from pipelines.images import IMAGE_ADDRESS_RADIUS, IMAGE_CELL_PROBES, IMAGE_MAX_CANDIDATES
+    from semhash.index.models import IMAGES
+    from semhash.index.search import SearchOptions
 
+    defaults = SearchOptions()
     largest = result["sizes"][-1]
     flat = largest["methods"]["binary flat"]
-    defaults = [f"address r={IMAGE_ADDRESS_RADIUS} max={IMAGE_MAX_CANDIDATES or 'all'}"]
-    defaults += [name for name in largest["methods"] if name.startswith("cells ") and name.endswith(f" probes={IMAGE_CELL_PROBES}")]
+    names = [f"address r={IMAGES.radius} max={defaults.max_candidates or 'all'}"]
+    names += [name for name in largest["methods"] if name.startswith("cells ") and name.endswith(f" probes={defaults.probes}")]
     out = []
-    for name in defaults:
+    for name in names:
         row = largest["methods"].get(name)
         if row is None:
             continue
@@ -301,7 +303,7 @@ def write_markdown(result: dict, path: Path) -> None:
              f"{result['machine']['platform']}, {result['machine']['cpus']} cores; one thread per query; "
              f"k={K}; {result['n_latency']} single-query latencies per method; CIFAR-10 test images as queries, "
              "relevant = same class. Long code 256 bits, address 28 bits; cells: k-means cells of "
-             "the long codes (index.cells).", ""]
+             "the long codes (semhash.index.cells).", ""]
     columns = ("p50_us", "p99_us", "qps", "p_at_100", "recall_at_100", "mean_candidates", "fallback_rate",
                "x_faster_than_flat", "memory_mb")
     for size in result["sizes"]:

@@ -7,7 +7,7 @@ when it has the query's class. Reported: precision@10/100/1000 and mAP over the 
 ranking (ties in Hamming distance broken by database index), training and query times.
 
 Methods: semhash ImageHasher 256 bits (3072-1024-512-256), the 28-bit address hasher
-alone and as the first stage of two-stage search (``index.address.AddressIndex`` as
+alone and as the first stage of two-stage search (``semhash.index.address.AddressIndex`` as
 ``semhash images search --address`` runs it: the images whose address lies within the
 default radius of the query's, nearest addresses first, up to the default candidate
 budget, re-ranked by the 256-bit codes; p@10 and p@100 of its top 100), Euclidean
@@ -44,9 +44,13 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from pipelines.evaluate import mean_average_precision, precision_at_k, rank_by_hamming, rank_by_score  # noqa: E402
-from index.address import AddressIndex  # noqa: E402
-from pipelines.images import IMAGE_ADDRESS_RADIUS, IMAGE_MAX_CANDIDATES, montage, read_images  # noqa: E402
+from semhash.pipelines.evaluate import mean_average_precision, precision_at_k, rank_by_hamming, rank_by_score  # noqa: E402
+from semhash.index.address import AddressIndex  # noqa: E402
+from semhash.index.models import IMAGES  # noqa: E402
+from semhash.index.search import SearchOptions  # noqa: E402
+from semhash.pipelines.images import montage, read_images  # noqa: E402
+
+IMAGE_ADDRESS_RADIUS, IMAGE_MAX_CANDIDATES = IMAGES.radius, SearchOptions().max_candidates
 from semhash.baselines import ITQ, PCASign, RandomHyperplaneLSH, SpectralHashing  # noqa: E402
 from semhash.image_hasher import MIN_PIXEL_STD, ImageHasher  # noqa: E402
 

@@ -65,8 +65,8 @@ def log(*args):
 def load(quick: bool):
     import warnings
 
-    from pipelines.corpus import read_corpus
-    from pipelines.vectorize import WordCounter, empty_rows
+    from semhash.pipelines.corpus import read_corpus
+    from semhash.vectorize import WordCounter, empty_rows
 
     warnings.filterwarnings("ignore")
     splits = {}
@@ -209,7 +209,7 @@ def select(quick: bool, suffix: str, variants: dict | None = None) -> dict:
     import torch
     from sklearn.model_selection import train_test_split
 
-    from pipelines import maps
+    from semhash.pipelines import maps
     from semhash.data import as_generator
     from semhash.parametric_tsne import fine_tune_tsne, knn_affinities, lsa_features
 
@@ -291,7 +291,7 @@ def run_part(part: str, quick: bool, cache: Path, wait_selection: float = 0.0) -
     processes; :func:`combine` then writes the results."""
     import torch
 
-    from pipelines import maps
+    from semhash.pipelines import maps
 
     torch.set_num_threads(1)
     data, _ = load(quick)
@@ -321,7 +321,7 @@ def run_part(part: str, quick: bool, cache: Path, wait_selection: float = 0.0) -
         record("t-SNE (LSA-50, cosine)", tsne_points, time.perf_counter() - started,
                note="non-parametric: cannot place new documents")
     else:
-        from pipelines.benchmark import model_cache_key
+        from semhash.pipelines.benchmark import model_cache_key
 
         saved = cache / f"topic_map-{model_cache_key(topic_map_params(quick), {'image_hasher.py'})}.semhash"
         if saved.exists():  # a previous run of this part already fit it (same data, parameters and code)
@@ -355,7 +355,7 @@ def run_part(part: str, quick: bool, cache: Path, wait_selection: float = 0.0) -
 
 def combine(quick: bool, suffix: str, cache: Path, html: str | None = None) -> dict:
     """Write ``maps{suffix}.{json,md,png}`` from the saved parts."""
-    from pipelines import maps
+    from semhash.pipelines import maps
 
     data, _ = load(quick)
     (train, y_train, train_docs), (test, _, _) = data["train"], data["test"]
@@ -398,7 +398,7 @@ def combine(quick: bool, suffix: str, cache: Path, html: str | None = None) -> d
 def compare_figure(rows, points, labels, corpus: str, suffix: str) -> Path:
     """``news-map-compare{suffix}.png``: the library's default map | UMAP | LSA-2 of the train
     posts, each panel titled with its test 10-NN accuracy and time to place 1,000 posts."""
-    from pipelines import maps
+    from semhash.pipelines import maps
 
     by_name = {row["method"]: row for row in rows}
     semhash_name = next(name for name in by_name if name.startswith("semhash"))

@@ -14,7 +14,7 @@ are dropped from either side. Methods:
 * LSH (random hyperplanes), PCA-sign, ITQ and spectral hashing at every bit size.
 
 Scores: precision@10, precision@100, mAP and the precision-recall curve (log recall axis,
-as in Salakhutdinov & Hinton 2009), from ``pipelines.evaluate``. Neural figures are means
+as in Salakhutdinov & Hinton 2009), from ``semhash.pipelines.evaluate``. Neural figures are means
 over seeds (``random_state`` 0, 1, ...) with their sample std; LSH and ITQ (random
 projections / rotations, cheap) use the same number of seeds.
 
@@ -61,7 +61,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from pipelines.benchmark import (  # noqa: E402
+from semhash.pipelines.benchmark import (  # noqa: E402
     aggregate,
     evaluate_real_baselines,
     evaluate_rerank,
@@ -69,7 +69,7 @@ from pipelines.benchmark import (  # noqa: E402
     fit_networks,
     timed_report,
 )
-from pipelines.evaluate import evaluate_codes, evaluate_vectors  # noqa: E402
+from semhash.pipelines.evaluate import evaluate_codes, evaluate_vectors  # noqa: E402
 
 DATA = REPO / "data" / "20news-bydate.tar.gz"
 RESULTS = REPO / "benchmarks" / "results"
@@ -131,8 +131,8 @@ def load_counts(vocab: int, quick: bool, cache: Path | None, data: Path = DATA) 
                        n_words=int(f["n_words"]))
         log(f"word counts from cache {path}")
         return out
-    from pipelines.corpus import read_corpus
-    from pipelines.vectorize import WordCounter, empty_rows
+    from semhash.pipelines.corpus import read_corpus
+    from semhash.vectorize import WordCounter, empty_rows
 
     started = time.perf_counter()
     with warnings.catch_warnings():

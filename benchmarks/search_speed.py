@@ -13,7 +13,7 @@ posts (never in the collection).
 
 Methods, all single-threaded (FAISS ``omp_set_num_threads(1)``, ``OMP_NUM_THREADS=1``):
 
-* ``address r=0..3``  :class:`index.address.AddressIndex` as the library runs it: the
+* ``address r=0..3``  :class:`semhash.index.address.AddressIndex` as the library runs it: the
   addresses of the Hamming ball of radius r around the query's visited nearest first,
   stopping at the default budget of ``DEFAULT_MAX_CANDIDATES`` candidates, which are
   re-ranked by long-code Hamming distance, all in one compiled (numba) call; exhaustive
@@ -38,7 +38,7 @@ and the mean number of candidates.
 Also: precision@100 on 20 Newsgroups (7,532 test posts as queries against the 11,314 train
 posts, relevant = same newsgroup) of address lookup + long-code re-ranking vs exhaustive
 Hamming ranking, and indexing throughput (raw text to stored codes) of
-``pipelines.indexing.add_documents`` on the test posts' texts.
+``semhash.pipelines.indexing.add_documents`` on the test posts' texts.
 
 Models: trained once on the train posts (default parameters) and cached in
 ``--models`` (default ``/tmp/semhash_speed``): ``vocab.json``, ``hasher<bits>.bin``,
@@ -92,7 +92,7 @@ def log(*args):
 def load_models(folder: Path, bits: int, address_bits: int, train_docs, quick: bool):
     import torch
 
-    from pipelines.vectorize import WordCounter, empty_rows
+    from semhash.vectorize import WordCounter, empty_rows
     from semhash.hasher import SemanticHasher
 
     torch.set_num_threads(1)
@@ -221,7 +221,7 @@ def tie_aware_recall(found_distances: np.ndarray, exact_distances: np.ndarray, k
 def bench_size(n, data, queries, n_latency_queries, tfidf_queries, validate: bool = False):
     import faiss
 
-    from index.address import AddressIndex
+    from semhash.index.address import AddressIndex
 
     row = {"documents": n, "methods": {}}
     addr, long_codes, lsa, tfidf = (data[key][:n] for key in ("address", "long", "lsa", "tfidf"))
@@ -243,7 +243,7 @@ def bench_size(n, data, queries, n_latency_queries, tfidf_queries, validate: boo
 
     # address lookup: the library's default (a budget of DEFAULT_MAX_CANDIDATES candidates,
     # addresses nearest first) at radius 0-3, the whole radius-3 ball, and other budgets
-    from index.address import DEFAULT_MAX_CANDIDATES
+    from semhash.index.address import DEFAULT_MAX_CANDIDATES
 
     labels, q_labels = data["labels"][:n], queries["labels"]
     row["methods"]["binary flat"]["p_at_100"] = round(float((labels[exact_i] == q_labels[:, None]).mean()), 4)
@@ -355,8 +355,8 @@ def choose_budget(index, flat, validation, labels, n_latency_queries) -> dict:
 
 def precision_20ng(index_codes, query_codes, train_labels, test_labels, address_bits, bits):
     """p@100 of exhaustive Hamming ranking vs address lookup + re-ranking, on 20NG."""
-    from index.address import AddressIndex
-    from pipelines.evaluate import precision_at_k, rank_by_hamming
+    from semhash.index.address import AddressIndex
+    from semhash.pipelines.evaluate import precision_at_k, rank_by_hamming
 
     address_db, long_db = index_codes
     address_q, long_q = query_codes
@@ -379,31 +379,21 @@ def precision_20ng(index_codes, query_codes, train_labels, test_labels, address_
 
 def indexing_throughput(counter, hasher, address, docs):
     """docs/s of add_documents (raw text -> stored codes) into a fresh database."""
-    import pipelines.indexing as indexing
-    from index.address import ADDRESS_MODEL, load_or_build_address
-    from index.database import Database
+    import semhash.pipelines.indexing as indexing
+    from semhash.index.address import load_or_build_address
+    from semhash.index.database import Database
+    from semhash.index.models import TEXT, save_model
 
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "speed.db"
-        vocabulary = counter.to_dict()
         with Database(path) as db:
-            for name, model in ((indexing.HASHER_MODEL, hasher), (ADDRESS_MODEL, address)):
-                db.save_model(name, "binary", model.code_size, config={"class": "SemanticHasher", **indexing.model_summary(model)},
-                              weights=model.to_bytes(), vocabulary=vocabulary)
-        encodes_address = ADDRESS_MODEL in getattr(indexing, "CODE_MODELS", ())  # after the add_documents patch
+            for name, model in ((TEXT.long, hasher), (TEXT.address, address)):
+                save_model(db, name, model, vocabulary=counter)
         started = time.perf_counter()
         result = indexing.add_documents(path, docs, batch_size=2000, verbose=False)
         add_seconds = time.perf_counter() - started
         extra = 0.0
         with Database(path, create=False) as db:
-            if not encodes_address:  # encode and store the address codes as the patched add_documents would
-                started = time.perf_counter()
-                model_id = db.get_model(ADDRESS_MODEL, with_weights=False).id
-                rows = list(db.iter_documents())
-                for start in range(0, len(rows), 2000):
-                    batch = rows[start : start + 2000]
-                    db.put_codes(model_id, [r.id for r in batch], address.transform(counter.transform([r.text for r in batch])))
-                extra = time.perf_counter() - started
             started = time.perf_counter()
             load_or_build_address(db)
             table = time.perf_counter() - started
@@ -528,8 +518,8 @@ def main() -> None:
     import faiss
     import torch
 
-    from pipelines.corpus import read_corpus
-    from pipelines.vectorize import empty_rows
+    from semhash.pipelines.corpus import read_corpus
+    from semhash.vectorize import empty_rows
     from semhash.baselines import LSA, TfidfCosine
 
     faiss.omp_set_num_threads(1)
@@ -627,7 +617,7 @@ def main() -> None:
     result["indexing"] = indexing_throughput(counter, hasher, address, test[: 2000 if args.quick else len(test)])
     log(json.dumps(result["indexing"]))
 
-    from index.address import DEFAULT_MAX_CANDIDATES
+    from semhash.index.address import DEFAULT_MAX_CANDIDATES
 
     result["default_max_candidates"] = DEFAULT_MAX_CANDIDATES
     result["chosen_radius"] = args.radius

@@ -1,10 +1,10 @@
-"""Compiled (numba) kernels of :mod:`index.address`: one call per query, or per batch.
+"""Compiled (numba) kernels of :mod:`semhash.index.address`: one call per query, or per batch.
 
-Imported only when numba is installed (``index.address`` falls back to numpy otherwise).
+Imported only when numba is installed (``semhash.index.address`` falls back to numpy otherwise).
 Compiled on first use and cached on disk (``cache=True``), so later processes (e.g. each
 ``semhash search --mode address``) load the machine code instead of compiling again.
 
-Layout (built by :class:`index.address.AddressIndex`):
+Layout (built by :class:`semhash.index.address.AddressIndex`):
 
 * ``keys``     sorted distinct addresses (uint32);
 * ``offsets``  int64, the rows of ``keys[i]`` are ``offsets[i]:offsets[i + 1]``;

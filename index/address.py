@@ -23,7 +23,7 @@ candidates (``max_candidates``, default :data:`DEFAULT_MAX_CANDIDATES`), so the 
 query stays flat from ten thousand to millions of documents. With numba installed, the
 whole query (ball enumeration, an occupancy bitmap, binary search in the sorted addresses,
 popcount distances, top-k by counting sort) is one compiled call of a few microseconds
-(:mod:`index._address_kernel`; :meth:`AddressIndex.search_batch` runs many queries in
+(:mod:`semhash.index._address_kernel`; :meth:`AddressIndex.search_batch` runs many queries in
 one call); without it, a vectorised numpy path gives identical results.
 
 When the ball holds fewer than ``k`` documents, :meth:`AddressIndex.search` falls back
@@ -49,44 +49,28 @@ from typing import TYPE_CHECKING, NamedTuple
 import faiss
 import numpy as np
 
-from index.faiss_index import (REBUILD_ADVICE, IndexFileError, cache_dir, load_or_rebuild, read_sidecar,
+from semhash.index.faiss_index import (REBUILD_ADVICE, IndexFileError, cache_dir, load_or_rebuild, read_sidecar,
                                read_verified, write_with_sidecar)
 from semhash.codes import n_bytes
+from semhash.index.models import TEXT
 from semhash.kernels import compiled_kernel, numba_available
 
 if TYPE_CHECKING:
-    from index.database import Database
+    from semhash.index.database import Database
 
-ADDRESS_MODEL = "address"
-LONG_MODEL = "hasher"
 DEFAULT_ADDRESS_BITS = 24
 MAX_ADDRESS_BITS = 32
 TABLE_FILE = "address.table"
 TABLE_FORMAT = 1
 
 
-# --------------------------------------------------------------------------- training
-def train_address_model(counts, n_bits: int = DEFAULT_ADDRESS_BITS, *, random_state: int = 0,
-                        verbose: bool = False, **params):
-    """Train the short-code model whose codes are memory addresses.
-
-    A :class:`SemanticHasher` with ``n_bits`` (20-32 is sensible; at most 32) code
-    units, same recipe as the long-code hasher. ``index_corpus`` stores it as model
-    ``"address"`` next to ``"hasher"``.
-    """
-    from semhash.hasher import SemanticHasher
-
-    check_address_bits(n_bits)
-    return SemanticHasher(n_bits=n_bits, random_state=random_state, verbose=verbose, **params).fit(counts)
-
-
+# --------------------------------------------------------------------------- codes
 def check_address_bits(n_bits) -> int:
     if isinstance(n_bits, bool) or not isinstance(n_bits, (int, np.integer)) or not 1 <= n_bits <= MAX_ADDRESS_BITS:
         raise ValueError(f"address codes must have 1 to {MAX_ADDRESS_BITS} bits, got {n_bits!r}")
     return int(n_bits)
 
 
-# --------------------------------------------------------------------------- codes
 def address_values(codes: np.ndarray, n_bits: int) -> np.ndarray:
     """Packed address codes ``(n, ceil(n_bits/8))`` uint8 as ``uint32`` integers.
 
@@ -166,7 +150,7 @@ DEFAULT_MAX_CANDIDATES = 500
 
 def _numba_kernel():
     """The compiled kernels module, or None without numba. Imported (and compiled) on first use."""
-    return compiled_kernel("index._address_kernel")
+    return compiled_kernel("semhash.index._address_kernel")
 
 
 def has_compiled_kernel() -> bool:
@@ -485,24 +469,24 @@ def load_address_index(path: Path, expected_fingerprint: str | None = None) -> A
     return index
 
 
-def default_address_path(db: Database, index_dir: Path | None = None, address_model: str = ADDRESS_MODEL) -> Path | None:
+def default_address_path(db: Database, index_dir: Path | None = None, address_model: str = TEXT.address) -> Path | None:
     """``<index_dir or <db file>.faiss>/address.table`` (``address.<model>.table`` for
     another address model, e.g. images', so text and image tables of one database do
     not overwrite each other); None for an in-memory database."""
     folder = cache_dir(db, index_dir)
     if folder is None:
         return None
-    return folder / (TABLE_FILE if address_model == ADDRESS_MODEL else f"address.{address_model}.table")
+    return folder / (TABLE_FILE if address_model == TEXT.address else f"address.{address_model}.table")
 
 
-def address_fingerprint(db: Database, address_model: str = ADDRESS_MODEL, long_model: str = LONG_MODEL) -> str:
+def address_fingerprint(db: Database, address_model: str = TEXT.address, long_model: str = TEXT.long) -> str:
     """Both models' code fingerprints: the table is stale when either changes."""
     address, long = db.get_model(address_model, with_weights=False), db.get_model(long_model, with_weights=False)
     return f"address[{db.code_fingerprint(address.id)}]|long[{db.code_fingerprint(long.id)}]"
 
 
-def load_or_build_address(db: Database, index_dir: Path | None = None, *, address_model: str = ADDRESS_MODEL,
-                          long_model: str = LONG_MODEL) -> AddressIndex:
+def load_or_build_address(db: Database, index_dir: Path | None = None, *, address_model: str = TEXT.address,
+                          long_model: str = TEXT.long) -> AddressIndex:
     """The address table of a database: loaded if up to date, else rebuilt from the codes and saved.
 
     Documents with an address code but no long code (or the reverse; an interrupted

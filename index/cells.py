@@ -32,12 +32,12 @@ from typing import TYPE_CHECKING
 import faiss
 import numpy as np
 
-from index.faiss_index import (REBUILD_ADVICE, IndexFileError, cache_dir, load_or_rebuild, read_sidecar,
+from semhash.index.faiss_index import (REBUILD_ADVICE, IndexFileError, cache_dir, load_or_rebuild, read_sidecar,
                                read_verified, write_with_sidecar)
 from semhash.codes import n_bytes
 
 if TYPE_CHECKING:
-    from index.database import Database
+    from semhash.index.database import Database
 
 CELLS_FORMAT = 1
 # FAISS k-means wants at least 39 training points per centroid; more only slows it.

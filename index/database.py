@@ -1,6 +1,6 @@
 """The semhash database: documents, trained models and their codes, in SQLite.
 
-The database is the source of truth. Search structures (``index.faiss_index``) are
+The database is the source of truth. Search structures (``semhash.index.faiss_index``) are
 caches rebuilt from it, so everything a search needs is stored here: the documents,
 each model's weights and vocabulary as opaque bytes/JSON, and one code per
 (document, model).

@@ -5,7 +5,7 @@
 
 Both map FAISS rows to database document ids. An index file is only a cache: it is
 saved next to a JSON *sidecar* holding the database's code fingerprint (see
-:meth:`index.database.Database.code_fingerprint`) and a checksum of the index file.
+:meth:`semhash.index.database.Database.code_fingerprint`) and a checksum of the index file.
 :func:`load_or_build` uses a file only when both still match, and otherwise rebuilds
 it from the database, which is the source of truth.
 
@@ -30,7 +30,7 @@ import numpy as np
 from semhash.files import atomic_write_bytes
 
 if TYPE_CHECKING:
-    from index.database import Database
+    from semhash.index.database import Database
 
 SIDECAR_FORMAT = 1
 

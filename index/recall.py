@@ -68,7 +68,7 @@ per document.
 
 The memory is a derived cache of the database's codes, saved as ``<db>.faiss/recall.npz``
 with a JSON sidecar (code fingerprint, configuration, SHA-256), written atomically with
-the helpers of :mod:`index.faiss_index`, and rebuilt whenever the codes change.
+the helpers of :mod:`semhash.index.faiss_index`, and rebuilt whenever the codes change.
 """
 
 from __future__ import annotations
@@ -84,10 +84,10 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
-from index.database import Database
-from index.faiss_index import REBUILD_ADVICE, cache_dir, read_sidecar, read_verified, write_with_sidecar
-from index.search import QueryError, SearchEngine, snippet
-from pipelines.indexing import HASHER_MODEL, load_model
+from semhash.index.database import Database
+from semhash.index.faiss_index import REBUILD_ADVICE, cache_dir, read_sidecar, read_verified, write_with_sidecar
+from semhash.index.models import TEXT, load_vocabulary
+from semhash.index.search import QueryError, SearchEngine, snippet
 from semhash.codes import from_hex, hamming_distances
 from semhash.memory import SparseCodeMap, WillshawMemory, sparse_address
 
@@ -433,7 +433,7 @@ def load_memory(path: Path, fingerprint: str | None = None, config: dict | None 
 
 
 def load_or_build_memory(
-    db: Database, model_name: str = HASHER_MODEL, path: Path | None = None, *, words: bool = True, vocabulary=None,
+    db: Database, model_name: str = TEXT.long, path: Path | None = None, *, words: bool = True, vocabulary=None,
     **options,
 ) -> CodeMemory:
     """The model's code memory: loaded from ``path`` if up to date, else rebuilt and saved.
@@ -443,14 +443,14 @@ def load_or_build_memory(
     for codes of :data:`LONG_CODE_BITS` bits or more, or the largest divisor of the
     code length below it). With ``words`` (the default), each document's pattern also has
     a unit per vocabulary word it contains (``vocabulary``: the model's
-    :class:`~pipelines.vectorize.WordCounter`, loaded from the database if not given).
+    :class:`~semhash.vectorize.WordCounter`, loaded from the database if not given).
     A memory database (no file) builds in memory every time.
     """
     model = db.get_model(model_name, with_weights=False)
     if model.kind != "binary":
         raise QueryError(f"model {model_name!r} has {model.kind} codes; recall needs binary codes")
     if words and vocabulary is None:
-        vocabulary = load_model(db, model_name)[1]
+        vocabulary = load_vocabulary(db, model_name)
     options = default_options(model.n_dims, words) | options
     options["n_words"] = len(vocabulary.words_) if words else 0
     built = CodeMemory(model.n_dims, **options)
@@ -491,7 +491,7 @@ class DocumentMemory:
     >>> memory.recall_code("9f0c...")                              # doctest: +SKIP
     """
 
-    def __init__(self, database: Database | str | os.PathLike, *, model_name: str = HASHER_MODEL,
+    def __init__(self, database: Database | str | os.PathLike, *, model_name: str = TEXT.long,
                  path: Path | None = None, words: bool = True, **options) -> None:
         self.db = database if isinstance(database, Database) else Database(database, create=False)
         self.model_name = model_name
@@ -518,12 +518,6 @@ class DocumentMemory:
         except ValueError as err:
             raise QueryError(str(err)) from None
         return self._recall(code, k)
-
-    def recall_codes(self, codes: np.ndarray, k: int = 1, words=None) -> tuple[np.ndarray, np.ndarray]:
-        """Batch form for packed codes (and their word counts, if any):
-        ``(document ids (n, k), confidences (n, k))``."""
-        rows, scores, _ = self.memory.recall(codes, k, words)
-        return self.memory.ids[rows], self.memory.confidence(scores, codes, words)
 
     def stats(self) -> dict:
         """Size, load and capacity of the memory (see :meth:`CodeMemory.stats`)."""

@@ -1,40 +1,48 @@
-"""Answering queries over an indexed collection.
+"""Answering queries over a stored collection, of documents or of images: one engine.
 
-Three ways to compare documents, all over codes stored in the database and searched
-with FAISS:
+A query becomes codes under the collection's models (:mod:`semhash.index.models`), and the
+codes are looked up in one of two spaces:
 
-* ``"hamming"``: binary codes of the semantic hasher, Hamming distance;
-* ``"euclidean"``: real-valued codes of the topic map, Euclidean distance;
-* ``"hamming"`` with ``mode="address"``: semantic hashing proper: only the documents
-  whose short address code lies within Hamming ``radius`` of the query's are looked at
-  (nearest addresses first, at most ``index.address.DEFAULT_MAX_CANDIDATES`` of them, so
-  a query costs microseconds whatever the collection's size), ranked by their long codes
-  (see :mod:`index.address`); exhaustive when fewer than k;
-* ``"hamming"`` with ``rerank=True``: the 2009 paper's two stages: the Hamming search
-  is a fast filter for ``candidates`` documents, which are then ranked by TF-IDF cosine
-  (distance reported as ``1 - cosine``).
+* ``space="hamming"``: the long binary codes, by Hamming distance;
+* ``space="euclidean"``: the real map codes, by Euclidean distance.
 
-Queries are free text (encoded with the stored vocabulary and model), a stored document
-("more like this"), or a binary code given in hex.
+In the Hamming space three strategies find the neighbours:
+
+* ``mode="exhaustive"``: every code is compared (FAISS, exact);
+* ``mode="address"``: semantic hashing proper: only the items whose short address code lies
+  within ``radius`` bits of the query's are looked at, nearest addresses first, at most
+  ``max_candidates`` of them, ranked by their long codes (:mod:`semhash.index.address`);
+  exhaustive when the ball holds fewer than ``k``;
+* ``mode="cells"``: the ``probes`` k-means cells of long codes nearest the query's
+  (:mod:`semhash.index.cells`).
+
+Text collections can also re-rank (``rerank=True``): the Hamming search is a fast filter
+for ``candidates`` documents, which are then ordered by TF-IDF cosine (distance reported as
+``1 - cosine``), the two stages of Salakhutdinov & Hinton (2009).
+
+A query is free text (text collections), the model's input (word counts or pixels), a
+stored item ("more like this", itself excluded), or a binary code in hex.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields, replace
 from functools import cached_property
 
 import numpy as np
 
-from index.address import ADDRESS_MODEL, AddressResult, load_or_build_address
-from index.database import Database, DocumentRow
-from index.faiss_index import load_or_build
-from pipelines.indexing import HASHER_MODEL, MAP_MODEL, load_model
 from semhash.baselines import TfidfCosine
 from semhash.codes import from_hex
+from semhash.index.address import DEFAULT_MAX_CANDIDATES, AddressResult, load_or_build_address
+from semhash.index.cells import load_or_build_cells
+from semhash.index.database import Database, DocumentRow
+from semhash.index.faiss_index import load_or_build
+from semhash.index.models import TEXT, Collection, StoredModel, collection_of, load_model, load_vocabulary
 
 SPACES = ("hamming", "euclidean")
-MODES = ("exhaustive", "address")
+MODES = ("exhaustive", "address", "cells")
+MAX_RADIUS = 8  # a ball of radius 8 around a 24-bit address already holds 1.1 million addresses
 SNIPPET_CHARS = 200
 
 
@@ -43,13 +51,61 @@ class QueryError(ValueError):
 
 
 @dataclass(frozen=True)
+class SearchOptions:
+    """How to search. ``radius=None`` takes the collection's own default."""
+
+    k: int = 10
+    space: str = "hamming"
+    mode: str = "exhaustive"
+    radius: int | None = None  # address: Hamming radius of the ball
+    max_candidates: int | None = DEFAULT_MAX_CANDIDATES  # address: items looked at, None: the whole ball
+    probes: int = 16  # cells: cells visited
+    rerank: bool = False  # text: order the Hamming candidates by TF-IDF cosine
+    candidates: int = 100  # rerank: how many Hamming candidates
+
+    def __post_init__(self) -> None:
+        if _bad_int(self.k) or self.k < 1:
+            raise QueryError(f"k must be at least 1, got {self.k!r}")
+        if self.space not in SPACES:
+            raise QueryError(f"unknown search space {self.space!r}; choose from {SPACES}")
+        if self.mode not in MODES:
+            raise QueryError(f"unknown search mode {self.mode!r}; choose from {MODES}")
+        if self.mode != "exhaustive" and self.space != "hamming":
+            raise QueryError(f"{self.mode} search works in the hamming space only")
+        if self.radius is not None and (_bad_int(self.radius) or not 0 <= self.radius <= MAX_RADIUS):
+            raise QueryError(f"radius must be 0 to {MAX_RADIUS} bits, got {self.radius!r}")
+        if self.max_candidates is not None and (_bad_int(self.max_candidates) or self.max_candidates < 1):
+            raise QueryError(f"max_candidates must be a positive integer or None, got {self.max_candidates!r}")
+        if _bad_int(self.probes) or self.probes < 1:
+            raise QueryError(f"probes must be a positive integer, got {self.probes!r}")
+        if _bad_int(self.candidates) or self.candidates < 1:
+            raise QueryError(f"candidates must be a positive integer, got {self.candidates!r}")
+
+    @classmethod
+    def given(cls, options: SearchOptions | None = None, **overrides) -> SearchOptions:
+        """``options`` (or the defaults) with the keyword ``overrides`` that are not None."""
+        names = {field.name for field in fields(cls)}
+        unknown = sorted(set(overrides) - names)
+        if unknown:
+            raise TypeError(f"unknown search options {unknown}; known: {sorted(names)}")
+        return replace(options or cls(), **{key: value for key, value in overrides.items() if value is not None})
+
+
+def _bad_int(value) -> bool:
+    return isinstance(value, bool) or not isinstance(value, (int, np.integer))
+
+
+@dataclass(frozen=True)
 class Hit:
+    """One result: a stored document or image and its distance to the query."""
+
     id: int
     external_id: str
-    distance: float
+    distance: float  # Hamming distances are whole numbers
     title: str | None
     label: str | None
-    snippet: str
+    source: str | None
+    snippet: str  # the start of a document's text; empty for images
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -58,47 +114,50 @@ class Hit:
 class SearchEngine:
     """Search one database. Models and indexes are loaded on first use and kept."""
 
-    def __init__(self, database: Database | str | os.PathLike):
+    def __init__(self, database: Database | str | os.PathLike, collection: Collection | None = None,
+                 defaults: SearchOptions | None = None):
         self.db = database if isinstance(database, Database) else Database(database, create=False)
-        self._models: dict[str, tuple] = {}
-        self._indexes: dict[str, object] = {}
+        self.collection = collection or collection_of(self.db)
+        self.defaults = defaults or SearchOptions()
+        self._models: dict[str, StoredModel] = {}
+        self._indexes: dict[tuple, object] = {}
         # Candidates and fallback of the latest address search, for diagnostics.
         self.last_address_result: AddressResult | None = None
 
     # -------------------------------------------------------------- queries
-    def search(
-        self, text: str, k: int = 10, *, space: str = "hamming", rerank: bool = False, candidates: int = 100,
-        mode: str = "exhaustive", radius: int = 2,
-    ) -> list[Hit]:
-        """The ``k`` stored documents nearest to free ``text``.
-
-        ``mode="address"`` (Hamming space only) looks only at the documents whose address
-        code is within ``radius`` bits of the query's (exhaustive if that finds < k).
-        """
+    def search(self, text: str, k: int | None = None, options: SearchOptions | None = None, **overrides) -> list[Hit]:
+        """The stored documents nearest to free ``text``."""
         counts = self.word_counts(text)
-        return self._search_counts(counts, k, space=space, rerank=rerank, candidates=candidates, mode=mode, radius=radius)
+        return self.search_input(counts, k, options, _query_counts=counts, **overrides)
 
-    def similar(
-        self, key: str | int, k: int = 10, *, space: str = "hamming", rerank: bool = False, candidates: int = 100,
-        mode: str = "exhaustive", radius: int = 2,
-    ) -> list[Hit]:
-        """The ``k`` documents nearest to a stored one (by id or external id), itself excluded."""
+    def search_input(self, inputs, k: int | None = None, options: SearchOptions | None = None, *,
+                     _query_counts=None, **overrides) -> list[Hit]:
+        """The stored items nearest to one query given as the models' input (counts or pixels)."""
+        options = self._options(options, k=k, **overrides)
+        codes = {name: self._model(name).model.transform(inputs) for name in self._query_models(options)}
+        return self._nearest(codes, options, query_counts=_query_counts)
+
+    def similar(self, key: str | int, k: int | None = None, options: SearchOptions | None = None, **overrides) -> list[Hit]:
+        """The stored items nearest to a stored one (by id or external id), itself excluded."""
+        options = self._options(options, k=k, **overrides)
         document = self.db.find_document(key)
-        model_name = self._model_name(space)
-        address = self._check_mode(mode, space)
-        _, code = self.db.get_codes(self._model(model_name)[2], [document.id])
-        address_code = self.db.get_codes(self._model(ADDRESS_MODEL)[2], [document.id])[1] if address else None
-        if len(code) == 0 or (address and len(address_code) == 0):
-            raise QueryError(f"document {document.external_id!r} has no {space} code yet: run `semhash add` to encode it")
-        query_counts = self.word_counts(document.text or "", allow_empty=True) if rerank else None
-        hits = self._nearest(model_name, code, k + 1, rerank, candidates, query_counts, address_code, radius)
-        return [hit for hit in hits if hit.id != document.id][:k]
+        codes = {}
+        for name in self._query_models(options):
+            _, code = self.db.get_codes(self._model(name).id, [document.id])
+            if len(code) == 0:
+                raise QueryError(f"{document.external_id!r} has no {name!r} code: is it a "
+                                 f"{self.collection.kind}, and has `semhash add` encoded it?")
+            codes[name] = code
+        counts = self.word_counts(document.text or "", allow_empty=True) if options.rerank else None
+        return self._nearest(codes, options, query_counts=counts, exclude=document.id)
 
-    def search_code(self, hex_code: str, k: int = 10) -> list[Hit]:
-        """The ``k`` documents nearest in Hamming distance to a code given in hex."""
-        model = self._model(HASHER_MODEL)[0]
-        code = from_hex(hex_code, model.code_size)
-        return self._nearest(HASHER_MODEL, code, k, rerank=False, candidates=k)
+    def search_code(self, hex_code: str, k: int | None = None, options: SearchOptions | None = None, **overrides) -> list[Hit]:
+        """The stored items nearest in Hamming distance to a long code given in hex."""
+        options = self._options(options, k=k, **overrides)
+        if options.space != "hamming" or options.mode == "address" or options.rerank:
+            raise QueryError("a code given in hex is searched exhaustively or by cells, in the hamming space")
+        code = from_hex(hex_code, self._model(self.collection.long).model.code_size)
+        return self._nearest({self.collection.long: code}, options)
 
     # ------------------------------------------------------------- encoding
     def word_counts(self, text: str, *, allow_empty: bool = False):
@@ -114,33 +173,62 @@ class SearchEngine:
 
     def encode(self, text: str, space: str = "hamming") -> np.ndarray:
         """The code of free text: packed bits (``hamming``) or a real vector (``euclidean``)."""
-        model = self._model(self._model_name(space))[0]
-        return model.transform(self.word_counts(text))
+        name = self._space_model(SearchOptions(space=space))
+        return self._model(name).model.transform(self.word_counts(text))
 
     # ------------------------------------------------------------ internals
-    def _search_counts(self, counts, k, *, space, rerank, candidates, mode="exhaustive", radius=2) -> list[Hit]:
-        model_name = self._model_name(space)
-        address = self._check_mode(mode, space)
-        code = self._model(model_name)[0].transform(counts)
-        address_code = self._model(ADDRESS_MODEL)[0].transform(counts) if address else None
-        return self._nearest(model_name, code, k, rerank, candidates, counts, address_code, radius)
+    def _options(self, options: SearchOptions | None, **overrides) -> SearchOptions:
+        options = SearchOptions.given(options or self.defaults, **overrides)
+        if options.rerank and self.collection.kind != TEXT.kind:
+            raise QueryError("re-ranking by TF-IDF needs a text collection")
+        return options
 
-    def _nearest(self, model_name, code, k, rerank, candidates, query_counts=None, address_code=None, radius=2) -> list[Hit]:
-        if k < 1:
-            raise QueryError(f"k must be at least 1, got {k}")
-        n = max(k, candidates) if rerank else k
-        if address_code is not None:
-            if isinstance(radius, bool) or not isinstance(radius, int) or not 0 <= radius <= 4:
-                raise QueryError(f"radius must be 0 to 4 bits, got {radius!r}")
-            self.last_address_result = self._address_index().search(address_code, code, n, radius)
-            ids, distances = self.last_address_result.ids, self.last_address_result.distances.astype(float)
+    def _query_models(self, options: SearchOptions) -> list[str]:
+        """The models whose codes of the query the search needs."""
+        names = [self._space_model(options)]
+        if options.mode == "address":
+            if not self._has(self.collection.address):
+                raise QueryError("this database has no address model: re-index it with an address code "
+                                 "(`semhash index ... --address-bits`, `semhash images index ... --retrain`)")
+            names.append(self.collection.address)
+        return names
+
+    def _space_model(self, options: SearchOptions) -> str:
+        name = self.collection.long if options.space == "hamming" else self.collection.map
+        if not self._has(name):
+            known = sorted(row.name for row in self.db.list_models())
+            raise QueryError(f"this database has no {name!r} model for {options.space} search (models: {known})")
+        return name
+
+    def _nearest(self, codes: dict[str, np.ndarray], options: SearchOptions, *, query_counts=None,
+                 exclude: int | None = None) -> list[Hit]:
+        # Ask for one more when the query is a stored item: it finds itself.
+        k = options.k + (exclude is not None)
+        n = max(k, options.candidates) if options.rerank else k
+        name = self._space_model(options)
+        code = codes[name].reshape(1, -1)
+        if options.mode == "address":
+            radius = self.collection.radius if options.radius is None else options.radius
+            result = self._index("address").search(codes[self.collection.address].reshape(1, -1), code, n, radius,
+                                                   max_candidates=options.max_candidates)
+            self.last_address_result = result
+            ids, distances = result.ids, result.distances
         else:
-            distances, ids = self._index(model_name).search(code, n)
-            ids, distances = ids[0], distances[0].astype(float)
-        if rerank and len(ids):
-            ids, distances = self._rerank_by_tfidf(query_counts, ids, k)
+            index = self._index("cells") if options.mode == "cells" else self._index(name)
+            distances, ids = index.search(code, n, options.probes) if options.mode == "cells" else index.search(code, n)
+            keep = ids[0] >= 0
+            ids, distances = ids[0][keep], distances[0][keep]
+        distances = distances.astype(float)
+        if exclude is not None:
+            keep = ids != exclude
+            ids, distances = ids[keep], distances[keep]
+        if options.rerank and len(ids):
+            ids, distances = self._rerank_by_tfidf(query_counts, ids, options.k)
+        ids, distances = ids[: options.k], distances[: options.k]
         documents = self.db.get_documents(ids.tolist())
-        return [_hit(doc, distance) for doc, distance in zip(documents, distances)]
+        whole = options.space == "hamming" and not options.rerank
+        return [_hit(doc, int(distance) if whole else round(float(distance), 4))
+                for doc, distance in zip(documents, distances)]
 
     def _rerank_by_tfidf(self, query_counts, ids: np.ndarray, k: int):
         """Order candidate documents by TF-IDF cosine to the query (the accurate ranker)."""
@@ -150,45 +238,31 @@ class SearchEngine:
         order = np.lexsort((np.arange(len(ids)), -similarity))[:k]  # ties keep Hamming order
         return ids[order], 1.0 - similarity[order]
 
-    def _model_name(self, space: str) -> str:
-        if space not in SPACES:
-            raise QueryError(f"unknown search space {space!r}; choose from {SPACES}")
-        name = HASHER_MODEL if space == "hamming" else MAP_MODEL
-        known = {row.name for row in self.db.list_models()}
-        if name not in known:
-            raise QueryError(f"this database has no {name!r} model for {space} search (models: {sorted(known)})")
-        return name
+    def _has(self, name: str) -> bool:
+        return name in self._models or name in {row.name for row in self.db.list_models()}
 
-    def _check_mode(self, mode: str, space: str) -> bool:
-        """True for address search (after checking it is possible), False for exhaustive."""
-        if mode not in MODES:
-            raise QueryError(f"unknown search mode {mode!r}; choose from {MODES}")
-        if mode == "exhaustive":
-            return False
-        if space != "hamming":
-            raise QueryError("address search works in the hamming space only")
-        if ADDRESS_MODEL not in {row.name for row in self.db.list_models()}:
-            raise QueryError("this database has no address model: rebuild it with `semhash index` (--address-bits)")
-        return True
-
-    def _address_index(self):
-        if ADDRESS_MODEL not in self._indexes:
-            self._indexes[ADDRESS_MODEL] = load_or_build_address(self.db)
-        return self._indexes[ADDRESS_MODEL]
-
-    def _model(self, name: str):
+    def _model(self, name: str) -> StoredModel:
         if name not in self._models:
             self._models[name] = load_model(self.db, name)
         return self._models[name]
 
-    def _index(self, name: str):
-        if name not in self._indexes:
-            self._indexes[name] = load_or_build(self.db, name)
-        return self._indexes[name]
+    def _index(self, what: str):
+        """The search structure ``what``: "address", "cells", or a model's FAISS index."""
+        if what not in self._indexes:
+            long, address = self.collection.long, self.collection.address
+            if what == "address":
+                self._indexes[what] = load_or_build_address(self.db, address_model=address, long_model=long)
+            elif what == "cells":
+                self._indexes[what] = load_or_build_cells(self.db, long)
+            else:
+                self._indexes[what] = load_or_build(self.db, what)
+        return self._indexes[what]
 
     @cached_property
     def vocabulary(self):
-        return self._model(HASHER_MODEL)[1]
+        if self.collection.kind != TEXT.kind:
+            raise QueryError("an image collection has no vocabulary: query it with an image")
+        return load_vocabulary(self.db, self.collection.long)
 
     @cached_property
     def tfidf(self) -> TfidfCosine:
@@ -201,9 +275,10 @@ def _hit(doc: DocumentRow, distance: float) -> Hit:
     return Hit(
         id=doc.id,
         external_id=doc.external_id,
-        distance=round(float(distance), 4),
+        distance=distance,
         title=doc.title,
         label=doc.label,
+        source=doc.source,
         snippet=snippet(doc.text or ""),
     )
 

@@ -13,7 +13,7 @@ The reusable part of ``benchmarks/retrieval.py`` and of ``semhash evaluate``:
   and LSA of the same dimensions.
 
 Relevance is "shares a label" (for single-label documents: "same label"), as everywhere
-in :mod:`pipelines.evaluate`.
+in :mod:`semhash.pipelines.evaluate`.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
-from pipelines.evaluate import (
+from semhash.pipelines.evaluate import (
     RetrievalReport,
     _query_batches,
     _report,
@@ -293,7 +293,7 @@ def _label_ids(query_labels, db_labels) -> tuple[np.ndarray | list, np.ndarray |
     """Label sets (one tuple of names per document) as label ids, and the sorted names.
 
     When every document has exactly one label, the ids are int32 arrays: the single-label
-    path of :mod:`pipelines.evaluate`, fastest and exactly as before. Otherwise each document
+    path of :mod:`semhash.pipelines.evaluate`, fastest and exactly as before. Otherwise each document
     gets a tuple of ids, and relevance is "shares a label"."""
     names = sorted({name for labels in (*query_labels, *db_labels) for name in labels})
     index = {name: i for i, name in enumerate(names)}
@@ -324,7 +324,7 @@ def evaluate_database(
 ) -> dict:
     """Retrieval quality of a labelled semhash database.
 
-    ``queries`` is either a corpus source (anything :func:`pipelines.corpus.read_corpus`
+    ``queries`` is either a corpus source (anything :func:`semhash.pipelines.corpus.read_corpus`
     reads; its labelled documents are encoded with the stored vocabulary and models and
     searched against every labelled stored document), or a fraction in (0, 1): that share
     of the labelled stored documents, drawn with ``seed``, become the queries (their
@@ -344,10 +344,10 @@ def evaluate_database(
     and as the map's dimensions (fit on the database part). Returns a JSON-ready dict;
     ``methods`` is a list of :meth:`RetrievalReport.to_dict` rows.
     """
-    from index.database import Database, DatabaseError
-    from pipelines.corpus import read_corpus
-    from pipelines.indexing import HASHER_MODEL, MAP_MODEL, load_model
-    from pipelines.vectorize import empty_rows
+    from semhash.index.database import Database, DatabaseError
+    from semhash.pipelines.corpus import read_corpus
+    from semhash.index.models import TEXT, load_model
+    from semhash.vectorize import empty_rows
 
     say = log or (lambda line: None)
     started_all = time.perf_counter()
@@ -355,13 +355,13 @@ def evaluate_database(
     rng = np.random.default_rng(seed)
     with Database(db_path, create=False) as db:
         names = {row.name for row in db.list_models()}
-        if HASHER_MODEL not in names:
-            raise DatabaseError(f"{db_path} has no {HASHER_MODEL!r} model: build it with `semhash index` first")
-        models = {name: load_model(db, name) for name in (HASHER_MODEL, MAP_MODEL) if name in names}
-        counter = models[HASHER_MODEL][1]
+        if TEXT.long not in names:
+            raise DatabaseError(f"{db_path} has no {TEXT.long!r} model: build it with `semhash index` first")
+        models = {name: load_model(db, name) for name in (TEXT.long, TEXT.map) if name in names}
+        counter = models[TEXT.long].vocabulary
         stored_codes = {}
-        for name, (_, _, model_id) in models.items():
-            ids, codes = db.get_codes(model_id)
+        for name, stored in models.items():
+            ids, codes = db.get_codes(stored.id)
             stored_codes[name] = dict(zip(ids.tolist(), codes))
         documents = [
             doc
@@ -371,8 +371,8 @@ def evaluate_database(
         n_stored = db.count_documents()
     if not documents:
         raise ValueError(f"{db_path}: no stored document has a label (and codes): nothing to evaluate against")
-    hasher = models[HASHER_MODEL][0]
-    topic_map = models[MAP_MODEL][0] if MAP_MODEL in models else None
+    hasher = models[TEXT.long].model
+    topic_map = models[TEXT.map].model if TEXT.map in models else None
 
     if isinstance(queries, Real) and not isinstance(queries, bool):
         fraction = float(queries)
@@ -408,9 +408,9 @@ def evaluate_database(
             raise ValueError(f"{queries}: no labelled query has a word of the stored vocabulary")
         query_counts = query_counts[keep]
         query_labels = [labelled[i].labels for i in keep]
-        query_codes = {HASHER_MODEL: hasher.transform(query_counts)}
+        query_codes = {TEXT.long: hasher.transform(query_counts)}
         if topic_map is not None:
-            query_codes[MAP_MODEL] = topic_map.transform(query_counts)
+            query_codes[TEXT.map] = topic_map.transform(query_counts)
         db_docs = documents
         query_source = {"kind": "corpus", "source": str(queries), "subdir": subdir}
         skipped = {"unlabelled": len(read) - len(labelled), "no_vocabulary_word": len(empty)}
@@ -441,13 +441,13 @@ def evaluate_database(
 
     reports: list[RetrievalReport] = []
     n_bits = hasher.code_size
-    report = evaluate_codes("semhash", query_codes[HASHER_MODEL], db_codes[HASHER_MODEL], n_bits, q_labels, d_labels)
+    report = evaluate_codes("semhash", query_codes[TEXT.long], db_codes[TEXT.long], n_bits, q_labels, d_labels)
     reports.append(report)
     say(f"semhash-{n_bits}: p@100 {report.p_at_100:.3f}")
     tfidf = TfidfCosine().fit(db_counts)
     if rerank_candidates:
         report = evaluate_rerank(
-            "semhash+rerank", query_codes[HASHER_MODEL], db_codes[HASHER_MODEL], n_bits,
+            "semhash+rerank", query_codes[TEXT.long], db_codes[TEXT.long], n_bits,
             tfidf.transform(query_counts), tfidf.transform(db_counts), q_labels, d_labels, rerank_candidates,
         )
         reports.append(report)
@@ -455,7 +455,7 @@ def evaluate_database(
     lsa_dims = [n_bits]
     if topic_map is not None:
         report = evaluate_vectors(
-            "semhash-map", query_codes[MAP_MODEL], db_codes[MAP_MODEL], q_labels, d_labels, metric="euclidean"
+            "semhash-map", query_codes[TEXT.map], db_codes[TEXT.map], q_labels, d_labels, metric="euclidean"
         )
         reports.append(report)
         say(f"map-{topic_map.code_size}: p@100 {report.p_at_100:.3f}")

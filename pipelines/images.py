@@ -57,26 +57,15 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from index.address import DEFAULT_MAX_CANDIDATES, load_or_build_address
-from index.cells import load_or_build_cells
-from index.database import Database, DatabaseError
-from index.faiss_index import load_or_build
 from semhash.image_hasher import ADDRESS_BITS, IMAGE_DIMS, IMAGE_SIDE, ImageHasher
+from semhash.index.database import Database, DatabaseError
+from semhash.index.faiss_index import load_or_build
+from semhash.index.models import IMAGES, PIXELS_MODEL, load_model, save_model
+from semhash.index.search import Hit, SearchEngine, SearchOptions
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
 ARRAY_IMAGE_KEYS = ("images", "x", "data", "pixels")
 ARRAY_LABEL_KEYS = ("labels", "y", "label")
-IMAGE_HASHER_MODEL = "image-hasher"
-IMAGE_ADDRESS_MODEL = "image-address"
-IMAGE_PIXELS_MODEL = "image-pixels"
-IMAGE_MAP_MODEL = "image-map"  # real 2-D codes of `semhash images map`
-IMAGE_KIND = "image"
-# Two-stage image search: Hamming radius of the address ball and candidate budget, and
-# cells visited by cell search, chosen on validation queries at 1M images
-# (benchmarks/image_search_speed.py).
-IMAGE_ADDRESS_RADIUS = 3
-IMAGE_MAX_CANDIDATES = DEFAULT_MAX_CANDIDATES  # 500
-IMAGE_CELL_PROBES = 16
 
 
 class ImageWarning(UserWarning):
@@ -410,37 +399,30 @@ def index_images(
         say(f"read {len(images)} images from {source}; {len(stored)} already stored, adding {len(new)}")
 
         known = {row.name for row in database.list_models()}
-        train = retrain or IMAGE_HASHER_MODEL not in known
+        train = retrain or IMAGES.long not in known
         models: dict[str, ImageHasher] = {}
-        if train and IMAGE_ADDRESS_MODEL in known and not address_bits:
+        if train and IMAGES.address in known and not address_bits:
             raise ValueError("this database has an address model: retrain with address_bits > 0 too")
         if train:
-            old_ids, old_pixels = _stored_pixels_all(database) if IMAGE_PIXELS_MODEL in known else (np.zeros(0, np.int64), None)
+            old_ids, old_pixels = _stored_pixels_all(database) if PIXELS_MODEL in known else (np.zeros(0, np.int64), None)
             pool = images.pixels[new] if old_pixels is None else np.concatenate([old_pixels, images.pixels[new]])
             if len(pool) == 0:
                 raise ValueError("no images to train on")
             pool = _training_sample(pool, train_limit, random_state)
             started = time.perf_counter()
             say(f"training a {n_bits}-bit ImageHasher on {len(pool)} images")
-            models[IMAGE_HASHER_MODEL] = ImageHasher(
+            models[IMAGES.long] = ImageHasher(
                 n_bits=n_bits, random_state=random_state, verbose=verbose, **(hasher_params or {})
             ).fit(pool)
             if address_bits:
                 say(f"training a {address_bits}-bit address hasher")
-                models[IMAGE_ADDRESS_MODEL] = ImageHasher.address_model(
+                models[IMAGES.address] = ImageHasher.address_model(
                     n_bits=address_bits, random_state=random_state, verbose=verbose,
                     **(address_params if address_params is not None else hasher_params or {}),
                 ).fit(pool)
             timings["train"] = time.perf_counter() - started
-            model_ids = {
-                name: database.save_model(
-                    name, "binary", model.n_bits,
-                    config={"class": "ImageHasher", "layers": model.layer_sizes, "best_epoch": model.best_epoch_,
-                            "fit_seconds": round(model.fit_seconds_, 1), "n_train": int(len(pool))},
-                    weights=model.to_bytes(), vocabulary=None, replace=True,
-                )
-                for name, model in models.items()
-            }
+            model_ids = {name: save_model(database, name, model, replace=True, n_train=len(pool))
+                         for name, model in models.items()}
             if old_pixels is not None and len(old_ids):
                 for name, model in models.items():
                     database.put_codes(model_ids[name], old_ids, model.transform(old_pixels))
@@ -451,7 +433,7 @@ def index_images(
         started = time.perf_counter()
         if new:
             ids = database.add_documents([
-                {"external_id": external[i], "kind": IMAGE_KIND, "text": None, "source": images.sources[i],
+                {"external_id": external[i], "kind": IMAGES.kind, "text": None, "source": images.sources[i],
                  "label": images.labels[i], "title": PurePosixPath(images.ids[i]).name}
                 for i in new
             ])
@@ -479,10 +461,10 @@ def index_images(
 def _pixel_store(db: Database) -> int:
     """Id of the pixel-store row (created on first use)."""
     try:
-        return db.get_model(IMAGE_PIXELS_MODEL, with_weights=False).id
+        return db.get_model(PIXELS_MODEL, with_weights=False).id
     except KeyError:
         return db.save_model(
-            IMAGE_PIXELS_MODEL, "binary", IMAGE_DIMS * 8,
+            PIXELS_MODEL, "binary", IMAGE_DIMS * 8,
             config={"class": "PixelStore", "layout": "uint8 32x32x3 height-width-channel",
                     "note": "raw pixels for display and retraining; not a hash, never search it"},
             weights=b"", vocabulary=None,
@@ -490,14 +472,14 @@ def _pixel_store(db: Database) -> int:
 
 
 def _stored_pixels_all(db: Database) -> tuple[np.ndarray, np.ndarray]:
-    ids, codes = db.get_codes(db.get_model(IMAGE_PIXELS_MODEL, with_weights=False).id)
+    ids, codes = db.get_codes(db.get_model(PIXELS_MODEL, with_weights=False).id)
     return ids, codes.reshape(len(ids), IMAGE_SIDE, IMAGE_SIDE, 3)
 
 
 def stored_pixels(db: Database, ids: Sequence[int]) -> np.ndarray:
     """Stored pixels of documents ``ids`` (in that order), uint8 ``(n, 32, 32, 3)``."""
     wanted = [int(i) for i in ids]
-    found, codes = db.get_codes(db.get_model(IMAGE_PIXELS_MODEL, with_weights=False).id, wanted)
+    found, codes = db.get_codes(db.get_model(PIXELS_MODEL, with_weights=False).id, wanted)
     position = {int(doc_id): row for row, doc_id in enumerate(found)}
     missing = [i for i in wanted if i not in position]
     if missing:
@@ -506,16 +488,15 @@ def stored_pixels(db: Database, ids: Sequence[int]) -> np.ndarray:
 
 
 def load_image_models(db: Database) -> tuple[dict[str, ImageHasher], dict[str, int]]:
-    """The stored image hashers (``image-hasher`` and, if any, ``image-address``) and their ids."""
+    """The stored image hashers (the long one and, if any, the address one) and their ids."""
     models, ids = {}, {}
-    for name in (IMAGE_HASHER_MODEL, IMAGE_ADDRESS_MODEL):
-        try:
-            row = db.get_model(name)
-        except KeyError:
-            if name == IMAGE_HASHER_MODEL:
-                raise DatabaseError(f"{db!r} has no image model yet: index images first") from None
-            continue
-        models[name], ids[name] = ImageHasher.from_bytes(row.weights), row.id
+    known = {row.name for row in db.list_models()}
+    if IMAGES.long not in known:
+        raise DatabaseError(f"{db!r} has no image model yet: index images first")
+    for name in (IMAGES.long, IMAGES.address):
+        if name in known:
+            stored = load_model(db, name)
+            models[name], ids[name] = stored.model, stored.id
     return models, ids
 
 
@@ -547,26 +528,21 @@ def image_map_codes(
 
     say = log or (lambda line: None)
     known = {row.name for row in db.list_models()}
-    if IMAGE_PIXELS_MODEL not in known:
+    if PIXELS_MODEL not in known:
         raise DatabaseError(f"{db!r} has no stored images: run `semhash images index` first")
     ids, pixels = _stored_pixels_all(db)
     if len(ids) < 3:
         raise ValueError(f"a map needs at least 3 images, the database has {len(ids)}")
-    trained = retrain or IMAGE_MAP_MODEL not in known
+    trained = retrain or IMAGES.map not in known
     if trained:
         pool = _training_sample(pixels, train_limit, random_state)
         say(f"training a 2-D ImageMap on {len(pool)} images")
         model = ImageMap(random_state=random_state, verbose=verbose, **(map_params or {})).fit(pool)
-        model_id = db.save_model(
-            IMAGE_MAP_MODEL, "real", model.n_components,
-            config={"class": "ImageMap", "layers": model.layer_sizes, "best_epoch": model.best_epoch_,
-                    "fit_seconds": round(model.fit_seconds_, 1), "n_train": int(len(pool))},
-            weights=model.to_bytes(), vocabulary=None, replace=True,
-        )
+        model_id = save_model(db, IMAGES.map, model, replace=True, n_train=len(pool))
         missing = np.ones(len(ids), bool)
     else:
-        row = db.get_model(IMAGE_MAP_MODEL)
-        model, model_id = ImageMap.from_bytes(row.weights), row.id
+        stored = load_model(db, IMAGES.map)
+        model, model_id = stored.model, stored.id
         have, _ = db.get_codes(model_id)
         missing = ~np.isin(ids, have)
     if missing.any():
@@ -577,19 +553,6 @@ def image_map_codes(
 
 
 # ----------------------------------------------------------------------------- searching
-
-
-@dataclass(frozen=True)
-class ImageHit:
-    id: int
-    external_id: str
-    distance: int  # Hamming distance of the long codes
-    title: str | None
-    label: str | None
-    source: str | None
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def _query_pixels(image) -> np.ndarray:
@@ -604,82 +567,27 @@ def _query_pixels(image) -> np.ndarray:
     return pixels_from_array(array, what="the query image")
 
 
-def search_image(
-    db: Database, image, k: int = 10, *, use_address: bool = False, radius: int = IMAGE_ADDRESS_RADIUS,
-    candidates: int | None = IMAGE_MAX_CANDIDATES, use_cells: bool = False, probes: int = IMAGE_CELL_PROBES,
-) -> list[ImageHit]:
-    """The ``k`` stored images nearest to ``image`` (a file path, or pixels of one image).
+def image_search_engine(db: Database) -> SearchEngine:
+    """The search engine over a database's images (a clear error if it has none)."""
+    load_image_models(db)  # DatabaseError when no image has been indexed
+    return SearchEngine(db, IMAGES)
 
-    By Hamming distance of the long codes: exhaustive (FAISS, exact) by default. Two
-    faster ways look at part of the collection only:
 
-    * ``use_address=True``: semantic hashing proper (:class:`index.address.AddressIndex`,
-      as for documents): the images whose address code lies within ``radius`` of the
-      query's, nearest addresses first, at most ``candidates`` of them (None: the whole
-      ball), re-ranked by the long codes; exhaustive when the ball holds fewer than ``k``;
-    * ``use_cells=True``: the ``probes`` k-means cells of long codes nearest to the
-      query's (:class:`index.cells.CellIndex`); on a million images it keeps ~98% of
-      exhaustive precision at ~30x the speed, where the address keeps ~90% at ~9x.
+def search_image(db: Database, image, k: int | None = None, options: SearchOptions | None = None,
+                 **overrides) -> list[Hit]:
+    """The stored images nearest to ``image`` (a file path, or pixels of one image).
+
+    By Hamming distance of the long codes, exhaustive by default; ``mode="address"`` (an
+    address-code Hamming ball, as in Krizhevsky & Hinton 2011) and ``mode="cells"`` look
+    at part of the collection only (see :mod:`semhash.index.search`).
     """
-    models, _ = load_image_models(db)
-    pixels = _query_pixels(image)
-    codes = {name: model.transform(pixels) for name, model in models.items()}
-    return _nearest(db, models, codes, k, _search_plan(use_address, radius, candidates, use_cells, probes))
+    return image_search_engine(db).search_input(_query_pixels(image), k, options, **overrides)
 
 
-def similar_image(
-    db: Database, key: str | int, k: int = 10, *, use_address: bool = False, radius: int = IMAGE_ADDRESS_RADIUS,
-    candidates: int | None = IMAGE_MAX_CANDIDATES, use_cells: bool = False, probes: int = IMAGE_CELL_PROBES,
-) -> list[ImageHit]:
-    """The ``k`` images nearest to a stored one (id or external id), itself excluded."""
-    plan = _search_plan(use_address, radius, candidates, use_cells, probes)
-    document = db.find_document(key)
-    models, model_ids = load_image_models(db)
-    codes = {}
-    for name, model_id in model_ids.items():
-        _, code = db.get_codes(model_id, [document.id])
-        if len(code) == 0:
-            raise ValueError(f"document {document.external_id!r} has no {name} code (is it an image?)")
-        codes[name] = code
-    hits = _nearest(db, models, codes, k + 1, plan)
-    return [hit for hit in hits if hit.id != document.id][:k]
-
-
-def _search_plan(use_address, radius, candidates, use_cells, probes) -> dict:
-    if use_address and use_cells:
-        raise ValueError("choose one of address search and cell search, not both")
-    if use_cells and (isinstance(probes, bool) or not isinstance(probes, (int, np.integer)) or probes < 1):
-        raise ValueError(f"probes must be a positive integer, got {probes!r}")
-    if use_address:
-        return {"mode": "address", "radius": radius, "candidates": candidates}
-    return {"mode": "cells", "probes": int(probes)} if use_cells else {"mode": "exhaustive"}
-
-
-def _nearest(db, models, codes, k, plan: dict) -> list[ImageHit]:
-    if k < 1:
-        raise ValueError(f"k must be at least 1, got {k}")
-    long_code = codes[IMAGE_HASHER_MODEL]
-    if plan["mode"] == "address":
-        if IMAGE_ADDRESS_MODEL not in models:
-            raise ValueError("this database has no image address model: re-index with an address code "
-                             f"(semhash images index ... --retrain --address-bits {ADDRESS_BITS})")
-        table = load_or_build_address(db, address_model=IMAGE_ADDRESS_MODEL, long_model=IMAGE_HASHER_MODEL)
-        result = table.search(codes[IMAGE_ADDRESS_MODEL][0], long_code[0], k, plan["radius"],
-                              max_candidates=plan["candidates"])
-        distances, found = result.distances, result.ids
-    else:
-        if plan["mode"] == "cells":
-            distances, found = load_or_build_cells(db, IMAGE_HASHER_MODEL).search(long_code, k, plan["probes"])
-        else:
-            distances, found = load_or_build(db, IMAGE_HASHER_MODEL).search(long_code, k)
-        distances, found = distances[0], found[0]
-        keep = found >= 0
-        distances, found = distances[keep], found[keep]
-    documents = db.get_documents([int(i) for i in found])
-    return [
-        ImageHit(doc.id, doc.external_id, int(d), doc.title, doc.label, doc.source)
-        for doc, d in zip(documents, distances)
-    ]
+def similar_image(db: Database, key: str | int, k: int | None = None, options: SearchOptions | None = None,
+                  **overrides) -> list[Hit]:
+    """The stored images nearest to a stored one (id or external id), itself excluded."""
+    return image_search_engine(db).similar(key, k, options, **overrides)
 
 
 # ----------------------------------------------------------------------------- montage

@@ -21,18 +21,15 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from index.address import ADDRESS_MODEL, DEFAULT_ADDRESS_BITS, load_or_build_address, train_address_model
-from index.database import Database, DatabaseError
-from index.faiss_index import load_or_build
-from pipelines.corpus import CorpusWarning, Document, read_corpus
-from pipelines.vectorize import WordCounter, empty_rows
-from semhash.estimator import DeepCodeModel, MODEL_CLASSES
+from semhash.estimator import DeepCodeModel
 from semhash.hasher import SemanticHasher
+from semhash.index.address import DEFAULT_ADDRESS_BITS, check_address_bits, load_or_build_address
+from semhash.index.database import Database, DatabaseError
+from semhash.index.faiss_index import load_or_build
+from semhash.index.models import TEXT, load_model, model_summary, save_model
+from semhash.pipelines.corpus import CorpusWarning, Document, read_corpus
 from semhash.topic_map import TopicMap
-
-HASHER_MODEL = "hasher"  # binary codes: Hamming search
-MAP_MODEL = "map"  # real-valued low-dimensional codes: Euclidean search and maps
-CODE_MODELS = (HASHER_MODEL, MAP_MODEL, ADDRESS_MODEL)  # the models add_documents encodes with
+from semhash.vectorize import WordCounter, empty_rows
 
 
 @dataclass
@@ -98,23 +95,23 @@ def index_corpus(
     models: list[tuple[str, DeepCodeModel]] = []
     started = time.perf_counter()
     hasher = SemanticHasher(n_bits=n_bits, random_state=random_state, verbose=verbose, **(hasher_params or {}))
-    models.append((HASHER_MODEL, hasher.fit(counts)))
+    models.append((TEXT.long, hasher.fit(counts)))
     timings["train_hasher"] = time.perf_counter() - started
     if address_bits:
         started = time.perf_counter()
         address = train_address_model(
             counts, n_bits=address_bits, random_state=random_state, verbose=verbose, **(hasher_params or {})
         )
-        models.append((ADDRESS_MODEL, address))
+        models.append((TEXT.address, address))
         timings["train_address"] = time.perf_counter() - started
     if map_dims:
         started = time.perf_counter()
         topic_map = TopicMap(n_components=map_dims, random_state=random_state, verbose=verbose, **(map_params or {}))
-        models.append((MAP_MODEL, topic_map.fit(counts)))
+        models.append((TEXT.map, topic_map.fit(counts)))
         timings["train_map"] = time.perf_counter() - started
 
     started = time.perf_counter()
-    encoded = {name: encode(model, counts) for name, model in models}
+    encoded = {name: model.transform(counts) for name, model in models}
     timings["encode"] = time.perf_counter() - started
 
     started = time.perf_counter()
@@ -124,7 +121,7 @@ def index_corpus(
     started = time.perf_counter()
     with Database(target, create=False) as db:
         for name, _ in models:
-            if name != ADDRESS_MODEL:  # searched through its table, not FAISS
+            if name != TEXT.address:  # searched through its table, not FAISS
                 load_or_build(db, name)
         if address_bits:
             load_or_build_address(db)
@@ -141,33 +138,15 @@ def index_corpus(
     )
 
 
-def encode(model: DeepCodeModel, counts) -> np.ndarray:
-    """The codes a model stores: packed bits for binary models, float32 for real ones."""
-    return model.transform(counts)
+def train_address_model(counts, n_bits: int = DEFAULT_ADDRESS_BITS, *, random_state: int = 0,
+                        verbose: bool = False, **params) -> SemanticHasher:
+    """Train the short-code model whose codes are memory addresses.
 
-
-def model_kind(model: DeepCodeModel) -> str:
-    return "binary" if model.code_units == "binary" else "real"
-
-
-def model_summary(model: DeepCodeModel) -> dict:
-    return {
-        "class": type(model).__name__,
-        "kind": model_kind(model),
-        "layers": model.layer_sizes,
-        "best_epoch": model.best_epoch_,
-        "fit_seconds": round(model.fit_seconds_, 1),
-    }
-
-
-def load_model(db: Database, name: str) -> tuple[DeepCodeModel, WordCounter, int]:
-    """A stored model with the vocabulary it reads, and its database id."""
-    row = db.get_model(name)
-    model_class = MODEL_CLASSES.get(row.config.get("class", ""), DeepCodeModel)
-    model = model_class.from_bytes(row.weights)
-    if row.vocabulary is None:
-        raise DatabaseError(f"model {name!r} has no stored vocabulary, so it cannot encode text")
-    return model, WordCounter.from_dict(row.vocabulary), row.id
+    A :class:`SemanticHasher` with ``n_bits`` (20-32 is sensible; at most 32) code units,
+    same recipe as the long-code hasher; stored as the collection's address model.
+    """
+    check_address_bits(n_bits)
+    return SemanticHasher(n_bits=n_bits, random_state=random_state, verbose=verbose, **params).fit(counts)
 
 
 def add_documents(
@@ -195,11 +174,11 @@ def add_documents(
         else read_corpus(source, subdir=subdir, progress=verbose, **(read_options or {}))
     )
     with Database(database, create=False) as db:
-        names = [row.name for row in db.list_models() if row.name in CODE_MODELS]
-        if HASHER_MODEL not in names:
+        names = [row.name for row in db.list_models() if row.name in TEXT.code_models]
+        if TEXT.long not in names:
             raise DatabaseError(f"{database} has no trained model yet: build it with `semhash index` first")
         loaded = {name: load_model(db, name) for name in names}
-        counter = loaded[HASHER_MODEL][1]
+        counter = loaded[TEXT.long].vocabulary
         stored = db.stored_external_ids([doc.external_id for doc in documents])
         new = [doc for doc in documents if doc.external_id not in stored]
         say(f"{len(documents) - len(new)} of {len(documents)} documents already stored; adding {len(new)}")
@@ -212,22 +191,22 @@ def add_documents(
             if not batch:
                 continue
             ids = db.add_documents([_document_record(doc) for doc in batch])
-            codes = [(model_id, encode(model, counts)) for model, _, model_id in loaded.values()]
+            codes = [(stored.id, stored.model.transform(counts)) for stored in loaded.values()]
             with db.codes_batch():  # every model's codes of the batch: one commit
                 for model_id, model_codes in codes:
                     db.put_codes(model_id, ids, model_codes)
             added += len(batch)
             say(f"  stored {added}/{len(new)} documents")
         # Documents stored by an interrupted run before their codes were written.
-        for name, (model, _, model_id) in loaded.items():
-            missing = db.documents_without_codes(model_id, kind="text")
+        for stored in loaded.values():
+            missing = db.documents_without_codes(stored.id, kind="text")
             if missing:
                 rows = db.get_documents(missing)
-                db.put_codes(model_id, missing, encode(model, counter.transform([row.text or "" for row in rows])))
+                db.put_codes(stored.id, missing, stored.model.transform(counter.transform([row.text or "" for row in rows])))
         for name in loaded:
-            if name != ADDRESS_MODEL:
+            if name != TEXT.address:
                 load_or_build(db, name)
-        if ADDRESS_MODEL in loaded:
+        if TEXT.address in loaded:
             load_or_build_address(db)
     seconds = time.perf_counter() - started
     return {"added": added, "already_stored": len(documents) - len(new), "skipped_empty": skipped, "seconds": round(seconds, 2)}
@@ -269,16 +248,8 @@ def _write_new_database(target: Path, documents, counter: WordCounter, models, e
     try:
         with Database(temporary) as db:
             ids = db.add_documents([_document_record(doc) for doc in documents])
-            vocabulary = counter.to_dict()
             for name, model in models:
-                model_id = db.save_model(
-                    name,
-                    model_kind(model),
-                    model.code_size,
-                    config={"class": type(model).__name__, **model_summary(model)},
-                    weights=model.to_bytes(),
-                    vocabulary=vocabulary,
-                )
+                model_id = save_model(db, name, model, vocabulary=counter)
                 db.put_codes(model_id, ids, encoded[name])
         os.replace(temporary, target)
     finally:

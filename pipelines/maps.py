@@ -586,9 +586,3 @@ def tsne_map(counts, random_state: int = 0, perplexity: float = 30.0) -> np.ndar
     features = LSA(n_components=50, random_state=random_state).fit_transform(counts)
     return TSNE(n_components=2, perplexity=perplexity, metric="cosine", init="pca",
                 random_state=random_state).fit_transform(features).astype(np.float32)
-
-
-def describe(points_by_name: dict[str, np.ndarray]) -> str:
-    """A JSON summary (shape, extent) of maps, for logs."""
-    return json.dumps({k: {"n": len(v), "min": np.min(v, 0).round(3).tolist(), "max": np.max(v, 0).round(3).tolist()}
-                       for k, v in points_by_name.items()})

@@ -3,7 +3,7 @@
 Every estimator here takes the same input as the semantic-hashing autoencoder: a
 scipy CSR matrix of raw word counts, shape ``(n_docs, n_words)``, float32.
 
-Float baselines (scored with :func:`pipelines.evaluate.rank_by_score`):
+Float baselines (scored with :func:`semhash.pipelines.evaluate.rank_by_score`):
 
 * :class:`TfidfCosine` -- L2-normalised TF-IDF, compared by cosine similarity.
 * :class:`LSA` -- latent semantic analysis: truncated SVD of the TF-IDF, rows

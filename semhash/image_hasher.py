@@ -56,7 +56,7 @@ def check_pixels(X) -> np.ndarray:
         raise ValueError(
             f"expected a non-empty array of 32x32 RGB images, shape (n, {IMAGE_DIMS}) or "
             f"(n, {IMAGE_SIDE}, {IMAGE_SIDE}, {IMAGE_CHANNELS}), got shape {X.shape}; "
-            "resize images to 32x32 RGB first (pipelines.images.read_images does)"
+            "resize images to 32x32 RGB first (semhash.pipelines.images.read_images does)"
         )
     if X.dtype == np.uint8:
         return X.astype(np.float32) / 255.0

@@ -1,6 +1,6 @@
 """Optional compiled (numba) kernels, imported and compiled on first use.
 
-The modules that hold them (``index._address_kernel``, ``pipelines._vectorize_kernel``)
+The modules that hold them (``semhash.index._address_kernel``, ``semhash._vectorize_kernel``)
 import numba at the top; their callers keep a numpy path for machines without it.
 """
 

@@ -49,7 +49,7 @@ def topic_corpus():
 @pytest.fixture(scope="session")
 def newsgroups_subset(tmp_path_factory):
     """200 train and 50 test posts from each of 4 groups of 20 Newsgroups, as JSONL files."""
-    from pipelines.corpus import read_corpus
+    from semhash.pipelines.corpus import read_corpus
 
     folder = tmp_path_factory.mktemp("newsgroups")
     paths = {}

@@ -1,4 +1,4 @@
-"""Address lookup (index.address): Hamming balls, table lookup, re-ranking, fallback, files."""
+"""Address lookup (semhash.index.address): Hamming balls, table lookup, re-ranking, fallback, files."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from math import comb
 import numpy as np
 import pytest
 
-from index.address import (
+from semhash.index.address import (
     AddressIndex,
     address_values,
     ball_masks,
@@ -18,9 +18,9 @@ from index.address import (
     has_compiled_kernel,
     load_or_build_address,
     save_address_index,
-    train_address_model,
 )
-from index.faiss_index import IndexFileError, sidecar_path
+from semhash.pipelines.indexing import train_address_model
+from semhash.index.faiss_index import IndexFileError, sidecar_path
 from semhash.codes import hamming_distances, pack_bits
 
 
@@ -169,7 +169,7 @@ def test_save_load_round_trip_and_corruption(tmp_path):
 @pytest.fixture()
 def small_database(tmp_path, topic_corpus):
     """A database with a 32-bit hasher and a 12-bit address model over 400 synthetic docs."""
-    from index.database import Database
+    from semhash.index.database import Database
     from semhash.hasher import SemanticHasher
 
     counts, labels = topic_corpus
@@ -249,7 +249,7 @@ def test_max_candidates_visits_the_nearest_addresses_first_and_stops(engine, cap
 
 @pytest.mark.parametrize("engine", ENGINES)
 def test_default_budget_bounds_the_candidates_and_batch_equals_single(engine):
-    from index.address import DEFAULT_MAX_CANDIDATES
+    from semhash.index.address import DEFAULT_MAX_CANDIDATES
 
     ids, address, long = clustered_codes(n=6000, n_clusters=5, seed=4)
     index = AddressIndex.build(ids, address, long, address_bits=12, long_bits=32)
@@ -284,22 +284,14 @@ def test_compiled_and_numpy_engines_agree_with_64_bit_codes():
             assert fast.ids.tolist() == slow.ids.tolist() and fast.distances.tolist() == slow.distances.tolist()
 
 
-def _patched() -> bool:
-    """Whether pipelines.indexing / index.search carry the address-mode patch."""
-    import pipelines.indexing as indexing
-
-    return "address_bits" in indexing.index_corpus.__code__.co_varnames and hasattr(indexing, "CODE_MODELS")
-
-
 @pytest.mark.slow
-@pytest.mark.skipif(not _patched(), reason="index_corpus/SearchEngine address mode not applied yet")
 def test_address_mode_end_to_end_through_index_add_search_and_cli(newsgroups_subset, tmp_path):
     from click.testing import CliRunner
 
-    from cli import main
-    from index.search import QueryError, SearchEngine
-    from pipelines.corpus import read_corpus
-    from pipelines.indexing import add_documents, index_corpus
+    from semhash.cli import main
+    from semhash.index.search import QueryError, SearchEngine
+    from semhash.pipelines.corpus import read_corpus
+    from semhash.pipelines.indexing import add_documents, index_corpus
 
     fast = dict(hidden_layers=(200, 100), finetune_epochs=15, pretrain_epochs=2)
     path = tmp_path / "news.db"
@@ -334,7 +326,7 @@ def test_address_mode_end_to_end_through_index_add_search_and_cli(newsgroups_sub
     before = table.stat().st_mtime_ns
     add_documents(path, test_docs[:40], verbose=False)
     assert table.stat().st_mtime_ns != before
-    from index.database import Database
+    from semhash.index.database import Database
 
     with Database(path, create=False) as db:
         assert len(load_or_build_address(db)) == 800 + 40

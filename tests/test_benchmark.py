@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from pipelines.benchmark import (
+from semhash.pipelines.benchmark import (
     aggregate,
     evaluate_database,
     evaluate_rerank,
@@ -20,7 +20,7 @@ from pipelines.benchmark import (
     format_report,
     rerank_ranking,
 )
-from pipelines.evaluate import RetrievalReport, evaluate_vectors
+from semhash.pipelines.evaluate import RetrievalReport, evaluate_vectors
 from semhash.baselines import TfidfCosine
 from semhash.codes import pack_bits
 from tests.conftest import REPO, TOPIC_WORDS, topic_counts
@@ -231,7 +231,7 @@ def _write_jsonl(path, n_docs, seed):
 
 @pytest.fixture(scope="module")
 def tiny_database(tmp_path_factory):
-    from pipelines.indexing import index_corpus
+    from semhash.pipelines.indexing import index_corpus
 
     folder = tmp_path_factory.mktemp("bench")
     corpus = _write_jsonl(folder / "train.jsonl", 200, seed=0)

@@ -9,7 +9,7 @@ from tests.conftest import TOPIC_WORDS
 import pytest
 from click.testing import CliRunner
 
-from cli import main
+from semhash.cli import main
 
 pytestmark = pytest.mark.slow
 FAST = ["--bits", "16", "--epochs", "10", "--pretrain-epochs", "2", "--map-dims", "2", "-q"]
@@ -63,7 +63,7 @@ def test_info_and_encode(database):
 
 def test_recall_brings_back_a_document_from_its_code(database):
     hit = json.loads(run("search", "israel arab", "--db", database, "-k", "1", "--json").output)[0]
-    from index.search import SearchEngine
+    from semhash.index.search import SearchEngine
     from semhash.codes import to_hex
 
     engine = SearchEngine(database)
@@ -77,7 +77,7 @@ def test_recall_brings_back_a_document_from_its_code(database):
 
 
 def test_recall_brings_back_a_document_from_half_of_its_words(database):
-    from index.search import SearchEngine
+    from semhash.index.search import SearchEngine
 
     engine = SearchEngine(database)
     doc = max(engine.db.get_documents(list(range(1, 41))), key=lambda d: len(set((d.text or "").split())))

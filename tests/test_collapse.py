@@ -93,8 +93,8 @@ def test_short_documents_get_lsa_neighbours(topic_corpus):
 def ohsumed_counts():
     if not OHSUMED.exists():
         pytest.skip(f"OHSUMED not found at {OHSUMED}")
-    from pipelines.corpus import read_corpus
-    from pipelines.vectorize import WordCounter
+    from semhash.pipelines.corpus import read_corpus
+    from semhash.vectorize import WordCounter
 
     docs = read_corpus(OHSUMED, subdir="ohsumed-single-23/train")
     counts = WordCounter().fit_transform([d.text for d in docs])

@@ -1,4 +1,4 @@
-"""Tests for pipelines.corpus: every format, the id/label/title rules, and each kind of bad input."""
+"""Tests for semhash.pipelines.corpus: every format, the id/label/title rules, and each kind of bad input."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.corpus import CorpusError, CorpusWarning, Document, read_corpus
+from semhash.pipelines.corpus import CorpusError, CorpusWarning, Document, read_corpus
 
 NEWSGROUPS_TARBALL = Path(__file__).resolve().parents[1] / "data" / "20news-bydate.tar.gz"
 NEWSGROUPS = {
@@ -604,7 +604,7 @@ def test_malformed_labels_file_names_the_line(tmp_path, content, problem):
 
 
 def test_labels_file_size_is_bounded(tmp_path, monkeypatch):
-    from pipelines import corpus
+    from semhash.pipelines import corpus
 
     monkeypatch.setattr(corpus, "_MAX_LABELS_FILE_BYTES", 10)
     folder = write_folder(tmp_path / "corpus", {"a/1": b"one\n", "labels.tsv": b"a/1\tlonger,than,ten\n"})

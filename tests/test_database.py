@@ -1,4 +1,4 @@
-"""Tests for index.database: round trips, atomicity, validation and safe opening."""
+"""Tests for semhash.index.database: round trips, atomicity, validation and safe opening."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from index.database import Database, DatabaseError, DocumentRow
+from semhash.index.database import Database, DatabaseError, DocumentRow
 from semhash.codes import n_bytes, pack_bits
 
 
@@ -408,7 +408,7 @@ def test_codes_batch_commits_several_put_codes_together_or_none(db: Database) ->
 
 
 def test_labels_round_trip_and_single_labels_stay_in_the_label_column(db: Database) -> None:
-    from pipelines.corpus import Document
+    from semhash.pipelines.corpus import Document
 
     ids = db.add_documents([
         {"external_id": "two", "labels": ["x", "y"]},

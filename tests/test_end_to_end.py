@@ -7,11 +7,11 @@ import warnings
 import numpy as np
 import pytest
 
-from index.database import Database, DatabaseError
-from index.search import QueryError, SearchEngine
-from pipelines.corpus import read_corpus
-from index.address import ADDRESS_MODEL
-from pipelines.indexing import HASHER_MODEL, MAP_MODEL, add_documents, index_corpus
+from semhash.index.database import Database, DatabaseError
+from semhash.index.search import QueryError, SearchEngine
+from semhash.pipelines.corpus import read_corpus
+from semhash.index.models import TEXT
+from semhash.pipelines.indexing import add_documents, index_corpus
 from tests.conftest import precision_at_k
 
 FAST = dict(hidden_layers=(200, 100), finetune_epochs=25, pretrain_epochs=2)
@@ -33,12 +33,12 @@ def test_index_stores_documents_models_and_codes(indexed):
     assert report.documents == 800 and report.vocabulary == 2000
     with Database(path, create=False) as db:
         assert db.count_documents() == 800
-        assert {row.name for row in db.list_models()} == {HASHER_MODEL, MAP_MODEL, ADDRESS_MODEL}
-        ids, codes = db.get_codes(db.get_model(HASHER_MODEL).id)
+        assert {row.name for row in db.list_models()} == {TEXT.long, TEXT.map, TEXT.address}
+        ids, codes = db.get_codes(db.get_model(TEXT.long).id)
         assert codes.shape == (800, 4) and codes.dtype == np.uint8
-        _, points = db.get_codes(db.get_model(MAP_MODEL).id)
+        _, points = db.get_codes(db.get_model(TEXT.map).id)
         assert points.shape == (800, 2)
-        assert db.get_model(HASHER_MODEL).vocabulary["words"][:1]  # the vocabulary travels with the model
+        assert db.get_model(TEXT.long).vocabulary["words"][:1]  # the vocabulary travels with the model
     assert (path.parent / "news.db.faiss" / "hasher.index").exists()
 
 
@@ -150,11 +150,11 @@ def test_add_is_incremental_and_resumable(tmp_path, newsgroups_subset, monkeypat
     assert result["already_stored"] == 60 + 60 + 5  # two batches got in before the interruption
     with Database(path, create=False) as db:
         assert db.count_documents() == 800 + 200
-        model = db.get_model(HASHER_MODEL)
+        model = db.get_model(TEXT.long)
         assert db.documents_without_codes(model.id) == []
         ids, _ = db.get_codes(model.id)
         assert len(ids) == 1000
-        assert db.documents_without_codes(db.get_model(ADDRESS_MODEL).id) == []
+        assert db.documents_without_codes(db.get_model(TEXT.address).id) == []
     # Newly added documents are searchable at once: the FAISS index was rebuilt.
     assert SearchEngine(path).similar(tests[0].external_id, k=3)
 

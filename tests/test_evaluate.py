@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from pipelines import evaluate
-from pipelines.evaluate import (
+from semhash.pipelines import evaluate
+from semhash.pipelines.evaluate import (
     RetrievalReport,
     evaluate_codes,
     evaluate_vectors,

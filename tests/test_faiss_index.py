@@ -1,4 +1,4 @@
-"""Tests for index.faiss_index: exact search, atomic files, staleness and rebuilding."""
+"""Tests for semhash.index.faiss_index: exact search, atomic files, staleness and rebuilding."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from index.database import Database
-from index.faiss_index import (
+from semhash.index.database import Database
+from semhash.index.faiss_index import (
     BinaryCodeIndex,
     IndexFileError,
     RealCodeIndex,

@@ -69,10 +69,10 @@ def test_validation_precision_leaves_out_the_query_source_and_its_copies(speed):
 
 
 def test_speed_targets_pass_and_miss(speed, monkeypatch):
-    import pipelines.images as images_module
+    from semhash.index.models import IMAGES
+    from semhash.index.search import SearchOptions
 
-    monkeypatch.setattr(images_module, "IMAGE_ADDRESS_RADIUS", 3)
-    monkeypatch.setattr(images_module, "IMAGE_MAX_CANDIDATES", 500)
+    assert (IMAGES.radius, SearchOptions().max_candidates) == (3, 500)  # the names below
     result = {"sizes": [{"images": 1_000_000, "methods": {
         "binary flat": {"p_at_100": 0.30},
         "address r=3 max=500": {"p_at_100": 0.29, "x_faster_than_flat": 25.0},

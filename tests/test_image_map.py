@@ -7,10 +7,11 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from cli import main
-from index.database import Database
-from pipelines.images import IMAGE_MAP_MODEL, image_map_codes
-from pipelines.maps import draw_thumbnail_map
+from semhash.cli import main
+from semhash.index.database import Database
+from semhash.index.models import IMAGES
+from semhash.pipelines.images import image_map_codes
+from semhash.pipelines.maps import draw_thumbnail_map
 from semhash.estimator import MODEL_CLASSES, DeepCodeModel
 from semhash.image_hasher import ImageHasher
 from semhash.image_map import ImageMap
@@ -125,7 +126,7 @@ def test_cli_images_map(tmp_path):
     assert "Wrote" in result.output and "90 images, 50 thumbnails" in result.output
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with Database(db_path, create=False) as db:
-        row = db.get_model(IMAGE_MAP_MODEL, with_weights=False)
+        row = db.get_model(IMAGES.map, with_weights=False)
         assert row.kind == "real" and row.n_dims == 2 and row.config["class"] == "ImageMap"
         ids, points = db.get_codes(row.id)
         assert len(ids) == 90 and points.dtype == np.float32

@@ -11,10 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-from index.database import Database
-from pipelines.images import (
-    IMAGE_ADDRESS_MODEL,
-    IMAGE_HASHER_MODEL,
+from semhash.index.database import Database
+from semhash.index.models import IMAGES
+from semhash.pipelines.images import (
     ImageWarning,
     index_images,
     montage,
@@ -263,22 +262,22 @@ def test_index_and_search_round_trip(tmp_path, monkeypatch):
         assert len(hits) == 5 and hits[0].id == doc.id and hits[0].distance == 0
         assert [h.distance for h in hits] == sorted(h.distance for h in hits)
         assert sum(h.label == "0" for h in hits) >= 4
-        two_stage = search_image(db, pixels[0], k=5, use_address=True, candidates=10)
+        two_stage = search_image(db, pixels[0], k=5, mode="address", max_candidates=10)
         assert two_stage[0].id == doc.id
         # the whole 8-bit address space as the ball: two-stage search is exhaustive search
-        whole = search_image(db, pixels[0], k=30, use_address=True, radius=8, candidates=None)
+        whole = search_image(db, pixels[0], k=30, mode="address", radius=8, max_candidates=None)
         exhaustive = search_image(db, pixels[0], k=30)
         assert [(h.id, h.distance) for h in whole] == [(h.id, h.distance) for h in exhaustive]
         # cell search visiting every cell is exhaustive search too (30 images: one cell)
-        cells = search_image(db, pixels[0], k=30, use_cells=True, probes=4)
+        cells = search_image(db, pixels[0], k=30, mode="cells", probes=4)
         assert [(h.id, h.distance) for h in cells] == [(h.id, h.distance) for h in exhaustive]
-        assert (db_path.parent / "images.db.faiss" / f"cells.{IMAGE_HASHER_MODEL}.index").is_file()
-        with pytest.raises(ValueError, match="not both"):
-            search_image(db, pixels[0], k=3, use_address=True, use_cells=True)
+        assert (db_path.parent / "images.db.faiss" / f"cells.{IMAGES.long}.index").is_file()
+        with pytest.raises(ValueError, match="unknown search mode"):
+            search_image(db, pixels[0], k=3, mode="address+cells")
         with pytest.raises(ValueError, match="probes"):
-            similar_image(db, doc.id, k=3, use_cells=True, probes=0)
+            similar_image(db, doc.id, k=3, mode="cells", probes=0)
         # the image address table has its own file, beside a text one's
-        assert (db_path.parent / "images.db.faiss" / f"address.{IMAGE_ADDRESS_MODEL}.table").is_file()
+        assert (db_path.parent / "images.db.faiss" / f"address.{IMAGES.address}.table").is_file()
         assert not (db_path.parent / "images.db.faiss" / "address.table").exists()
         similar = similar_image(db, doc.id, k=4)
         assert doc.id not in [h.id for h in similar] and len(similar) == 4
@@ -294,7 +293,7 @@ def test_index_and_search_round_trip(tmp_path, monkeypatch):
     again = index_images(tmp_path / "set.npz", db_path)
     assert again.added == 0 and again.already_stored == 30 and not again.trained
     with Database(db_path, create=False) as db:
-        assert {IMAGE_HASHER_MODEL, IMAGE_ADDRESS_MODEL} <= {m.name for m in db.list_models()}
+        assert {IMAGES.long, IMAGES.address} <= {m.name for m in db.list_models()}
 
     # retraining re-encodes what is stored, plus the new images, with the new models
     more, more_labels = two_class_images(3, seed=1)
@@ -304,7 +303,7 @@ def test_index_and_search_round_trip(tmp_path, monkeypatch):
                           hasher_params=params, address_params=params)
     assert report.trained and report.added == 6
     with Database(db_path, create=False) as db:
-        for name in (IMAGE_HASHER_MODEL, IMAGE_ADDRESS_MODEL):
+        for name in (IMAGES.long, IMAGES.address):
             ids, codes = db.get_codes(db.get_model(name).id)
             assert len(ids) == 36 and codes.shape == (36, 1)
         with pytest.raises(ValueError, match="address"):
@@ -328,5 +327,5 @@ def test_address_search_without_address_model_is_a_clear_error(tmp_path):
     index_images(tmp_path / "set.npz", tmp_path / "images.db", n_bits=8, address_bits=0, hasher_params=params)
     with Database(tmp_path / "images.db", create=False) as db:
         assert len(search_image(db, pixels[0], k=3)) == 3
-        with pytest.raises(ValueError, match="no image address model"):
-            search_image(db, pixels[0], k=3, use_address=True)
+        with pytest.raises(ValueError, match="no address model"):
+            search_image(db, pixels[0], k=3, mode="address")

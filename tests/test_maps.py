@@ -13,7 +13,7 @@ import pytest
 import torch
 from matplotlib.collections import PathCollection
 
-from pipelines import maps
+from semhash.pipelines import maps
 from semhash import TopicMap
 from semhash.estimator import encoder_input
 from semhash.parametric_tsne import (

@@ -1,4 +1,4 @@
-"""Tests for index.recall: content-addressable document recall with a Willshaw memory."""
+"""Tests for semhash.index.recall: content-addressable document recall with a Willshaw memory."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import shutil
 import numpy as np
 import pytest
 
-from index.database import Database
-from index.recall import (
+from semhash.index.database import Database
+from semhash.index.recall import (
     CodeMemory,
     DocumentMemory,
     RecallHit,
@@ -19,8 +19,9 @@ from index.recall import (
     default_recall_path,
     load_memory,
 )
-from index.search import QueryError
-from pipelines.indexing import HASHER_MODEL, index_corpus
+from semhash.index.search import QueryError
+from semhash.index.models import TEXT
+from semhash.pipelines.indexing import index_corpus
 from semhash.codes import hamming_distances, pack_bits, to_hex, unpack_bits
 
 TINY = dict(hidden_layers=(64,), finetune_epochs=10, pretrain_epochs=1)
@@ -44,7 +45,7 @@ def db_copy(tiny_db, tmp_path):
 @pytest.fixture(scope="module")
 def stored(tiny_db):
     with Database(tiny_db, create=False) as db:
-        return db.get_codes(db.get_model(HASHER_MODEL).id)
+        return db.get_codes(db.get_model(TEXT.long).id)
 
 
 def flip(code: np.ndarray, positions, n_bits: int) -> np.ndarray:
@@ -135,7 +136,7 @@ def test_code_with_flipped_bits_recalls_the_document(db_copy):
     # random, well separated codes in a copy of the database through put_codes.
     rng = np.random.default_rng(2)
     with Database(db_copy, create=False) as db:
-        model_id = db.get_model(HASHER_MODEL).id
+        model_id = db.get_model(TEXT.long).id
         ids, _ = db.get_codes(model_id)
         codes = pack_bits(rng.integers(0, 2, (len(ids), 32)))
         db.put_codes(model_id, ids, codes)
@@ -222,7 +223,7 @@ def test_stats_of_a_database_memory(tiny_db):
     stats = DocumentMemory(tiny_db).stats()
     assert stats["documents"] == 800 and stats["n_bits"] == 32 and stats["block_bits"] == 1
     with Database(tiny_db, create=False) as db:
-        n_words = len(db.get_model(HASHER_MODEL).vocabulary["words"])
+        n_words = len(db.get_model(TEXT.long).vocabulary["words"])
     assert stats["units_per_word"] == 1 and stats["word_units"] == n_words
     assert stats["input_units"] == 64 + stats["word_units"] and stats["input_active"] > 32
     assert stats["capacity_per_document"] >= 32 and 0 < stats["load"] < 0.5
@@ -251,7 +252,7 @@ def test_memory_is_rebuilt_when_codes_change(db_copy):
     before = json.loads(path.with_name("recall.npz.json").read_text())["fingerprint"]
     new_code = np.array([[0xDE, 0xAD, 0xBE, 0xEF]], dtype=np.uint8)
     with Database(db_copy, create=False) as db:
-        db.put_codes(db.get_model(HASHER_MODEL).id, [5], new_code)
+        db.put_codes(db.get_model(TEXT.long).id, [5], new_code)
     memory = DocumentMemory(db_copy)
     after = json.loads(path.with_name("recall.npz.json").read_text())["fingerprint"]
     assert after != before
@@ -264,7 +265,7 @@ def test_memory_is_rebuilt_for_another_configuration_or_a_damaged_file(db_copy):
     path = db_copy.with_name(db_copy.name + ".faiss") / "recall.npz"
     assert DocumentMemory(db_copy, block_bits=8).stats()["block_bits"] == 8
     with Database(db_copy, create=False) as db:
-        fingerprint = db.code_fingerprint(db.get_model(HASHER_MODEL).id)
+        fingerprint = db.code_fingerprint(db.get_model(TEXT.long).id)
     assert load_memory(path, fingerprint).block_bits == 8
     assert load_memory(path, fingerprint, CodeMemory(32, block_bits=2).config()) is None  # stale
     assert load_memory(path, "another fingerprint") is None

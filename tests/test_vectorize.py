@@ -1,4 +1,4 @@
-"""Tests for pipelines.vectorize: vocabulary choice, counting, IDF, JSON round trip and bad input."""
+"""Tests for semhash.vectorize: vocabulary choice, counting, IDF, JSON round trip and bad input."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import scipy.sparse
 from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
 
-from pipelines.vectorize import WordCounter, empty_rows
+from semhash.vectorize import WordCounter, empty_rows
 
 # Document frequencies: cherry 3, banana 2, date 2, apple 1, elder 1, fig 1.
 # "fig" has the highest total count but appears in one document only.
@@ -230,8 +230,8 @@ ODD_TEXTS = [
 @pytest.mark.parametrize("stop_words", ["english", None])
 @pytest.mark.parametrize("lowercase", [True, False])
 def test_fast_counts_equal_count_vectorizer(engine, stop_words, lowercase, newsgroups_subset):
-    from pipelines.corpus import read_corpus
-    from pipelines.vectorize import _kernel
+    from semhash.pipelines.corpus import read_corpus
+    from semhash.vectorize import _kernel
 
     if engine == "numba" and _kernel() is None:
         pytest.skip("numba not installed")

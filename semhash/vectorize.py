@@ -445,7 +445,7 @@ def _text_starts(lengths) -> np.ndarray:
 
 def _kernel():
     """The compiled counting kernel module, or None without numba (numpy path then)."""
-    return compiled_kernel("pipelines._vectorize_kernel")
+    return compiled_kernel("semhash._vectorize_kernel")
 
 
 def empty_rows(counts: scipy.sparse.spmatrix | np.ndarray) -> np.ndarray:

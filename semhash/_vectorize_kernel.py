@@ -1,4 +1,4 @@
-"""Compiled (numba) token counting for :class:`pipelines.vectorize.WordCounter`.
+"""Compiled (numba) token counting for :class:`semhash.vectorize.WordCounter`.
 
 Imported only when numba is installed; ``vectorize`` falls back to numpy otherwise.
 Compiled once and cached on disk (``cache=True``). Same tokens as the numpy path: a token is
