@@ -7,24 +7,49 @@ vocabulary, the trained models and their codes; FAISS index files sit beside it 
 
 from __future__ import annotations
 
+import csv
+import io
 import json
+import linecache
 import sys
 import warnings
 from pathlib import Path
 
 import click
-import numpy as np
 
 DB_OPTION = click.option(
     "--db",
     "database",
     required=True,
-    type=click.Path(dir_okay=False, path_type=Path),
     envvar="SEMHASH_DB",
-    help="Database file (or set SEMHASH_DB).",
+    help="Database file, or an SQLAlchemy URL such as postgresql+psycopg://user@host/db (or set SEMHASH_DB).",
 )
 QUIET_OPTION = click.option("--quiet", "-q", is_flag=True, help="Print no progress, only results and errors.")
 JSON_OPTION = click.option("--json", "as_json", is_flag=True, help="Print results as JSON, for scripts.")
+
+
+def hits_output(function):
+    """--json, --nl or --csv: how hits are printed (default: ranked lines for people)."""
+    formats = [("--json", "json", "Print the hits as a JSON list."),
+               ("--nl", "nl", "Print one JSON object per hit and line (newline-delimited JSON)."),
+               ("--csv", "csv", "Print the hits as CSV with a header row.")]
+    for flag, value, text in reversed(formats):
+        function = click.option(flag, "output", flag_value=value, help=text)(function)
+    return function
+def corpus_bounds(function):
+    """--max-document-mb and --max-corpus-mb: how much text reading a corpus may take."""
+    from semhash.pipelines.corpus import MAX_CORPUS_BYTES, MAX_DOCUMENT_BYTES
+
+    function = click.option("--max-corpus-mb", default=MAX_CORPUS_BYTES // 2**20, show_default=True,
+                            type=click.IntRange(1), help="Refuse a corpus holding more text than this.")(function)
+    return click.option("--max-document-mb", default=MAX_DOCUMENT_BYTES // 2**20, show_default=True,
+                        type=click.IntRange(1), help="Refuse a document larger than this.")(function)
+
+
+def _bounds(max_document_mb: int, max_corpus_mb: int) -> dict:
+    return {"max_document_bytes": max_document_mb * 2**20, "max_corpus_bytes": max_corpus_mb * 2**20}
+
+
 K_OPTION = click.option("-k", "k", default=10, show_default=True, type=click.IntRange(1, 10_000), help="Number of results.")
 
 
@@ -61,13 +86,16 @@ def main() -> None:
 @click.option("--title-column", default="title", show_default=True, help="JSONL/CSV/hf: column holding the title.")
 @click.option("--id-column", default="id", show_default=True, help="JSONL/CSV/hf: column holding a unique id.")
 @click.option("--split", default="train", show_default=True, help="hf: which split of the dataset.")
-@click.option("--limit", type=click.IntRange(1), help="Read at most this many documents (to try things quickly).")
-@click.option("--seed", default=0, show_default=True, help="Random seed: same seed and corpus, same model.")
+@click.option("--limit", type=click.IntRange(1), help="Read only the first N documents (in the corpus's order).")
+@click.option("--sample", type=click.IntRange(1), help="Index a seeded sample of N documents, spread across labels as the corpus is.")
+@click.option("--seed", default=0, show_default=True, help="Random seed (of the models and of --sample): same seed and corpus, same result.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing database (atomically, once the new one is complete).")
+@corpus_bounds
 @QUIET_OPTION
 @JSON_OPTION
 def index(corpus, database, subdir, bits, address_bits, vocab, map_dims, epochs, pretrain_epochs, text_column, label_column,
-          labels_column, title_column, id_column, split, limit, seed, overwrite, quiet, as_json):
+          labels_column, title_column, id_column, split, limit, sample, seed, overwrite, max_document_mb, max_corpus_mb,
+          quiet, as_json):
     """Read CORPUS, train the models, and store documents and codes in a new database.
 
     \b
@@ -76,22 +104,29 @@ def index(corpus, database, subdir, bits, address_bits, vocab, map_dims, epochs,
         labels.tsv of lines "relative/path<TAB>label,label" gives several labels)
       a .tar.gz / .tgz / .zip of such a folder (read in memory, never extracted)
       a .jsonl or .csv file with a text column (and optional label, labels, title, id)
-      hf:NAME, a Hugging Face dataset (needs `pip install datasets` and internet)
+      -, JSONL records on standard input
+      hf:NAME, a Hugging Face dataset (from the Hub, or a folder written by save_to_disk)
+
+    \b
+      semhash index data/20news-bydate.tar.gz --subdir 20news-bydate-train --db news.db
+      semhash index posts.jsonl --db posts.db --sample 2000 --bits 64
+      cat posts.jsonl | semhash index - --db posts.db
 
     Trains a semantic hasher (binary codes, Hamming search) and a map model (2-D code,
     for `semhash map` and Euclidean search), pretraining each as a stack of RBMs and
-    fine-tuning it as a deep autoencoder. About 3 minutes for 11,000 posts on 2 cores.
+    fine-tuning it as a deep autoencoder (the README gives timings).
     """
     from semhash.pipelines.indexing import index_corpus
 
     fine_tuning = {k: v for k, v in {"finetune_epochs": epochs, "pretrain_epochs": pretrain_epochs}.items() if v}
     read_options = {"text_column": text_column, "label_column": label_column, "labels_column": labels_column,
-                    "title_column": title_column, "id_column": id_column, "split": split, "limit": limit}
+                    "title_column": title_column, "id_column": id_column, "split": split, "limit": limit,
+                    **_bounds(max_document_mb, max_corpus_mb)}
     with _friendly_errors(quiet):
         report = index_corpus(
             corpus, database, subdir=subdir, n_bits=bits, address_bits=address_bits, map_dims=map_dims, vocabulary_size=vocab,
             overwrite=overwrite, hasher_params=fine_tuning, map_params=fine_tuning, read_options=read_options,
-            random_state=seed, verbose=not quiet, log=None if quiet else _progress,
+            sample=sample, random_state=seed,
         )
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2))
@@ -111,19 +146,24 @@ def index(corpus, database, subdir, bits, address_bits, vocab, map_dims, epochs,
 @DB_OPTION
 @click.option("--subdir", help="Only read this sub-folder of a folder or archive.")
 @click.option("--batch-size", default=2000, show_default=True, type=click.IntRange(1), help="Documents stored per transaction.")
+@corpus_bounds
 @QUIET_OPTION
 @JSON_OPTION
-def add(corpus, database, subdir, batch_size, quiet, as_json):
+def add(corpus, database, subdir, batch_size, max_document_mb, max_corpus_mb, quiet, as_json):
     """Encode the documents of CORPUS with the stored models and add them (no retraining).
 
     Documents whose id is already stored are skipped, so an interrupted run can simply
-    be started again: it resumes where it stopped.
+    be started again: it resumes where it stopped. Two runs at once wait for each other.
+
+    \b
+      semhash add more-posts/ --db news.db
+      cat new.jsonl | semhash add - --db news.db
     """
     from semhash.pipelines.indexing import add_documents
 
     with _friendly_errors(quiet):
-        result = add_documents(database, corpus, subdir=subdir, batch_size=batch_size, verbose=not quiet,
-                               log=None if quiet else _progress)
+        result = add_documents(database, corpus, subdir=subdir, batch_size=batch_size,
+                               read_options=_bounds(max_document_mb, max_corpus_mb))
     if as_json:
         click.echo(json.dumps(result))
     else:
@@ -172,8 +212,8 @@ CANDIDATES_OPTION = click.option("--candidates", default=100, show_default=True,
 @CANDIDATES_OPTION
 @fast_search_options
 @click.option("--code", "is_code", is_flag=True, help="TEXT is a binary code in hex (as printed by `semhash encode`).")
-@JSON_OPTION
-def search(text, database, k, space, rerank, candidates, mode, radius, max_candidates, probes, is_code, as_json):
+@hits_output
+def search(text, database, k, space, rerank, candidates, mode, radius, max_candidates, probes, is_code, output):
     """Find the stored documents nearest in meaning to TEXT.
 
     TEXT is encoded with the collection's vocabulary and model; results are ranked by
@@ -181,16 +221,18 @@ def search(text, database, k, space, rerank, candidates, mode, radius, max_candi
 
     \b
       semhash search "graphics card driver for windows" --db news.db -k 5
+      cat question.txt | semhash search - --db news.db --csv
       semhash search "encryption key escrow" --db news.db --rerank --json
     """
     from semhash.index.search import SearchEngine
 
-    with _friendly_errors(True):
+    with _friendly_errors(progress=False):
         options = _search_options(k=k, space=space, rerank=rerank, candidates=candidates, mode=mode, radius=radius,
                                   max_candidates=max_candidates, probes=probes)
-        engine = SearchEngine(database)
-        hits = engine.search_code(text, options=options) if is_code else engine.search(text, options=options)
-    _print_hits(hits, as_json, "cosine distance" if rerank else f"{space} distance")
+        text = _text_argument(text)
+        with SearchEngine(database) as engine:
+            hits = engine.search_code(text, options=options) if is_code else engine.search(text, options=options)
+    _print_hits(hits, output, "cosine distance" if rerank else f"{space} distance")
 
 
 @main.command()
@@ -201,8 +243,8 @@ def search(text, database, k, space, rerank, candidates, mode, radius, max_candi
 @RERANK_OPTION
 @CANDIDATES_OPTION
 @fast_search_options
-@JSON_OPTION
-def similar(doc_id, database, k, space, rerank, candidates, mode, radius, max_candidates, probes, as_json):
+@hits_output
+def similar(doc_id, database, k, space, rerank, candidates, mode, radius, max_candidates, probes, output):
     """Find the documents nearest to a stored one.
 
     DOC_ID is the document's external id (e.g. a path like sci.space/60154, as shown in
@@ -210,25 +252,36 @@ def similar(doc_id, database, k, space, rerank, candidates, mode, radius, max_ca
     """
     from semhash.index.search import SearchEngine
 
-    with _friendly_errors(True):
+    with _friendly_errors(progress=False):
         options = _search_options(k=k, space=space, rerank=rerank, candidates=candidates, mode=mode, radius=radius,
                                   max_candidates=max_candidates, probes=probes)
-        hits = SearchEngine(database).similar(doc_id, options=options)
-    _print_hits(hits, as_json, "cosine distance" if rerank else f"{space} distance")
+        with SearchEngine(database) as engine:
+            hits = engine.similar(doc_id, options=options)
+    _print_hits(hits, output, "cosine distance" if rerank else f"{space} distance")
 
 
 @main.command()
 @click.argument("text")
 @DB_OPTION
 @SPACE_OPTION
-def encode(text, database, space):
-    """Print the code of TEXT: hex for binary codes, numbers for the map code."""
-    from semhash.index.search import SearchEngine
-    from semhash.codes import to_hex
+@JSON_OPTION
+def encode(text, database, space, as_json):
+    """Print the code of TEXT: hex for binary codes, numbers for the map code.
 
-    with _friendly_errors(True):
-        code = SearchEngine(database).encode(text, space)
-    click.echo(to_hex(code[0]) if space == "hamming" else " ".join(f"{x:.4f}" for x in code[0]))
+    \b
+      semhash encode "nasa shuttle launch" --db news.db
+      echo "nasa shuttle launch" | semhash encode - --db news.db --space euclidean --json
+    """
+    from semhash.codes import to_hex
+    from semhash.index.search import SearchEngine
+
+    with _friendly_errors(progress=False):
+        with SearchEngine(database) as engine:
+            code = engine.encode(_text_argument(text), space)[0]
+    if as_json:
+        click.echo(json.dumps({"space": space, "code": to_hex(code) if space == "hamming" else code.tolist()}))
+    else:
+        click.echo(to_hex(code) if space == "hamming" else " ".join(f"{x:.4f}" for x in code))
 
 
 # --------------------------------------------------------------------------- evaluate
@@ -265,8 +318,8 @@ def evaluate(database, queries_source, subdir, fraction, max_queries, seed, quie
 @click.option("--codes-only", is_flag=True,
               help="Store and query the codes alone, without word units (a smaller memory; a fragment then "
                    "finds its topic's documents rather than the document itself).")
-@JSON_OPTION
-def recall(fragment, database, hex_code, k, codes_only, as_json):
+@hits_output
+def recall(fragment, database, hex_code, k, codes_only, output):
     """Bring back whole stored documents from a FRAGMENT of one, or from a damaged code.
 
     Each document is stored in a Willshaw associative memory (cached in
@@ -276,9 +329,7 @@ def recall(fragment, database, hex_code, k, codes_only, as_json):
     returns the documents whose whole address the question reaches; confidence is the
     share of the question's units that do (1.0: e.g. a document's own code, or a
     fragment whose every word is in the document and whose code equals the document's).
-    Recall grows with the fragment: on 20 Newsgroups (128-bit codes) half of a post's
-    words bring it back 92% of the time, a tenth of them 17% (TF-IDF cosine over every
-    post: 70%; benchmarks/results/document_recall.md).
+    Recall grows with the fragment (measured in benchmarks/results/document_recall.md).
 
     \b
       semhash recall "the shuttle launch was delayed by a faulty valve" --db news.db
@@ -289,10 +340,10 @@ def recall(fragment, database, hex_code, k, codes_only, as_json):
 
     if (fragment is None) == (hex_code is None):
         raise click.UsageError("give either a FRAGMENT of text or --code HEX (not both)")
-    with _friendly_errors(True):
-        memory = DocumentMemory(database, words=not codes_only)
-        hits = memory.recall_code(hex_code, k) if hex_code is not None else memory.recall_text(fragment, k)
-    _print_hits(hits, as_json, score=lambda hit: f"confidence {hit.confidence:.2f}")
+    with _friendly_errors(progress=False):
+        with DocumentMemory(database, words=not codes_only) as memory:
+            hits = memory.recall_code(hex_code, k) if hex_code is not None else memory.recall_text(_text_argument(fragment), k)
+    _print_hits(hits, output, score=lambda hit: f"confidence {hit.confidence:.2f}")
 
 
 # --------------------------------------------------------------------------- info / map
@@ -303,20 +354,9 @@ def info(database, as_json):
     """Describe a database: documents, labels, models and the memory they use."""
     from semhash.index.database import Database
 
-    with _friendly_errors(True):
+    with _friendly_errors(progress=False):
         with Database(database, create=False) as db:
             stats = db.stats()
-            models = {row.name: row for row in db.list_models()}
-    for model in stats["models"]:
-        row = models[model["name"]]
-        model["class"] = row.config.get("class")
-        model["layers"] = row.config.get("layers")
-        model["code_bytes_per_document"] = row.code_width * row.code_dtype.itemsize
-        # FAISS keeps the code and an 8-byte document id per document in memory.
-        model["search_bytes_per_document"] = model["code_bytes_per_document"] + 8
-    # Stored pixels of images are data, not a search structure.
-    search_bytes = sum(m["search_bytes_per_document"] for m in stats["models"] if m["class"] != "PixelStore")
-    stats["search_bytes_per_document"] = search_bytes
     if as_json:
         click.echo(json.dumps(stats, indent=2, default=str))
         return
@@ -327,7 +367,7 @@ def info(database, as_json):
         click.echo(f"  model {model['name']!r}: {model['class']} {layers}, {model['kind']} code of {model['n_dims']} "
                    f"{'bits' if model['kind'] == 'binary' else 'dims'}, {model['codes']} codes "
                    f"({model['code_bytes_per_document']} bytes each)")
-    click.echo(f"Search memory per document: {search_bytes} bytes (codes and ids in the FAISS indexes)")
+    click.echo(f"Search memory per document: {stats['search_bytes_per_document']} bytes (codes and ids in the FAISS indexes)")
 
 
 @main.command(name="map")
@@ -338,7 +378,8 @@ def info(database, as_json):
 @click.option("--query", "queries", multiple=True, help="Mark where this text lands on the map (repeatable).")
 @click.option("--title", help="Title of the plot (default: says what and how many).")
 @QUIET_OPTION
-def map_command(database, out, compare, html_out, queries, title, quiet):
+@JSON_OPTION
+def map_command(database, out, compare, html_out, queries, title, quiet, as_json):
     """Draw every document at its 2-D code, coloured by label: a map of the collection.
 
     Unlabelled collections are coloured by clusters of the map, each named by its most
@@ -348,40 +389,14 @@ def map_command(database, out, compare, html_out, queries, title, quiet):
       semhash map --db news.db --out map.png --compare lsa
       semhash map --db news.db --html map.html --query "hubble telescope images"
     """
-    from semhash.index.database import Database
-    from semhash.index.search import SearchEngine, snippet
-    from semhash.index.models import TEXT
-    from semhash.pipelines.maps import draw_comparison, draw_map, lsa_map, map_title, umap_map, write_html_map
+    from semhash.pipelines.collection_maps import draw_collection_map
 
     with _friendly_errors(quiet):
-        with Database(database, create=False) as db:
-            model = db.get_model(TEXT.map, with_weights=False)
-            if model.n_dims != 2:
-                raise click.ClickException(f"the map model has {model.n_dims} dimensions; `semhash map` draws 2-D codes")
-            ids, points = db.get_codes(model.id)
-            documents = db.get_documents(ids.tolist())
-            engine = SearchEngine(db)
-            labels = [doc.label for doc in documents]
-            counts = engine.vocabulary.transform([doc.text or "" for doc in documents])
-            words = engine.vocabulary.words_
-            query_points = np.vstack([engine.encode(text, "euclidean") for text in queries]) if queries else None
-            heading = title or map_title(len(ids), Path(database).stem, "deep autoencoder 2-D code")
-            if compare:
-                other, mapper = (lsa_map if compare == "lsa" else umap_map)(counts)
-                maps = {"semhash (deep autoencoder)": points, compare.upper() if compare == "lsa" else "UMAP over LSA-50": other}
-                query_by_map = None
-                if query_points is not None:
-                    query_counts = engine.vocabulary.transform(list(queries))
-                    query_by_map = dict(zip(maps, (query_points, mapper.transform(query_counts))))
-                figure = draw_comparison(maps, labels, title=heading, counts=counts, words=words, query_points=query_by_map)
-            else:
-                figure = draw_map(points, labels, title=heading, counts=counts, words=words, query_points=query_points)
-            figure.savefig(out, dpi=110, bbox_inches="tight")
-            if html_out:
-                write_html_map(points, labels, [doc.title for doc in documents], [snippet(doc.text or "") for doc in documents],
-                               html_out, query_points=query_points, query_titles=list(queries) or None, title=heading,
-                               counts=counts, words=words)
-    click.echo(f"Wrote {out}{f' and {html_out}' if html_out else ''} ({len(ids)} documents).")
+        n = draw_collection_map(database, out, compare=compare, html_out=html_out, queries=queries, title=title)
+    if as_json:
+        click.echo(json.dumps({"out": str(out), "html": None if html_out is None else str(html_out), "documents": n}))
+    else:
+        click.echo(f"Wrote {out}{f' and {html_out}' if html_out else ''} ({n} documents).")
 
 
 # --------------------------------------------------------------------------- images
@@ -418,14 +433,14 @@ def images_index(source, database, subdir, bits, address_bits, limit, epochs, re
     params = {"finetune_epochs": epochs} if epochs else None
     with _friendly_errors(quiet):
         report = index_images(source, database, n_bits=bits, address_bits=address_bits, subdir=subdir, limit=limit,
-                              retrain=retrain, hasher_params=params, verbose=not quiet, log=None if quiet else _progress)
+                              retrain=retrain, hasher_params=params)
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2, default=str))
     else:
         click.echo(f"Stored {report.added} images ({report.already_stored} already stored) in {report.database}.")
 
 
-def _image_hits(hits, database, query_pixels, montage_path, as_json):
+def _image_hits(hits, database, query_pixels, montage_path, output):
     if montage_path:
         from semhash.index.database import Database
         from semhash.pipelines.images import montage, stored_pixels
@@ -433,13 +448,8 @@ def _image_hits(hits, database, query_pixels, montage_path, as_json):
         with Database(database, create=False) as db:
             pixels = stored_pixels(db, [hit.id for hit in hits])
         montage(query_pixels, pixels, [hit.distance for hit in hits], montage_path)
-    if as_json:
-        click.echo(json.dumps([hit.to_dict() for hit in hits], indent=2))
-        return
-    for rank, hit in enumerate(hits, 1):
-        label = f"[{hit.label}] " if hit.label else ""
-        click.echo(f"{rank:3d}. hamming distance {hit.distance}  {label}{hit.external_id}")
-    if montage_path:
+    _print_hits(hits, output, "hamming distance", snippets=False)
+    if montage_path and output is None:
         click.echo(f"Wrote {montage_path}.", err=True)
 
 
@@ -465,14 +475,14 @@ def _image_search_options(k, mode, use_address, use_cells, **given):
 @ADDRESS_OPTION
 @CELLS_OPTION
 @MONTAGE_OPTION
-@JSON_OPTION
-def images_search(image, database, k, mode, radius, max_candidates, probes, use_address, use_cells, montage_path, as_json):
+@hits_output
+def images_search(image, database, k, mode, radius, max_candidates, probes, use_address, use_cells, montage_path, output):
     """Find the stored images nearest to IMAGE (PNG or JPEG) by Hamming distance of their codes.
 
-    Exhaustive (exact) by default. On large collections --cells looks only in the
-    k-means cells of codes nearest to the query's (on a million images: ~30x faster,
-    keeping ~98% of the precision); --address is semantic hashing by the short address
-    code (a Hamming ball around the query's address).
+    Exhaustive (exact) by default. On large collections --mode cells looks only in the
+    k-means cells of codes nearest to the query's, and --mode address is semantic hashing
+    by the short address code (a Hamming ball around the query's address); the README
+    gives their speed and precision.
 
     \b
       semhash images search cat.jpg --db photos.db -k 16 --montage hits.png
@@ -481,13 +491,13 @@ def images_search(image, database, k, mode, radius, max_candidates, probes, use_
     from semhash.index.database import Database
     from semhash.pipelines.images import read_images, search_image
 
-    with _friendly_errors(True):
+    with _friendly_errors(progress=False):
         query = read_images(image).pixels[0]
         with Database(database, create=False) as db:
             options = _image_search_options(k, mode, use_address, use_cells, radius=radius,
                                             max_candidates=max_candidates, probes=probes)
             hits = search_image(db, query, options=options)
-        _image_hits(hits, database, query, montage_path, as_json)
+        _image_hits(hits, database, query, montage_path, output)
 
 
 @images.command(name="similar")
@@ -498,20 +508,20 @@ def images_search(image, database, k, mode, radius, max_candidates, probes, use_
 @ADDRESS_OPTION
 @CELLS_OPTION
 @MONTAGE_OPTION
-@JSON_OPTION
-def images_similar(image_id, database, k, mode, radius, max_candidates, probes, use_address, use_cells, montage_path, as_json):
+@hits_output
+def images_similar(image_id, database, k, mode, radius, max_candidates, probes, use_address, use_cells, montage_path, output):
     """Find the images nearest to a stored one (its id, or external id such as image:cat/0001.jpg)."""
     from semhash.index.database import Database
     from semhash.pipelines.images import similar_image, stored_pixels
 
-    with _friendly_errors(True):
+    with _friendly_errors(progress=False):
         with Database(database, create=False) as db:
             document = db.find_document(image_id)
             options = _image_search_options(k, mode, use_address, use_cells, radius=radius,
                                             max_candidates=max_candidates, probes=probes)
             hits = similar_image(db, document.id, options=options)
             query = stored_pixels(db, [document.id])[0] if montage_path else None
-        _image_hits(hits, database, query, montage_path, as_json)
+        _image_hits(hits, database, query, montage_path, output)
 
 
 
@@ -523,57 +533,70 @@ def images_similar(image_id, database, k, mode, radius, max_candidates, probes, 
 @click.option("--retrain", is_flag=True, help="Train a new map model even if the database has one.")
 @click.option("--title", help="Title of the plot (default: says what and how many).")
 @QUIET_OPTION
-def images_map(database, out, max_thumbnails, epochs, retrain, title, quiet):
+@JSON_OPTION
+def images_map(database, out, max_thumbnails, epochs, retrain, title, quiet, as_json):
     """Draw the stored images as thumbnails at their 2-D codes: a map of the collection.
 
     The first run trains a 2-D ImageMap (a deep autoencoder with a linear 2-D code,
     fine-tuned as a parametric t-SNE over PCA-50 neighbours of the pixels) on the stored
     images and keeps it and the codes in the database; later runs reuse it and only place
     images added since (--retrain starts over). Labelled images get a frame in their
-    label's colour. A few thousand images train in minutes on a CPU.
+    label's colour.
 
     \b
       semhash images index photos/ --db photos.db
       semhash images map --db photos.db --out photos-map.png --max-thumbnails 800
     """
-    from semhash.index.database import Database
-    from semhash.pipelines.images import image_map_codes, stored_pixels
-    from semhash.pipelines.maps import draw_thumbnail_map
+    from semhash.pipelines.collection_maps import draw_image_map
 
     params = {"tsne_epochs": epochs} if epochs else None
     with _friendly_errors(quiet):
-        with Database(database, create=False) as db:
-            ids, points, _ = image_map_codes(db, retrain=retrain, map_params=params, verbose=not quiet,
-                                             log=None if quiet else _progress)
-            pixels = stored_pixels(db, ids.tolist())
-            labels = [doc.label for doc in db.get_documents(ids.tolist())]
-        shown = min(len(ids), max_thumbnails)
-        heading = title or (f"{Path(database).stem}: {len(ids):,} images, deep autoencoder 2-D map"
-                            + (f" ({shown:,} thumbnails)" if shown < len(ids) else ""))
-        figure = draw_thumbnail_map(points, pixels, labels, title=heading, max_thumbnails=max_thumbnails)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        figure.savefig(out, dpi=110, bbox_inches="tight")
-    click.echo(f"Wrote {out} ({len(ids)} images, {shown} thumbnails).")
+        n, shown = draw_image_map(database, out, max_thumbnails=max_thumbnails, retrain=retrain, map_params=params,
+                                  title=title)
+    if as_json:
+        click.echo(json.dumps({"out": str(out), "images": n, "thumbnails": shown}))
+    else:
+        click.echo(f"Wrote {out} ({n} images, {shown} thumbnails).")
 
 
 # --------------------------------------------------------------------------- helpers
-def _print_hits(hits, as_json: bool, distance_name: str = "distance", score=None) -> None:
-    """Hits as JSON, or one ranked line each (score, label, id, title) and a snippet."""
-    score = score or (lambda hit: f"{distance_name} {hit.distance:g}")
-    if as_json:
-        click.echo(json.dumps([hit.to_dict() for hit in hits], indent=2, ensure_ascii=False))
-        return
-    if not hits:
+MAX_QUERY_BYTES = 2**20
+
+
+def _text_argument(text: str) -> str:
+    """TEXT as given, or read from standard input when it is "-" (at most a MiB)."""
+    if text != "-":
+        return text
+    data = click.get_text_stream("stdin").read(MAX_QUERY_BYTES + 1)
+    if len(data) > MAX_QUERY_BYTES:
+        raise click.ClickException(f"the query on standard input is over {MAX_QUERY_BYTES // 2**20} MiB")
+    return data
+
+
+def _print_hits(hits, output: str | None, distance_name: str = "distance", score=None, snippets: bool = True) -> None:
+    """Hits as JSON, newline-delimited JSON or CSV, or for people: one ranked line each
+    (score, label, id, title) and a snippet."""
+    rows = [hit.to_dict() for hit in hits]
+    if output == "json":
+        click.echo(json.dumps(rows, indent=2, ensure_ascii=False))
+    elif output == "nl":
+        for row in rows:
+            click.echo(json.dumps(row, ensure_ascii=False))
+    elif output == "csv":
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=list(rows[0]) if rows else ["id"], lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+        click.echo(buffer.getvalue(), nl=False)
+    elif not hits:
         click.echo("No results.")
-        return
-    for rank, hit in enumerate(hits, 1):
-        label = f"[{hit.label}] " if hit.label else ""
-        click.echo(f"{rank:3d}. {score(hit)}  {label}{hit.external_id}  {hit.title or ''}")
-        click.echo(f"     {hit.snippet}")
-
-
-def _progress(line: str) -> None:
-    click.echo(line, err=True)
+    else:
+        score = score or (lambda hit: f"{distance_name} {hit.distance:g}")
+        for rank, hit in enumerate(hits, 1):
+            label = f"[{hit.label}] " if hit.label else ""
+            click.echo(f"{rank:3d}. {score(hit)}  {label}{hit.external_id}  {hit.title or ''}")
+            if snippets:
+                click.echo(f"     {hit.snippet}")
 
 
 def _human_bytes(size) -> str:
@@ -589,13 +612,18 @@ def _human_bytes(size) -> str:
 class _friendly_errors:
     """Turn expected failures (bad input, missing files) into one clear line, exit 1.
 
-    Warnings (skipped files, rebuilt indexes) are shown as one line each unless quiet.
+    Warnings (skipped files, rebuilt indexes) are shown as one line each unless quiet;
+    progress lines too, for the commands that do long work (``progress``).
     """
 
-    def __init__(self, quiet: bool):
-        self.quiet = quiet
+    def __init__(self, quiet: bool = False, *, progress: bool = True):
+        self.quiet, self.progress = quiet, progress
 
     def __enter__(self):
+        from semhash.progress import shown_while
+
+        self._progress = shown_while(self.progress and not self.quiet)  # every library step reports through logging
+        self._progress.__enter__()
         self._warnings = warnings.catch_warnings()
         self._warnings.__enter__()
         warnings.simplefilter("ignore" if self.quiet else "always")
@@ -606,6 +634,7 @@ class _friendly_errors:
 
     def __exit__(self, exc_type, exc, tb):
         self._warnings.__exit__(exc_type, exc, tb)
+        self._progress.__exit__(exc_type, exc, tb)
         if exc is None or isinstance(exc, (click.ClickException, KeyboardInterrupt)):
             return False
         from semhash.index.database import DatabaseError
@@ -614,11 +643,32 @@ class _friendly_errors:
         from semhash.pipelines.corpus import CorpusError
         from semhash.estimator import ModelFormatError
 
-        expected = (CorpusError, DatabaseError, IndexFileError, QueryError, ModelFormatError, KeyError, ValueError, FileNotFoundError)
-        if isinstance(exc, expected):
+        expected = (CorpusError, DatabaseError, IndexFileError, QueryError, ModelFormatError, FileNotFoundError)
+        if isinstance(exc, expected) or (isinstance(exc, (KeyError, ValueError)) and _raised_on_purpose(exc)):
             message = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
             raise click.ClickException(str(message)) from None
         return False
+
+
+def _raised_on_purpose(exc: BaseException) -> bool:
+    """Whether semhash's own code raised ``exc`` with a ``raise`` statement (a message for the
+    user), rather than, say, a failed lookup: a bug, whose traceback must stay visible."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    if tb is None:
+        return False
+    filename = Path(tb.tb_frame.f_code.co_filename).resolve()
+    ours = filename == Path(__file__).resolve() or any(filename.is_relative_to(folder) for folder in _package_folders())
+    return ours and linecache.getline(str(filename), tb.tb_lineno).lstrip().startswith("raise")
+
+
+def _package_folders() -> list[Path]:
+    """The folders of semhash's modules (side by side in a checkout, nested when installed)."""
+    import semhash.index
+    import semhash.pipelines
+
+    return [Path(package.__file__).resolve().parent for package in (semhash, semhash.index, semhash.pipelines)]
 
 
 if __name__ == "__main__":

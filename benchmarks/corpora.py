@@ -38,29 +38,33 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import re
 import sys
 import tarfile
-import tempfile
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import scipy.sparse as sp
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+from _common import (
+    SHARED_DATA,
+    TMP,
+    add_out_argument,
+    count_words,
+    environment,
+    environment_line,
+    fit_or_load,
+    load_arrays,
+    log,
+    read_documents,
+    save_arrays,
+    write_results,
+)
+from semhash.pipelines.evaluate import evaluate_codes, evaluate_vectors
+from semhash.codes import code_spread
 
-from semhash.pipelines.evaluate import evaluate_codes, evaluate_vectors  # noqa: E402
-from semhash.codes import code_spread  # noqa: E402
-
-DATA = REPO.parent / "shared" / "data"
-RESULTS = REPO / "benchmarks" / "results"
-DEFAULT_CACHE = Path(tempfile.gettempdir()) / "semhash-corpora-cache"
+DEFAULT_CACHE = TMP / "semhash-corpora-cache"
 BITS = (32, 64, 128)
 QUICK_BITS = (32,)
 QUICK_SIZES = (1500, 500)  # train, test documents per corpus in --quick
@@ -71,10 +75,6 @@ TARGET_RATIO = 1.10
 SHORT_WORDS = 40
 SMALL_TRAIN = 2000
 COARSE = {"comp": "comp", "rec": "rec", "sci": "sci", "talk": "talk", "alt": "alt+soc", "soc": "alt+soc", "misc": "misc"}
-
-
-def log(*args) -> None:
-    print(time.strftime("%H:%M:%S"), *args, file=sys.stderr, flush=True)
 
 
 # ---------------------------------------------------------------------- corpora
@@ -88,7 +88,6 @@ class Corpus:
     test: str
     vocab: int = 2000
     variant: str | None = None  # None, "short", "coarse", "small"
-    fits_as: str | None = None  # name of the corpus whose fitted models it shares
     notes: list[str] = field(default_factory=list)
 
 
@@ -147,7 +146,7 @@ def variants(base: Corpus) -> list[Corpus]:
     make = lambda suffix, **kw: Corpus(name=f"{base.name}-{suffix}", source=base.source, train=base.train, test=base.test, **kw)
     return [
         make("short", variant="short", notes=[f"first {SHORT_WORDS} words of each post"]),
-        make("coarse", variant="coarse", fits_as=base.name, notes=["6 top-level hierarchies as labels"]),
+        make("coarse", variant="coarse", notes=["6 top-level hierarchies as labels"]),
         make("small", variant="small", notes=[f"{SMALL_TRAIN} training posts"]),
         make("v10000", vocab=10000, notes=["10,000-word vocabulary"]),
     ]
@@ -156,22 +155,14 @@ def variants(base: Corpus) -> list[Corpus]:
 def load(corpus: Corpus, *, quick: bool, validation: bool, cache: Path) -> dict:
     """Word counts (vocabulary fit on the database part) and labels of database and queries."""
     mode = f"{'quick-' if quick else ''}{'val-' if validation else ''}"
-    path = cache / f"counts-{corpus.name}-{mode}v{corpus.vocab}.npz"
+    # "words-", not the "counts-" of caches in the older layout (matrices "db" and "q").
+    path = cache / f"words-{corpus.name}-{mode}v{corpus.vocab}.npz"
     if path.exists():
-        with np.load(path, allow_pickle=False) as f:
-            return {
-                "db": sp.csr_matrix((f["db_data"], f["db_indices"], f["db_indptr"]), shape=tuple(f["db_shape"])),
-                "queries": sp.csr_matrix((f["q_data"], f["q_indices"], f["q_indptr"]), shape=tuple(f["q_shape"])),
-                "db_labels": f["db_labels"].astype(str), "query_labels": f["query_labels"].astype(str),
-                "mean_words": float(f["mean_words"]),
-            }
-    from semhash.pipelines.corpus import read_corpus
-    from semhash.vectorize import WordCounter
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        db = read_corpus(corpus.source, subdir=corpus.train)
-        queries = None if validation else read_corpus(corpus.source, subdir=corpus.test)
+        out = load_arrays(path)
+        out.update(db_labels=out["db_labels"].astype(str), query_labels=out["query_labels"].astype(str))
+        return out
+    db = read_documents(corpus.source, corpus.train)
+    queries = None if validation else read_documents(corpus.source, corpus.test)
     if validation:  # queries from a seeded share of train; the test part is never read
         order = np.random.default_rng(VALIDATION_SEED).permutation(len(db))
         n_val = int(round(VALIDATION_SHARE * len(db)))
@@ -183,20 +174,11 @@ def load(corpus: Corpus, *, quick: bool, validation: bool, cache: Path) -> dict:
                        for docs, n in zip((db, queries), QUICK_SIZES))
     texts = {part: [_text(d.text, corpus.variant) for d in docs] for part, docs in (("db", db), ("queries", queries))}
     labels = {part: [_label(d.label, corpus.variant) for d in docs] for part, docs in (("db", db), ("queries", queries))}
-    counter = WordCounter(max_words=corpus.vocab)
-    counts = {"db": counter.fit_transform(texts["db"]), "queries": counter.transform(texts["queries"])}
-    out = {}
-    for part in ("db", "queries"):
-        keep = np.flatnonzero(np.diff(sp.csr_matrix(counts[part]).indptr) > 0)  # no vocabulary word: dropped
-        out[part] = sp.csr_matrix(counts[part], dtype=np.float32)[keep]
-        out[f"{'db' if part == 'db' else 'query'}_labels"] = np.array(labels[part], dtype=str)[keep]
+    _, out, kept = count_words(texts, corpus.vocab)  # the vocabulary is fit on the database part
+    out["db_labels"] = np.array(labels["db"], dtype=str)[kept["db"]]
+    out["query_labels"] = np.array(labels["queries"], dtype=str)[kept["queries"]]
     out["mean_words"] = float(np.mean([len(t.split()) for t in texts["db"]]))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    arrays = {}
-    for part, key in (("db", "db"), ("queries", "q")):
-        m = out[part]
-        arrays.update({f"{key}_data": m.data, f"{key}_indices": m.indices, f"{key}_indptr": m.indptr, f"{key}_shape": np.array(m.shape)})
-    np.savez(path, **arrays, db_labels=out["db_labels"], query_labels=out["query_labels"], mean_words=out["mean_words"])
+    save_arrays(path, out)
     return out
 
 
@@ -209,23 +191,6 @@ def _label(label: str, variant: str | None) -> str:
 
 
 # ----------------------------------------------------------------------- methods
-def fit_model(kind: str, size: int, counts, params: dict, path: Path):
-    """A SemanticHasher (``kind="hasher"``) or TopicMap fitted on ``counts``, cached at ``path``."""
-    from semhash.hasher import SemanticHasher
-    from semhash.topic_map import TopicMap
-
-    cls = SemanticHasher if kind == "hasher" else TopicMap
-    if path.exists():
-        return cls.load(path), True
-    args = {"n_bits": size} if kind == "hasher" else {"n_components": size}
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        model = cls(**args, **params).fit(counts)
-    model.fit_warnings_ = [str(w.message) for w in caught]
-    model.save(path)
-    return model, False
-
-
 def _best_of_tf(make, db, queries, yq, ydb, score):
     """Fit ``make(sublinear)`` on raw and sublinear TF; the better p@100 and which TF won."""
     results = []
@@ -254,13 +219,13 @@ def knn_accuracy(train_points, train_labels, query_points, query_labels, k: int 
 
 def run_corpus(corpus: Corpus, data: dict, args, cache: Path) -> dict:
     from semhash.baselines import ITQ, LSA, TfidfCosine
+    from semhash.hasher import SemanticHasher
     from semhash.pipelines.maps import LSAMap, UMAPMap
+    from semhash.topic_map import TopicMap
 
     db, queries, ydb, yq = data["db"], data["queries"], data["db_labels"], data["query_labels"]
     bits = QUICK_BITS if args.quick else tuple(args.bits)
     params = dict(QUICK_NEURAL if args.quick else {}, **args.params)
-    mode = f"{'quick-' if args.quick else ''}{'val-' if args.validation else ''}"
-    fit_name = corpus.fits_as or corpus.name
     row = {"corpus": corpus.name, "notes": corpus.notes, "n_db": db.shape[0], "n_queries": queries.shape[0],
            "n_labels": len(set(ydb)), "vocab": corpus.vocab, "mean_words": round(data["mean_words"], 1),
            "chance": float(np.mean([np.mean(ydb == label) for label in yq])), "sizes": {}}
@@ -271,8 +236,7 @@ def run_corpus(corpus: Corpus, data: dict, args, cache: Path) -> dict:
         entry = {}
         entry["lsa"], entry["lsa_tf"] = _best_of_tf(lambda s: LSA(n_components=size, sublinear_tf=s), db, queries, yq, ydb, _vector_p100)
         entry["itq"], entry["itq_tf"] = _best_of_tf(lambda s: ITQ(n_bits=size, sublinear_tf=s), db, queries, yq, ydb, _code_p100)
-        path = cache / f"{fit_name}-{mode}hasher{size}-{_digest(params)}.model"
-        model, cached = fit_model("hasher", size, db, params, path)
+        model, _, cached = fit_or_load(SemanticHasher(n_bits=size, **params), db, cache)
         db_codes = model.transform(db)
         entry["semhash"] = evaluate_codes("x", model.transform(queries), db_codes, size, yq, ydb, full=False).p_at_100
         spread = code_spread(np.unpackbits(db_codes, axis=1)[:, :size])  # over the whole database, cached or not
@@ -287,8 +251,7 @@ def run_corpus(corpus: Corpus, data: dict, args, cache: Path) -> dict:
             f"(ratio {entry['ratio']:.2f}; fit {entry['fit_seconds']:.0f}s, best epoch {entry['best_epoch']})")
     if not args.no_maps:
         map_params = dict(QUICK_MAP if args.quick else {}, **args.map_params)
-        path = cache / f"{fit_name}-{mode}map2-{_digest(map_params)}.model"
-        model, _ = fit_model("map", 2, db, map_params, path)
+        model, _, _ = fit_or_load(TopicMap(n_components=2, **map_params), db, cache)
         row["map"] = {"topicmap": knn_accuracy(model.transform(db), ydb, model.transform(queries), yq),
                       "topicmap_fit_seconds": round(model.fit_seconds_, 1)}
         lsa2 = LSAMap().fit(db)
@@ -305,17 +268,11 @@ def run_corpus(corpus: Corpus, data: dict, args, cache: Path) -> dict:
     return row
 
 
-def _digest(params: dict) -> str:
-    from semhash.pipelines.benchmark import model_cache_key
-
-    return model_cache_key(params)
-
-
 # ----------------------------------------------------------------------- report
 def format_markdown(rows: list[dict], settings: dict) -> str:
     split = "validation (20% of train as queries)" if settings["validation"] else "test"
     lines = [f"# semhash defaults on every corpus ({split} split, precision@100)", "",
-             f"Run {settings['date']} on {settings['machine']}; semhash parameters: "
+             f"semhash parameters: "
              f"{json.dumps(settings['params']) if settings['params'] else 'library defaults'}. "
              f"Ratio = semhash / best baseline of the same size (TF-IDF raw or sublinear, LSA, ITQ); "
              f"target >= {TARGET_RATIO:.2f}.", "",
@@ -371,16 +328,10 @@ def draw(rows: list[dict], path: Path) -> None:
     os.replace(tmp, path)
 
 
-def _write(path: Path, text: str) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--data", type=Path, default=DATA)
-    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--data", type=Path, default=SHARED_DATA)
+    add_out_argument(parser)
     parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
     parser.add_argument("--quick", action="store_true", help="small subsets and networks (CI)")
     parser.add_argument("--validation", action="store_true", help="queries from a seeded 20%% of train, never test")
@@ -396,7 +347,7 @@ def main(argv=None) -> int:
     if args.merge:
         runs = [json.loads(path.read_text()) for path in args.merge]
         settings, rows = runs[0]["settings"], [row for run in runs for row in run["corpora"]]
-        return _report(rows, settings, args.out, suffix)
+        return _report(rows, settings, args.out, suffix, runs[0].get("environment") or environment())
     if not args.data.is_dir():
         parser.error(f"no data folder at {args.data}")
     corpora = discover(args.data)
@@ -410,23 +361,22 @@ def main(argv=None) -> int:
             parser.error(f"unknown corpora {', '.join(unknown)}; found: {', '.join(c.name for c in corpora)}")
         corpora = [c for c in corpora if c.name in args.only]
     rows = []
-    settings = {"date": time.strftime("%Y-%m-%d"), "machine": f"{platform.machine()}, {os.cpu_count()} cores",
-                "validation": args.validation, "quick": args.quick, "params": args.params, "map_params": args.map_params}
+    settings = {"validation": args.validation, "quick": args.quick, "params": args.params, "map_params": args.map_params}
+    env = environment()
     for corpus in corpora:
         log(f"corpus {corpus.name}: {corpus.source.name} [{corpus.train} | {corpus.test}]")
         data = load(corpus, quick=args.quick, validation=args.validation, cache=args.cache)
         rows.append(run_corpus(corpus, data, args, args.cache))
-        _report(rows, settings, args.out, suffix, show=False)  # an interrupted run keeps what it finished
-    return _report(rows, settings, args.out, suffix)
+        _report(rows, settings, args.out, suffix, env, show=False)  # an interrupted run keeps what it finished
+    return _report(rows, settings, args.out, suffix, env)
 
 
-def _report(rows: list[dict], settings: dict, out: Path, suffix: str, show: bool = True) -> int:
-    out.mkdir(parents=True, exist_ok=True)
-    _write(out / f"corpora{suffix}.json", json.dumps({"settings": settings, "corpora": rows}, indent=1, default=str))
-    _write(out / f"corpora{suffix}.md", format_markdown(rows, settings))
+def _report(rows: list[dict], settings: dict, out: Path, suffix: str, env: dict, show: bool = True) -> int:
+    text = format_markdown(rows, settings)
+    write_results(out, f"corpora{suffix}", {"settings": settings, "environment": env, "corpora": rows}, text)
     draw(rows, out / f"corpora{suffix}.png")
     if show:
-        print(format_markdown(rows, settings))
+        print(text + "\n" + environment_line(env))
     return 0
 
 

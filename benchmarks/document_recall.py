@@ -36,58 +36,42 @@ Usage::
     python benchmarks/document_recall.py            # full run (~10 minutes with a cached model)
     python benchmarks/document_recall.py --quick    # CI: 1,500 posts, small model, 150 queries (~1-2 min)
 
-Writes ``benchmarks/results/document_recall.{json,md,png}`` (``--quick``:
-``document_recall.quick.*``; ``--bits 256``: ``document_recall.b256.*``).
+Writes ``document_recall.{json,md,png}`` under ``--out`` (``benchmarks/results``;
+``--quick``: ``document_recall.quick.*``; ``--bits 256``: ``document_recall.b256.*``).
 """
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-CORPUS = REPO / "data" / "20news-bydate.tar.gz"
+# ``_common`` is imported where it is used, not here: tests load this file by its path,
+# without benchmarks/ on sys.path, for the scoring functions alone.
 
 
 def prepare(cache_dir: Path, n_bits: int, vocabulary_size: int = 2000, seed: int = 0, limit: int | None = None, hasher_params: dict | None = None):
     """Train documents -> (documents, counts, counter, hasher, codes); the model is cached."""
     import torch
 
-    from semhash.pipelines.corpus import read_corpus
-    from semhash.pipelines.indexing import _drop_empty
-    from semhash.vectorize import WordCounter
+    from _common import NEWSGROUPS, count_words, fit_or_load, read_documents
     from semhash.hasher import SemanticHasher
 
     torch.set_num_threads(1)
-    documents = read_corpus(CORPUS, subdir="20news-bydate-train", limit=limit)
-    counter = WordCounter(max_words=vocabulary_size)
-    counts = counter.fit_transform([doc.text for doc in documents])
-    documents, counts, _ = _drop_empty(documents, counts)
-    key = hashlib.sha256(json.dumps([n_bits, vocabulary_size, seed, limit, hasher_params, len(documents)], sort_keys=True).encode()).hexdigest()[:12]
-    path = Path(cache_dir) / f"hasher-{n_bits}-{key}.bin"
-    if path.is_file():
-        hasher = SemanticHasher.from_bytes(path.read_bytes())
-    else:
-        started = time.perf_counter()
-        hasher = SemanticHasher(n_bits=n_bits, random_state=seed, **(hasher_params or {})).fit(counts)
-        print(f"trained the hasher in {time.perf_counter() - started:.0f}s", file=sys.stderr)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_bytes(hasher.to_bytes())
-        os.replace(tmp, path)
+    documents = read_documents(NEWSGROUPS, "20news-bydate-train", limit=limit)
+    counter, counts, kept = count_words({"train": [doc.text for doc in documents]}, vocabulary_size)
+    documents, counts = [documents[i] for i in kept["train"]], counts["train"]
+    hasher, seconds, cached = fit_or_load(
+        SemanticHasher(n_bits=n_bits, random_state=seed, **(hasher_params or {})), counts, cache_dir)
+    if not cached:
+        print(f"trained the hasher in {seconds:.0f}s", file=sys.stderr)
     return documents, counts, counter, hasher, hasher.transform(counts)
 
 
 WORD_FRACTIONS = (0.1, 0.3, 0.5, 0.7)
 FLIP_FRACTIONS = (0.05, 0.1, 0.2)
-RESULTS = REPO / "benchmarks" / "results"
 
 
 def fragment_codes(texts, fraction, counter, hasher, rng):
@@ -215,6 +199,7 @@ def main(argv=None) -> int:
 
     import faiss
 
+    from _common import TMP, add_out_argument, write_results
     from semhash.index.recall import CodeMemory
     from semhash.memory import SparseCodeMap, WillshawMemory
 
@@ -229,8 +214,8 @@ def main(argv=None) -> int:
     parser.add_argument("--capacity-ratios", type=float, nargs="+", default=[16.0, 32.0],
                         help="address-space sizes tried (CodeMemory capacity_ratio)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--cache", type=Path, default=Path("/tmp/semhash-document-recall"))
-    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--cache", type=Path, default=TMP / "semhash-document-recall")
+    add_out_argument(parser)
     args = parser.parse_args(argv)
 
     import torch
@@ -342,11 +327,9 @@ def main(argv=None) -> int:
         "targets": targets,
         "seconds": round(time.perf_counter() - started_all, 1),
     }
-    args.out.mkdir(parents=True, exist_ok=True)
     # Other code lengths than the database default get their own files.
     stem = "document_recall" + (".quick" if args.quick else "") + (f".b{n_bits}" if n_bits != 128 else "")
-    (args.out / f"{stem}.json").write_text(json.dumps(report, indent=2) + "\n")
-    (args.out / f"{stem}.md").write_text(markdown(report))
+    write_results(args.out, stem, report, markdown(report))
     plot(report, args.out / f"{stem}.png")
     print(markdown(report))
     return 0

@@ -20,22 +20,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-for path in (REPO, REPO / "benchmarks"):
-    if str(path) not in sys.path:
-        sys.path.insert(0, str(path))
-
-from retrieval import DEFAULT_CACHE, load_counts  # noqa: E402
-
-from semhash.pipelines.evaluate import evaluate_codes  # noqa: E402
-from semhash.hasher import SemanticHasher  # noqa: E402
+from _common import NEWSGROUPS_CACHE, RESULTS, folder_or_none, newsgroups_counts
+from semhash.pipelines.evaluate import evaluate_codes
+from semhash.hasher import SemanticHasher
 
 N_VALIDATION_QUERIES = 1500
 SPLIT_SEED = 0
@@ -52,7 +45,7 @@ def split_counts(data: dict, split: str):
 
 
 def run(vocab: int, bits: int, params: dict, split: str, cache: Path | None, seed: int = 0) -> dict:
-    data = load_counts(vocab, False, cache)
+    data = newsgroups_counts(vocab, False, cache)
     Xq, yq, Xd, yd = split_counts(data, split)
     started = time.perf_counter()
     hasher = SemanticHasher(bits, random_state=seed, **params).fit(Xd)
@@ -82,12 +75,11 @@ def main(argv=None) -> dict:
     parser.add_argument("--split", choices=("validation", "test"), default="validation")
     parser.add_argument("--seed", type=int, default=0, help="the hasher's random_state (the split is fixed)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1: runs can go side by side)")
-    parser.add_argument("--cache", default=str(DEFAULT_CACHE), help="word-count cache folder ('none': off)")
-    parser.add_argument("--log", default=str(REPO / "benchmarks" / "results" / "hasher_validation.jsonl"))
+    parser.add_argument("--cache", type=folder_or_none, default=NEWSGROUPS_CACHE, help="word-count cache folder ('none': off)")
+    parser.add_argument("--log", default=str(RESULTS / "hasher_validation.jsonl"))
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    cache = None if args.cache == "none" else Path(args.cache)
-    result = run(args.vocab, args.bits, json.loads(args.params), args.split, cache, args.seed)
+    result = run(args.vocab, args.bits, json.loads(args.params), args.split, args.cache, args.seed)
     line = json.dumps(result)
     print(line, flush=True)
     if args.log:

@@ -35,18 +35,14 @@ at their defaults.
     OMP_NUM_THREADS=1 python benchmarks/image_search_speed.py            # 50k and 1M
     OMP_NUM_THREADS=1 python benchmarks/image_search_speed.py --quick    # 5k and 50k, quick models
 
-Writes ``benchmarks/results/image_search_speed[.quick].{json,md}``.
+Writes ``image_search_speed[.quick].{json,md}`` under ``--out`` (``benchmarks/results``).
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import os
-import platform
-import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -54,20 +50,13 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+from _common import TMP, add_out_argument, folder_or_none, log, write_results  # noqa: E402
 
-RESULTS = REPO / "benchmarks" / "results"
 K = 100
 SETTINGS = [(2, 500), (3, 500), (3, 1000), (4, 500), (4, 1000), (4, 2000), (5, 500), (5, 1000), (5, 2000), (4, None)]
 CELL_PROBES = [1, 2, 4, 8, 12, 16, 24, 32]
 VALIDATION_QUERIES = 300
 TARGET_KEPT, TARGET_SPEEDUP = 0.95, 20.0  # issue 7: share of exhaustive p@100, and x faster (p50)
-
-
-def log(*args):
-    print(time.strftime("%H:%M:%S"), *args, file=sys.stderr, flush=True)
 
 
 # ----------------------------------------------------------------------------- augmentation
@@ -133,7 +122,7 @@ def measure(data: dict, labels: np.ndarray, queries: dict, q_labels: np.ndarray,
     """Every method's latency and quality on one collection."""
     import faiss
 
-    from benchmarks.search_speed import latencies, summary, tie_aware_recall
+    from search_speed import latencies, summary, tie_aware_recall
     from semhash.index.address import AddressIndex
     from semhash.pipelines.evaluate import precision_at_k
 
@@ -185,7 +174,7 @@ def measure(data: dict, labels: np.ndarray, queries: dict, q_labels: np.ndarray,
 
 def measure_cells(data: dict, labels, queries: dict, q_labels, n_latency: int, exact_d, out: dict):
     """Cell search (:class:`semhash.index.cells.CellIndex`, default cells) at each probe count, into ``out``."""
-    from benchmarks.search_speed import latencies, summary, tie_aware_recall
+    from search_speed import latencies, summary, tie_aware_recall
     from semhash.index.cells import CellIndex
     from semhash.pipelines.evaluate import precision_at_k
 
@@ -228,7 +217,7 @@ def choose_defaults(flat, indexes: dict, data, labels, validation, settings: dic
     ``indexes``/``settings``: ``{"address": (AddressIndex, [(radius, budget), ...]),
     "cells": (CellIndex, [probes, ...])}`` as two dicts keyed by method.
     """
-    from benchmarks.search_speed import latencies
+    from search_speed import latencies
 
     extra = 64  # room for the query's own source and copies, which are left out
     _, exact_i = flat.search(validation["long"], K + extra)
@@ -298,9 +287,9 @@ def targets(result: dict) -> list[dict]:
     return out
 
 
-def write_markdown(result: dict, path: Path) -> None:
+def markdown(result: dict) -> str:
     lines = [f"# Image search speed ({'quick' if result['quick'] else 'full'} run)", "",
-             f"{result['machine']['platform']}, {result['machine']['cpus']} cores; one thread per query; "
+             "One thread per query; "
              f"k={K}; {result['n_latency']} single-query latencies per method; CIFAR-10 test images as queries, "
              "relevant = same class. Long code 256 bits, address 28 bits; cells: k-means cells of "
              "the long codes (semhash.index.cells).", ""]
@@ -322,7 +311,7 @@ def write_markdown(result: dict, path: Path) -> None:
     if result["targets"]:
         lines += ["| target | value | need | status |", "|---|---:|---|---|"]
         lines += [f"| {t['target']} | {t['value']} | {t['need']} | {t['status']} |" for t in result["targets"]]
-    path.write_text("\n".join(lines) + "\n")
+    return "\n".join(lines) + "\n"
 
 
 # ----------------------------------------------------------------------------- main
@@ -331,8 +320,11 @@ def main(argv=None) -> dict:
     parser.add_argument("--quick", action="store_true", help="5k and 50k images with the quick models of images.py --quick")
     parser.add_argument("--sizes", type=str, default=None, help="collection sizes, comma-separated (default 50000,1000000)")
     parser.add_argument("--data", type=Path, default=None, help="CIFAR-10 tarball (default: benchmarks/images.py's)")
-    parser.add_argument("--models", type=str, default=str(Path(tempfile.gettempdir()) / "semhash-image-models"))
-    parser.add_argument("--cache", type=str, default=str(Path(tempfile.gettempdir()) / "semhash-image-codes"))
+    parser.add_argument("--models", type=str, default=str(TMP / "semhash-image-models"),
+                        help="benchmarks/images.py's folder of fitted models ('none': fit them now)")
+    parser.add_argument("--cache", type=folder_or_none, default=TMP / "semhash-image-codes",
+                        help="encoded collections ('none': encode every time)")
+    add_out_argument(parser)
     parser.add_argument("--latency-queries", type=int, default=300)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quiet", action="store_true")
@@ -340,7 +332,7 @@ def main(argv=None) -> dict:
 
     import torch
 
-    from benchmarks.images import fitted_setup
+    from images import fitted_setup
 
     encode_threads = os.cpu_count() or 1  # encoding a million images is the slow part: use every core
     torch.set_num_threads(encode_threads)
@@ -357,22 +349,19 @@ def main(argv=None) -> dict:
     v_pixels = augment(train[v_sources], rng)
     validation = {"sources": v_sources, "labels": train_labels[v_sources],
                   "long": models["long"].transform(v_pixels), "address": models["address"].transform(v_pixels)}
-    cache = None if args.cache == "none" else Path(args.cache)
     result = {"benchmark": "image search speed (issue 7)", "quick": args.quick, "n_latency": args.latency_queries,
-              "machine": {"platform": platform.platform(), "cpus": os.cpu_count()}, "sizes": []}
+              "sizes": []}
     for size in sizes:
         torch.set_num_threads(encode_threads)
-        data = encoded_collection(models, train, size, args.seed, cache, args.quiet)
+        data = encoded_collection(models, train, size, args.seed, args.cache, args.quiet)
         torch.set_num_threads(1)
         labels = train_labels[data["sources"]]
         result["sizes"].append(measure(data, labels, queries, q_labels, args.latency_queries, SETTINGS,
                                        validation if size == sizes[-1] else None))
     result["targets"] = targets(result)
     result["seconds_total"] = round(time.perf_counter() - started, 1)
-    RESULTS.mkdir(parents=True, exist_ok=True)
     stem = "image_search_speed.quick" if args.quick else "image_search_speed"
-    (RESULTS / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")
-    write_markdown(result, RESULTS / f"{stem}.md")
+    write_results(args.out, stem, result, markdown(result))
     for t in result["targets"]:
         log(f"{t['status']} {t['target']}: {t['value']} (need {t['need']})")
     return result

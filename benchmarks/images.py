@@ -14,48 +14,41 @@ budget, re-ranked by the 256-bit codes; p@10 and p@100 of its top 100), Euclidea
 distance on standardised pixels, PCA-256 Euclidean, and LSH / PCA-sign / ITQ / spectral
 hashing at 256 bits on the standardised pixels (``tfidf=False``).
 
-    python -m benchmarks.images --quick             # 5,000 train images, few epochs
-    python -m benchmarks.images                     # 50,000 train images, default models
+    python benchmarks/images.py --quick             # 5,000 train images, few epochs
+    python benchmarks/images.py                     # 50,000 train images, default models
 
 Fitted models are kept in ``--models`` (default ``$TMPDIR/semhash-image-models``), keyed
-by their settings, so a re-run (and ``benchmarks/image_search_speed.py``, which encodes
-a million images with them) reuses them; ``--models none`` always refits.
+by their settings, training images and code, so a re-run (and
+``benchmarks/image_search_speed.py``, which encodes a million images with them) reuses
+them; ``--models none`` always refits.
 
-Writes ``benchmarks/results/images[.quick].{json,md}`` and ``...montage.png`` (8 queries,
-top 16 of semhash-256 left, of pixel Euclidean right; green = same class).
+Writes ``images[.quick].{json,md}`` and ``...montage.png`` (8 queries, top 16 of
+semhash-256 left, of pixel Euclidean right; green = same class) under ``--out``
+(``benchmarks/results``).
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
-import os
-import platform
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
-
-from semhash.pipelines.evaluate import mean_average_precision, precision_at_k, rank_by_hamming, rank_by_score  # noqa: E402
-from semhash.index.address import AddressIndex  # noqa: E402
-from semhash.index.models import IMAGES  # noqa: E402
-from semhash.index.search import SearchOptions  # noqa: E402
-from semhash.pipelines.images import montage, read_images  # noqa: E402
+from _common import SHARED_DATA, TMP, add_out_argument, fit_or_load, folder_or_none, write_results
+from semhash.baselines import ITQ, PCASign, RandomHyperplaneLSH, SpectralHashing
+from semhash.image_hasher import MIN_PIXEL_STD, ImageHasher
+from semhash.index.address import AddressIndex
+from semhash.index.models import IMAGES
+from semhash.index.search import SearchOptions
+from semhash.pipelines.evaluate import mean_average_precision, precision_at_k, rank_by_hamming, rank_by_score
+from semhash.pipelines.images import montage, read_images
 
 IMAGE_ADDRESS_RADIUS, IMAGE_MAX_CANDIDATES = IMAGES.radius, SearchOptions().max_candidates
-from semhash.baselines import ITQ, PCASign, RandomHyperplaneLSH, SpectralHashing  # noqa: E402
-from semhash.image_hasher import MIN_PIXEL_STD, ImageHasher  # noqa: E402
-
-DEFAULT_DATA = REPO.parent / "shared" / "data" / "cifar10-jpg.tar.gz"  # ../shared beside the checkout
-RESULTS = REPO / "benchmarks" / "results"
+DEFAULT_DATA = SHARED_DATA / "cifar10-jpg.tar.gz"
 KS = (10, 100, 1000)
 
 
@@ -91,34 +84,8 @@ def fitted_setup(argv) -> dict:
     now, or read from the ``--models`` cache): what benchmarks/image_search_speed.py encodes."""
     args = parse_args(argv)
     split = protocol_split(args)
-    folder = None if args.models == "none" else Path(args.models)
-    models = {name: fit_or_load(model, split["db_pixels"], folder, split["db_rows"])[0]
-              for name, model in semhash_models(args).items()}
+    models = {name: fit_or_load(model, split["db_pixels"], args.models)[0] for name, model in semhash_models(args).items()}
     return {**split, "models": models}
-
-
-def fit_or_load(model: ImageHasher, pixels: np.ndarray, folder: Path | None, rows: np.ndarray):
-    """``(fitted model, fit seconds, whether it came from the cache)``. The cache key is
-    the model's parameters and the training rows, so any change refits."""
-    key = json.dumps({"params": model.get_params(), "rows": hashlib.sha256(rows.tobytes()).hexdigest()},
-                     sort_keys=True, default=str)
-    path = folder / f"{type(model).__name__}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.bin" if folder else None
-    if path is not None and path.is_file():
-        saved = json.loads(path.with_suffix(".json").read_text())
-        loaded = type(model).from_bytes(path.read_bytes())
-        # the training record is not part of the model file: restore it from the sidecar
-        loaded.best_epoch_, loaded.finetune_history_ = saved["best_epoch"], saved["finetune_history"]
-        return loaded, saved["fit_s"], True
-    started = time.perf_counter()
-    model.fit(pixels)
-    fit_s = time.perf_counter() - started
-    if path is not None:
-        folder.mkdir(parents=True, exist_ok=True)
-        record = {"fit_s": fit_s, "best_epoch": model.best_epoch_, "finetune_history": model.finetune_history_,
-                  "key": json.loads(key)}
-        path.with_suffix(".json").write_text(json.dumps(record))
-        path.write_bytes(model.to_bytes())  # last: a model without its .json is never read
-    return model, fit_s, False
 
 
 def score(ranking: np.ndarray, query_labels, db_labels) -> dict:
@@ -142,9 +109,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--hidden", type=str, default="1024,512", help="hidden layer sizes, comma-separated")
     parser.add_argument("--address-hidden", type=str, default=None, help="hidden sizes of the address hasher (default: --hidden)")
     parser.add_argument("--quick", action="store_true", help="5,000 train images, few epochs (CI)")
-    parser.add_argument("--cache-dir", type=Path, default=Path(tempfile.gettempdir()) / "semhash-image-cache")
-    parser.add_argument("--out", type=str, default=None, help="output stem under benchmarks/results")
-    parser.add_argument("--models", type=str, default=str(Path(tempfile.gettempdir()) / "semhash-image-models"),
+    parser.add_argument("--cache-dir", type=folder_or_none, default=TMP / "semhash-image-cache",
+                        help="decoded pixels ('none': decode every time)")
+    add_out_argument(parser)
+    parser.add_argument("--models", type=folder_or_none, default=TMP / "semhash-image-models",
                         help="folder of fitted models, reused when the settings match ('none': always fit)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: one per core)")
     parser.add_argument("--seed", type=int, default=0)
@@ -183,7 +151,8 @@ def main(argv=None) -> dict:
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    stem = args.out or ("images.quick" if args.quick else "images")
+    stem = "images.quick" if args.quick else "images"
+    out = args.out
     hidden, address_hidden = args.hidden, args.address_hidden
     say = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
 
@@ -244,8 +213,7 @@ def main(argv=None) -> dict:
 
     # --- semhash
     unfitted = semhash_models(args)
-    models = None if args.models == "none" else Path(args.models)
-    long_model, fit_s, cached = fit_or_load(unfitted["long"], db_pixels, models, db_rows)
+    long_model, fit_s, cached = fit_or_load(unfitted["long"], db_pixels, args.models)
     t = time.perf_counter()
     long_db, long_q = long_model.transform(db_pixels), long_model.transform(q_pixels)
     enc_s = time.perf_counter() - t
@@ -258,7 +226,7 @@ def main(argv=None) -> dict:
            bits_always_same=int(((bits_on == 0) | (bits_on == 1)).sum()))
 
     if args.address_bits and "address" not in skip:
-        address_model, fit_a, cached = fit_or_load(unfitted["address"], db_pixels, models, db_rows)
+        address_model, fit_a, cached = fit_or_load(unfitted["address"], db_pixels, args.models)
         t = time.perf_counter()
         address_db, address_q = address_model.transform(db_pixels), address_model.transform(q_pixels)
         enc_a = time.perf_counter() - t
@@ -286,7 +254,7 @@ def main(argv=None) -> dict:
 
     # --- montage: 8 queries (different classes), top 16: semhash left, pixel Euclidean right
     picks = [int(np.flatnonzero(q_labels == c)[0]) for c in np.unique(q_labels)[:8]]
-    RESULTS.mkdir(parents=True, exist_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
     panels = []
     for name in (f"semhash-{args.n_bits}", "pixels-euclidean"):
         top = rankings[name][picks]
@@ -296,7 +264,7 @@ def main(argv=None) -> dict:
             dist = np.stack([hamming_distances(long_q[i : i + 1], long_db[top[j]])[0] for j, i in enumerate(picks)])
         else:
             dist = np.stack([np.linalg.norm(std_db[top[j]] - std_q[i], axis=1) for j, i in enumerate(picks)])
-        panels.append(montage(q_pixels[picks], db_pixels[top], dist, RESULTS / f"{stem}.{name}.png",
+        panels.append(montage(q_pixels[picks], db_pixels[top], dist, out / f"{stem}.{name}.png",
                               query_labels=list(q_labels[picks]), hit_relevant=db_labels[top] == q_labels[picks][:, None],
                               title=f"{name} (n_train={len(db_rows)})"))
     from PIL import Image
@@ -305,7 +273,7 @@ def main(argv=None) -> dict:
     both = Image.new("RGB", (left.width + right.width + 16, max(left.height, right.height)), "white")
     both.paste(left, (0, 0))
     both.paste(right, (left.width + 16, 0))
-    both.save(RESULTS / f"{stem}.montage.png")
+    both.save(out / f"{stem}.montage.png")
     for p in panels:
         p.unlink()
 
@@ -315,14 +283,12 @@ def main(argv=None) -> dict:
         "settings": {"n_bits": args.n_bits, "address_bits": args.address_bits, "hidden_layers": list(hidden), "address_hidden_layers": list(address_hidden),
                      "pretrain_epochs": args.pretrain_epochs, "finetune_epochs": args.finetune_epochs,
                      "address_finetune_epochs": args.address_finetune_epochs, "threads": torch.get_num_threads(), "quick": args.quick},
-        "machine": {"platform": platform.platform(), "torch": torch.__version__, "cpus": os.cpu_count()},
         "results": results,
         "targets": targets(results, args.n_bits, args.address_bits),
         "total_seconds": round(time.perf_counter() - started, 1),
     }
-    (RESULTS / f"{stem}.json").write_text(json.dumps(summary, indent=2) + "\n")
-    (RESULTS / f"{stem}.md").write_text(markdown(summary))
-    say(f"wrote {RESULTS / stem}.{{json,md,montage.png}} in {summary['total_seconds']}s")
+    write_results(out, stem, summary, markdown(summary))
+    say(f"wrote {out / stem}.{{json,md,montage.png}} in {summary['total_seconds']}s")
     return summary
 
 

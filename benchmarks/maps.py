@@ -31,8 +31,9 @@ Usage::
     OMP_NUM_THREADS=1 python benchmarks/maps.py            # final run, tens of minutes on 1 core
     python benchmarks/maps.py --quick                      # CI: 4 groups, small network, ~1 minute
 
-Writes ``benchmarks/results/maps.{json,md,png}`` and ``news-map-compare.png`` (semhash |
-UMAP | LSA-2, for the README; ``--quick``: ``*.quick.*``).
+Writes ``maps.{json,md,png}`` and ``news-map-compare.png`` (semhash | UMAP | LSA-2, for
+the README; ``--quick``: ``*.quick.*``) under ``--out`` (``benchmarks/results``); the parts'
+results and the fitted TopicMap stay in ``--cache``.
 """
 
 from __future__ import annotations
@@ -40,38 +41,34 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import platform
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from _common import (
+    NEWSGROUPS,
+    TMP,
+    add_out_argument,
+    count_words,
+    fit_or_load,
+    log,
+    read_documents,
+    write_results,
+)
 
-RESULTS = REPO / "benchmarks" / "results"
-DATA = REPO / "data" / "20news-bydate.tar.gz"
 QUICK_GROUPS = ("comp.graphics", "rec.sport.hockey", "sci.space", "talk.politics.mideast")
 PRETRAIN_LR = 0.1
 DEFAULT_CHOICE = {"affinity": "knn", "objective": "tsne", "init": "reconstruction", "n_epochs": None}
 
 
-def log(*args):
-    print(time.strftime("%H:%M:%S"), *args, file=sys.stderr, flush=True)
-
-
 # ----------------------------------------------------------------------------- data
 def load(quick: bool):
-    import warnings
-
-    from semhash.pipelines.corpus import read_corpus
-    from semhash.vectorize import WordCounter, empty_rows
-
-    warnings.filterwarnings("ignore")
+    """``{split: (counts, labels, documents)}`` of train and test, and the vocabulary;
+    ``quick``: the first 150 train / 40 test posts of each of 4 groups, 1,000 words."""
     splits = {}
     for split in ("train", "test"):
-        docs = read_corpus(DATA, subdir=f"20news-bydate-{split}")
+        docs = read_documents(NEWSGROUPS, f"20news-bydate-{split}")
         if quick:
             per_group = 150 if split == "train" else 40
             taken: dict[str, int] = {}
@@ -82,14 +79,12 @@ def load(quick: bool):
                     kept.append(doc)
             docs = kept
         splits[split] = docs
-    counter = WordCounter(max_words=2000 if not quick else 1000)
-    train_counts = counter.fit_transform([d.text for d in splits["train"]])
-    test_counts = counter.transform([d.text for d in splits["test"]])
+    counter, counts, kept = count_words({split: [d.text for d in docs] for split, docs in splits.items()},
+                                        2000 if not quick else 1000)
     out = {}
-    for split, counts in (("train", train_counts), ("test", test_counts)):
-        keep = np.setdiff1d(np.arange(counts.shape[0]), empty_rows(counts))
-        docs = [splits[split][i] for i in keep]
-        out[split] = (counts[keep].tocsr(), np.array([d.label for d in docs]), docs)
+    for split in ("train", "test"):
+        docs = [splits[split][i] for i in kept[split]]
+        out[split] = (counts[split], np.array([d.label for d in docs]), docs)
     return out, counter.words_
 
 
@@ -151,14 +146,14 @@ def tsne_params(quick: bool) -> dict:
                 input_dropout=defaults.tsne_input_dropout)
 
 
-def fit_topic_map(counts, quick: bool, objective: str = "reconstruction"):
+def fit_topic_map(counts, quick: bool, objective: str = "reconstruction", cache: Path | None = None):
     """The TopicMap network with reconstruction fine-tuning only: the starting point of the
-    t-SNE stage (the library default = this, then :func:`fit_parametric_tsne`)."""
+    t-SNE stage (the library default = this, then :func:`fit_parametric_tsne`); kept in
+    ``cache`` when given. Returns the model and its fit seconds."""
     from semhash import TopicMap
 
-    started = time.perf_counter()
-    model = TopicMap(verbose=True, objective=objective, **topic_map_params(quick)).fit(counts)
-    return model, time.perf_counter() - started
+    model, seconds, _ = fit_or_load(TopicMap(verbose=True, objective=objective, **topic_map_params(quick)), counts, cache)
+    return model, seconds
 
 
 def fit_parametric_tsne(counts, quick: bool, choice: dict, base=None):
@@ -203,7 +198,7 @@ SELECT_VARIANTS = {
 }
 
 
-def select(quick: bool, suffix: str, variants: dict | None = None) -> dict:
+def select(quick: bool, suffix: str, out: Path, variants: dict | None = None) -> dict:
     """Score parametric t-SNE variants on a validation split of train (every ``every``
     epochs, one uninterrupted run each) and write the curves; the best point is the choice."""
     import torch
@@ -211,7 +206,7 @@ def select(quick: bool, suffix: str, variants: dict | None = None) -> dict:
 
     from semhash.pipelines import maps
     from semhash.data import as_generator
-    from semhash.parametric_tsne import fine_tune_tsne, knn_affinities, lsa_features
+    from semhash.parametric_tsne import TSNEConfig, fine_tune_tsne, knn_affinities, lsa_features
 
     torch.set_num_threads(1)
     data, _ = load(quick)
@@ -252,8 +247,8 @@ def select(quick: bool, suffix: str, variants: dict | None = None) -> dict:
                              | score(model.transform(X), model.transform(V)))
                 log(name, curve[-1])
 
-        fine_tune_tsne(model.model_, inputs, affinities=knn_affinities(features, perplexity), perplexity=perplexity,
-                       n_epochs=n_epochs, generator=as_generator(0), on_epoch=on_epoch, **options)
+        fine_tune_tsne(model.model_, inputs, TSNEConfig(perplexity=perplexity, n_epochs=n_epochs, **options),
+                       affinities=knn_affinities(features, perplexity), generator=as_generator(0), on_epoch=on_epoch)
         curves[name] = {"config": variant, "curve": curve}
     # the best validation accuracy, or the cheapest point (fewest epochs) within 0.005 of it
     points = [(k, p) for k, c in curves.items() for p in c["curve"]]
@@ -266,8 +261,7 @@ def select(quick: bool, suffix: str, variants: dict | None = None) -> dict:
               "n_epochs": best_point["epochs"], "options": {k: v for k, v in best.items() if k != "epochs"}}
     result = {"choice": choice, "scores": scores, "curves": curves,
               "split": "stratified 20% of train as validation, seed 0; test never used"}
-    path = RESULTS / f"maps.selection{suffix}.json"
-    path.write_text(json.dumps(result, indent=2) + "\n")
+    path = write_results(out, f"maps.selection{suffix}", result)["json"]
     log(f"chose {best_name} at {best_point['epochs']} epochs; wrote {path}")
     return result
 
@@ -321,18 +315,8 @@ def run_part(part: str, quick: bool, cache: Path, wait_selection: float = 0.0) -
         record("t-SNE (LSA-50, cosine)", tsne_points, time.perf_counter() - started,
                note="non-parametric: cannot place new documents")
     else:
-        from semhash.pipelines.benchmark import model_cache_key
-
-        saved = cache / f"topic_map-{model_cache_key(topic_map_params(quick), {'image_hasher.py'})}.semhash"
-        if saved.exists():  # a previous run of this part already fit it (same data, parameters and code)
-            from semhash import TopicMap
-
-            topic_map = TopicMap.load(saved)
-            fit_seconds = topic_map.fit_seconds_
-        else:
-            topic_map, fit_seconds = fit_topic_map(train, quick)
-            cache.mkdir(parents=True, exist_ok=True)
-            topic_map.save(saved)
+        # A previous run of this part already fit it (same data, parameters and code): reused.
+        topic_map, fit_seconds = fit_topic_map(train, quick, cache=cache)
         record("TopicMap, reconstruction only", topic_map.transform(train), fit_seconds, topic_map.transform(test),
                time_placement(topic_map.transform, test), note=f"best epoch {topic_map.best_epoch_}")
         # The library default: the same network, then TopicMap's default t-SNE stage (its
@@ -353,7 +337,7 @@ def run_part(part: str, quick: bool, cache: Path, wait_selection: float = 0.0) -
     log(f"{part}: saved under {cache}")
 
 
-def combine(quick: bool, suffix: str, cache: Path, html: str | None = None) -> dict:
+def combine(quick: bool, suffix: str, cache: Path, out: Path, html: str | None = None) -> dict:
     """Write ``maps{suffix}.{json,md,png}`` from the saved parts."""
     from semhash.pipelines import maps
 
@@ -370,9 +354,9 @@ def combine(quick: bool, suffix: str, cache: Path, html: str | None = None) -> d
     corpus = "20 Newsgroups" + (" (4 groups)" if quick else "")
     figure = maps.draw_comparison(points, list(y_train), title=maps.map_title(len(y_train), corpus, "train posts"),
                                   panel_size=5.5)
-    png = RESULTS / f"maps{suffix}.png"
-    figure.savefig(png, dpi=90, bbox_inches="tight")
-    compare_figure(rows, points, list(y_train), corpus, suffix)
+    out.mkdir(parents=True, exist_ok=True)
+    figure.savefig(out / f"maps{suffix}.png", dpi=90, bbox_inches="tight")
+    compare_figure(rows, points, list(y_train), corpus, suffix, out)
     if html:
         name = next(k for k in points if k.startswith("semhash"))
         maps.write_html_map(points[name], list(y_train), [d.title for d in train_docs],
@@ -385,17 +369,15 @@ def combine(quick: bool, suffix: str, cache: Path, html: str | None = None) -> d
         "n_words": int(train.shape[1]),
         **extra,
         "rows": rows,
-        "machine": f"{platform.processor() or platform.machine()}, 1 torch/numba thread per process, "
-                   "shared and heavily loaded (times are wall-clock, indicative only)",
+        "threads": "1 torch/numba thread per process; times are wall-clock, indicative only on a shared machine",
     }
     result.setdefault("choice", DEFAULT_CHOICE)
-    (RESULTS / f"maps{suffix}.json").write_text(json.dumps(result, indent=2) + "\n")
-    (RESULTS / f"maps{suffix}.md").write_text(markdown(result))
-    log(f"wrote {RESULTS}/maps{suffix}.{{json,md,png}}")
+    write_results(out, f"maps{suffix}", result, markdown(result))
+    log(f"wrote {out}/maps{suffix}.{{json,md,png}}")
     return result
 
 
-def compare_figure(rows, points, labels, corpus: str, suffix: str) -> Path:
+def compare_figure(rows, points, labels, corpus: str, suffix: str, out: Path) -> Path:
     """``news-map-compare{suffix}.png``: the library's default map | UMAP | LSA-2 of the train
     posts, each panel titled with its test 10-NN accuracy and time to place 1,000 posts."""
     from semhash.pipelines import maps
@@ -411,16 +393,15 @@ def compare_figure(rows, points, labels, corpus: str, suffix: str) -> Path:
                    f"1,000 placed in {row['place_1000_seconds']:.3f} s"] = points[name]
     figure = maps.draw_comparison(panels, labels, title=maps.map_title(len(labels), corpus, "train posts"),
                                   panel_size=5.5)
-    path = RESULTS / f"news-map-compare{suffix}.png"
+    path = out / f"news-map-compare{suffix}.png"
     figure.savefig(path, dpi=80, bbox_inches="tight")
     return path
 
 
-def final(quick: bool, suffix: str, html: str | None, wait_selection: float = 0.0) -> dict:
-    cache = Path(f"/tmp/semhash-maps{suffix}")
+def final(quick: bool, suffix: str, cache: Path, out: Path, html: str | None, wait_selection: float = 0.0) -> dict:
     run_part("baselines", quick, cache)
     run_part("semhash", quick, cache, wait_selection)
-    return combine(quick, suffix, cache, html)
+    return combine(quick, suffix, cache, out, html)
 
 
 def markdown(result) -> str:
@@ -459,7 +440,7 @@ def markdown(result) -> str:
             f"({row['place_1000_seconds']:.3f} s vs {umap_row['place_1000_seconds']:.3f} s for 1,000 posts): "
             f"**{'PASS' if speedup >= 10 else 'MISS'}**.",
         ]
-    lines += ["", f"Machine: {result['machine']}. t-SNE stage (TopicMap defaults, chosen on a validation split of train): {result['choice'].get('tsne')}.", ""]
+    lines += ["", f"{result['threads']}. t-SNE stage (TopicMap defaults, chosen on a validation split of train): {result['choice'].get('tsne')}.", ""]
     return "\n".join(lines)
 
 
@@ -470,24 +451,25 @@ def main(argv=None):
     parser.add_argument("--part", choices=("baselines", "semhash", "combine"), default=None,
                         help="run one part of the final stage (two parts can run as two processes), "
                              "or combine the saved parts")
-    parser.add_argument("--cache", default=None, help="folder for the parts' results (default /tmp/semhash-maps*)")
+    parser.add_argument("--cache", type=Path, default=None,
+                        help="folder for the parts' results and the fitted TopicMap (default $TMPDIR/semhash-maps*)")
+    add_out_argument(parser)
     parser.add_argument("--html", default=None, help="also write the parametric t-SNE map as an HTML page here")
     parser.add_argument("--wait-selection", type=float, default=0.0, metavar="SECONDS",
                         help="wait up to this long for a concurrent --stage select run's choice")
     args = parser.parse_args(argv)
-    RESULTS.mkdir(parents=True, exist_ok=True)
     suffix = ".quick" if args.quick else ""
+    cache = args.cache or TMP / f"semhash-maps{suffix}"
     if args.part:
-        cache = Path(args.cache or f"/tmp/semhash-maps{suffix}")
         if args.part == "combine":
-            combine(args.quick, suffix, cache, args.html)
+            combine(args.quick, suffix, cache, args.out, args.html)
         else:
             run_part(args.part, args.quick, cache, args.wait_selection)
         return
     if args.stage in ("select", "both"):
-        select(args.quick, suffix)
+        select(args.quick, suffix, args.out)
     if args.stage in ("final", "both"):
-        final(args.quick, suffix, args.html, args.wait_selection)
+        final(args.quick, suffix, cache, args.out, args.html, args.wait_selection)
 
 
 if __name__ == "__main__":

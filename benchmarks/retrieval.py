@@ -47,40 +47,36 @@ import argparse
 import json
 import math
 import os
-import platform
-import sys
 import tempfile
 import time
-import warnings
 from pathlib import Path
 
-import numpy as np
-import scipy.sparse as sp
-
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
-
-from semhash.pipelines.benchmark import (  # noqa: E402
+from _common import (
+    NEWSGROUPS,
+    NEWSGROUPS_CACHE as DEFAULT_CACHE,
+    NEWSGROUPS_QUICK_SIZES as QUICK_SIZES,
+    REPO,
+    add_out_argument,
     aggregate,
-    evaluate_real_baselines,
-    evaluate_rerank,
+    environment,
+    environment_line,
     find,
     fit_networks,
-    timed_report,
+    folder_or_none,
+    log,
+    newsgroups_counts,
+    write_results,
+    write_text,
 )
-from semhash.pipelines.evaluate import evaluate_codes, evaluate_vectors  # noqa: E402
+from semhash.pipelines.benchmark import evaluate_real_baselines, evaluate_rerank, timed_report
+from semhash.pipelines.evaluate import evaluate_codes, evaluate_vectors
 
-DATA = REPO / "data" / "20news-bydate.tar.gz"
-RESULTS = REPO / "benchmarks" / "results"
-DEFAULT_CACHE = Path(tempfile.gettempdir()) / "semhash-retrieval-cache"
 
 BITS = (16, 32, 64, 128)
 DEFAULT_VOCAB = 2000  # WordCounter's default vocabulary: the table the README shows
 QUICK_BITS = (16, 32)
 MAP_DIMS = (2, 10)
 LSA_DIMS = (2, 10, 32, 64, 128)
-QUICK_SIZES = (3000, 1000)  # train, test posts in --quick
 # Smaller networks and fewer epochs than the library defaults, so that --quick fits in CI time.
 # (With the default 500-500 network, 1-2 pretraining and 5-15 fine-tuning epochs on 2,700 posts,
 # the codes collapse to a single code; these settings learn in ~10 s per network.)
@@ -103,67 +99,6 @@ LABELS = {
     "sh": "Spectral hashing",
 }
 ORDER = list(LABELS)
-
-
-def log(*args) -> None:
-    print(time.strftime("%H:%M:%S"), *args, file=sys.stderr, flush=True)
-
-
-# --------------------------------------------------------------------------- data
-def _subset(n_total: int, n: int, seed: int) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    return np.sort(rng.choice(n_total, min(n, n_total), replace=False))
-
-
-def load_counts(vocab: int, quick: bool, cache: Path | None, data: Path = DATA) -> dict:
-    """Word counts and integer labels of train (database) and test (queries), cached as npz."""
-    key = f"counts-v{vocab}{'-quick' if quick else ''}.npz"
-    path = cache / key if cache else None
-    if path is not None and path.exists():
-        with np.load(path, allow_pickle=False) as f:
-            out = {
-                name: sp.csr_matrix((f[f"{name}_data"], f[f"{name}_indices"], f[f"{name}_indptr"]),
-                                    shape=tuple(f[f"{name}_shape"]))
-                for name in ("train", "test")
-            }
-            out.update(train_labels=f["train_labels"], test_labels=f["test_labels"],
-                       label_names=[str(x) for x in f["label_names"]], dropped=f["dropped"].tolist(),
-                       n_words=int(f["n_words"]))
-        log(f"word counts from cache {path}")
-        return out
-    from semhash.pipelines.corpus import read_corpus
-    from semhash.vectorize import WordCounter, empty_rows
-
-    started = time.perf_counter()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        docs = {split: read_corpus(data, subdir=f"20news-bydate-{split}") for split in ("train", "test")}
-    if quick:
-        for split, n in zip(("train", "test"), QUICK_SIZES):
-            docs[split] = [docs[split][i] for i in _subset(len(docs[split]), n, seed=0)]
-    names = sorted({d.label for d in docs["train"]} | {d.label for d in docs["test"]})
-    index = {name: i for i, name in enumerate(names)}
-    counter = WordCounter(max_words=vocab)
-    counts = {"train": counter.fit_transform([d.text for d in docs["train"]])}
-    counts["test"] = counter.transform([d.text for d in docs["test"]])
-    out, dropped = {}, []
-    for split in ("train", "test"):
-        keep = np.setdiff1d(np.arange(counts[split].shape[0]), empty_rows(counts[split]))
-        dropped.append(int(counts[split].shape[0] - len(keep)))
-        out[split] = sp.csr_matrix(counts[split][keep], dtype=np.float32)
-        out[f"{split}_labels"] = np.array([index[docs[split][i].label] for i in keep], dtype=np.int32)
-    out.update(label_names=names, dropped=dropped, n_words=len(counter.words_))
-    log(f"read and counted {vocab}-word vocabulary in {time.perf_counter() - started:.0f}s")
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        arrays = {}
-        for name in ("train", "test"):
-            m = out[name]
-            arrays.update({f"{name}_data": m.data, f"{name}_indices": m.indices, f"{name}_indptr": m.indptr,
-                           f"{name}_shape": np.array(m.shape)})
-        np.savez(path, **arrays, train_labels=out["train_labels"], test_labels=out["test_labels"],
-                 label_names=np.array(names), dropped=np.array(dropped), n_words=out["n_words"])
-    return out
 
 
 # ------------------------------------------------------------------------- models
@@ -196,7 +131,6 @@ def run_vocabulary(data: dict, vocab: int, args, neural: dict, record) -> None:
     train, test = data["train"], data["test"]
     y_train, y_test = data["train_labels"], data["test_labels"]
     plan = seed_plan(args)
-    tag = f"v{vocab}{'-quick' if args.quick else ''}"
 
     def add(report, seed, **extra):
         row = report.to_dict() | {"seed": seed, "vocab": vocab} | extra
@@ -250,7 +184,7 @@ def run_vocabulary(data: dict, vocab: int, args, neural: dict, record) -> None:
     jobs.sort(key=lambda job: (job[2], priority.get(job[:2], 3), job[0] == "hasher", job[1]))
     with tempfile.TemporaryDirectory(prefix="semhash-retrieval-") as scratch:
         # The baselines are scored while the workers fit: otherwise one core idles for minutes.
-        fitted = fit_networks(jobs, train, neural, args.cache or Path(scratch), tag, workers=args.workers, log=log,
+        fitted = fit_networks(jobs, train, neural, args.cache or Path(scratch), workers=args.workers, log=log,
                               meanwhile=score_baselines)
         for (kind, size, seed), model, fit_seconds, cached in fitted:
             score_network(kind, size, seed, model, fit_seconds, cached)
@@ -330,18 +264,15 @@ def _sorted(table):
 
 def markdown(result: dict) -> str:
     s = result["settings"]
-    hw = result["hardware"]
     lines = [
         f"# Retrieval on 20 Newsgroups{' (quick subset)' if result['quick'] else ''}",
         "",
         f"Database: train posts, queries: test posts; relevant = same newsgroup. "
         f"Neural figures: mean ± sample std over seeds (`n` column). "
         f"Rerank: TF-IDF cosine over the top {s['rerank_candidates']} Hamming candidates. "
-        f"Hardware: {hw['platform']}, {hw['cpu_count']} CPUs, {hw['torch_threads']} torch threads. "
         f"Total {result.get('seconds_total', 0) / 60:.1f} min wall"
         + (f", {result['cpu_seconds_total'] / 60:.1f} min CPU" if "cpu_seconds_total" in result else "")
-        + (f" (load average at start {hw['load_average_at_start'][0]:.1f})" if hw.get("load_average_at_start") else "")
-        + ".",
+        + f". {environment_line(result['environment'])}",
         "",
     ]
     for vocab, part in result["vocabularies"].items():
@@ -436,11 +367,15 @@ def plot(result: dict, pr_path: Path, bits_path: Path) -> None:
     plt.close(fig)
 
 
+def _tag(quick: bool, vocab: list[int] | None) -> str:
+    tag = "" if not vocab or list(vocab) == [DEFAULT_VOCAB] else ".v" + "-".join(map(str, vocab))
+    return tag + (".quick" if quick else "")
+
+
 def output_paths(out: Path, quick: bool, vocab: list[int] | None = None) -> dict[str, Path]:
     """``retrieval.*`` for the default vocabulary; other vocabularies get their own files
     (``retrieval.v10000.*``), so a 10,000-word run never overwrites the default table."""
-    tag = "" if not vocab or list(vocab) == [DEFAULT_VOCAB] else ".v" + "-".join(map(str, vocab))
-    tag += ".quick" if quick else ""
+    tag = _tag(quick, vocab)
     return {
         "json": out / f"retrieval{tag}.json",
         "md": out / f"retrieval{tag}.md",
@@ -451,22 +386,16 @@ def output_paths(out: Path, quick: bool, vocab: list[int] | None = None) -> dict
 
 def write_outputs(result: dict, out: Path, quick: bool, figures: bool = True) -> dict[str, Path]:
     """Refresh tables and comparisons from the rows, then write JSON (and Markdown, plots)."""
-    out.mkdir(parents=True, exist_ok=True)
     paths = output_paths(out, quick, result["settings"].get("vocab"))
     for vocab, part in result["vocabularies"].items():
         part["table"] = aggregate(part["rows"])
         part["comparisons"] = comparisons(part["table"], int(vocab), max(result["settings"]["bits"]))
-    _atomic_write(paths["json"], json.dumps(result, indent=1))
+    # The Markdown ends with the environment line already: it is written here, not by write_results.
+    write_results(out, f"retrieval{_tag(quick, result['settings'].get('vocab'))}", result)
     if figures:
-        _atomic_write(paths["md"], markdown(result))
+        write_text(paths["md"], markdown(result))
         plot(result, paths["pr"], paths["bits"])
     return paths
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def cpu_seconds() -> float:
@@ -475,17 +404,6 @@ def cpu_seconds() -> float:
 
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
     return time.process_time() + children.ru_utime + children.ru_stime
-
-
-def hardware() -> dict:
-    import torch
-
-    return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-            "python": platform.python_version(), "cpu_count": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
-            "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
-            # The machine may be shared: wall-clock times are only comparable at similar load.
-            "load_average_at_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None}
 
 
 # ------------------------------------------------------------------------- main
@@ -505,9 +423,9 @@ def parse_args(argv=None):
                    help="baselines only (e.g. a vocabulary whose networks are fit elsewhere)")
     p.add_argument("--quick", action="store_true",
                    help=f"{QUICK_SIZES[0]} train / {QUICK_SIZES[1]} test posts, 1 seed, few epochs, 16/32 bits (CI)")
-    p.add_argument("--out", type=Path, default=RESULTS)
-    p.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="word counts and fitted networks ('none': off)")
-    p.add_argument("--data", type=Path, default=DATA)
+    add_out_argument(p)
+    p.add_argument("--cache", type=folder_or_none, default=DEFAULT_CACHE, help="word counts and fitted networks ('none': off)")
+    p.add_argument("--data", type=Path, default=NEWSGROUPS)
     p.add_argument("--threads", type=int, default=None, help="torch threads of this process (default: torch's)")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1,
                    help="processes fitting networks at once, one torch thread each (default: one per CPU)")
@@ -520,8 +438,6 @@ def parse_args(argv=None):
         args.bits = list(QUICK_BITS if args.quick else BITS)
     if args.quick:
         args.seeds = args.other_seeds = 1
-    if str(args.cache).lower() == "none":
-        args.cache = None
     return args
 
 
@@ -555,12 +471,12 @@ def main(argv=None) -> dict:
             "std": "sample std (ddof=1) over seeds; 0 with one seed",
             "ties": "Hamming ties broken by database order",
         },
-        "hardware": hardware(),
+        "environment": environment(),
         "vocabularies": {},
     }
     out = args.out
     for vocab in args.vocab:
-        data = load_counts(vocab, args.quick, args.cache, args.data)
+        data = newsgroups_counts(vocab, args.quick, args.cache, args.data)
         part = result["vocabularies"][str(vocab)] = {
             "n_train": int(data["train"].shape[0]), "n_test": int(data["test"].shape[0]),
             "n_words": data["n_words"], "dropped_empty": {"train": data["dropped"][0], "test": data["dropped"][1]},

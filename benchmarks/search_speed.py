@@ -40,17 +40,17 @@ posts, relevant = same newsgroup) of address lookup + long-code re-ranking vs ex
 Hamming ranking, and indexing throughput (raw text to stored codes) of
 ``semhash.pipelines.indexing.add_documents`` on the test posts' texts.
 
-Models: trained once on the train posts (default parameters) and cached in
-``--models`` (default ``/tmp/semhash_speed``): ``vocab.json``, ``hasher<bits>.bin``,
-``hasher<address-bits>.bin``. Missing ones are trained (minutes per model on one core;
-``--quick`` trains small ones in seconds).
+Models: trained once on the train posts (default parameters; ``--quick``: small ones,
+in seconds) and kept in ``--models`` (default ``$TMPDIR/semhash_speed``), keyed by their
+settings, training posts and code; missing ones are trained (minutes per model on one core).
 
 Usage::
 
     OMP_NUM_THREADS=1 nice python benchmarks/search_speed.py             # 10k, 100k, 1M
     OMP_NUM_THREADS=1 python benchmarks/search_speed.py --quick          # CI: 10k only
 
-Writes ``benchmarks/results/search_speed.{json,md,png}`` (``--quick``: ``search_speed.quick.*``).
+Writes ``search_speed.{json,md,png}`` under ``--out`` (``benchmarks/results``; ``--quick``:
+``search_speed.quick.*``).
 Timings on a shared 2-core machine are noisy; ratios are taken within one run.
 """
 
@@ -59,8 +59,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import sys
 import tempfile
 import time
 import warnings
@@ -68,13 +66,19 @@ from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-import numpy as np
+import numpy as np  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from _common import (  # noqa: E402
+    NEWSGROUPS,
+    TMP,
+    add_out_argument,
+    count_words,
+    fit_or_load,
+    log,
+    read_documents,
+    write_results,
+)
 
-RESULTS = REPO / "benchmarks" / "results"
-DATA = REPO / "data" / "20news-bydate.tar.gz"
 K = 100
 RADII = (0, 1, 2, 3)
 CAPS = (250, 500, 2_000, 4_000)  # other max_candidates budgets (radius 3, nearest addresses first)
@@ -84,45 +88,23 @@ BUDGETS = (500, 1_000, 2_000, 4_000, None)
 VALIDATION_QUERIES = 300
 
 
-def log(*args):
-    print(time.strftime("%H:%M:%S"), *args, file=sys.stderr, flush=True)
-
-
 # ----------------------------------------------------------------------------- models
-def load_models(folder: Path, bits: int, address_bits: int, train_docs, quick: bool):
+def load_models(folder: Path, bits: int, address_bits: int, train_counts, quick: bool):
+    """The long-code and address hashers fit on the train counts (default parameters;
+    ``quick``: a few epochs), kept in ``folder``."""
     import torch
 
-    from semhash.vectorize import WordCounter, empty_rows
     from semhash.hasher import SemanticHasher
 
     torch.set_num_threads(1)
-    folder.mkdir(parents=True, exist_ok=True)
-    vocab_path = folder / "vocab.json"
-    try:
-        counter = WordCounter.from_dict(json.loads(vocab_path.read_text()))
-    except Exception:  # missing, or cached by an older version: rebuild  # noqa: BLE001
-        counter = WordCounter(max_words=2000).fit([d.text for d in train_docs])
-        vocab_path.write_text(json.dumps(counter.to_dict()))
-    models = {}
-    counts = None
+    params = {"pretrain_epochs": 1, "finetune_epochs": 3, "neighbour_targets": 0} if quick else {}
+    models = []
     for n in (bits, address_bits):
-        path = folder / f"hasher{n}{'.quick' if quick else ''}.bin"
-        if not path.exists() and quick and (folder / f"hasher{n}.bin").exists():
-            path = folder / f"hasher{n}.bin"
-        if path.exists():
-            try:
-                models[n] = SemanticHasher.from_bytes(path.read_bytes())
-                continue
-            except Exception as err:  # cached by an older version of the model format  # noqa: BLE001
-                log(f"cannot load {path} ({err!r}); training it again")
-        if counts is None:
-            counts = counter.transform([d.text for d in train_docs])
-            counts = counts[np.setdiff1d(np.arange(counts.shape[0]), empty_rows(counts))]
-        params = {"pretrain_epochs": 1, "finetune_epochs": 3, "neighbour_targets": 0} if quick else {}
-        log(f"training a {n}-bit SemanticHasher ({'quick' if quick else 'default parameters'})")
-        models[n] = SemanticHasher(n_bits=n, random_state=0, **params).fit(counts)
-        path.write_bytes(models[n].to_bytes())
-    return counter, models[bits], models[address_bits]
+        model, seconds, cached = fit_or_load(SemanticHasher(n_bits=n, random_state=0, **params), train_counts, folder)
+        if not cached:
+            log(f"trained a {n}-bit SemanticHasher ({'quick' if quick else 'default parameters'}) in {seconds:.0f}s")
+        models.append(model)
+    return models
 
 
 # ----------------------------------------------------------------------------- data
@@ -382,17 +364,17 @@ def indexing_throughput(counter, hasher, address, docs):
     import semhash.pipelines.indexing as indexing
     from semhash.index.address import load_or_build_address
     from semhash.index.database import Database
-    from semhash.index.models import TEXT, save_model
+    from semhash.index.models import TEXT, save_model, save_vocabulary
 
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "speed.db"
         with Database(path) as db:
             for name, model in ((TEXT.long, hasher), (TEXT.address, address)):
-                save_model(db, name, model, vocabulary=counter)
+                save_model(db, name, model)
+            save_vocabulary(db, counter)
         started = time.perf_counter()
         result = indexing.add_documents(path, docs, batch_size=2000, verbose=False)
         add_seconds = time.perf_counter() - started
-        extra = 0.0
         with Database(path, create=False) as db:
             started = time.perf_counter()
             load_or_build_address(db)
@@ -400,19 +382,16 @@ def indexing_throughput(counter, hasher, address, docs):
     # add_documents itself stores both models' codes and builds the FAISS index and the
     # address table; the load_or_build_address above then only reads the table back (what a
     # search process does), so it is reported but not counted as indexing time.
-    total = add_seconds + extra + (0.0 if encodes_address else table)
     return {
         "documents": result["added"],
         "add_documents_s": round(add_seconds, 2),
-        "address_codes_s": round(extra, 2),
         "address_table_s": round(table, 2),
-        "docs_per_s": round(result["added"] / total, 1),
-        "docs_per_s_with_table_reload": round(result["added"] / (add_seconds + extra + table), 1),
+        "docs_per_s": round(result["added"] / add_seconds, 1),
+        "docs_per_s_with_table_reload": round(result["added"] / (add_seconds + table), 1),
         "batch_size": 2000,
         "note": "add_documents (batches of 2,000 as `semhash add`): tokenise, encode with both models, store "
                 "documents and codes, build the FAISS index and the address table; address_table_s: reading the "
-                "table back afterwards, not counted in docs_per_s" if encodes_address else
-                "add_documents encoded the hasher codes; the address codes were encoded and stored right after, timed and included",
+                "table back afterwards, not counted in docs_per_s",
     }
 
 
@@ -446,9 +425,9 @@ def targets(result) -> list[dict]:
     return out
 
 
-def write_markdown(result, path: Path) -> None:
+def markdown(result) -> str:
     lines = [f"# Search speed vs collection size ({'quick' if result['quick'] else 'full'} run)", "",
-             f"{result['machine']}. Long code {result['bits']} bits, address {result['address_bits']} bits, k={K}, "
+             f"{result['versions']}. Long code {result['bits']} bits, address {result['address_bits']} bits, k={K}, "
              f"{result['n_latency_queries']} single-query latencies per method (TF-IDF: fewer, see table), "
              "one thread everywhere. Shared machine: timings are noisy; ratios come from one run.", ""]
     for size in result["sizes"]:
@@ -476,7 +455,7 @@ def write_markdown(result, path: Path) -> None:
               f"## Targets (address radius {result['chosen_radius']})", "", "| target | value | status |", "|---|---:|---|"]
     lines += [f"| {t['target']} | {t['value']:.3g} | {t['status']} |" for t in result["targets"]]
     lines += ["", result.get("notes", "")]
-    path.write_text("\n".join(lines) + "\n")
+    return "\n".join(lines) + "\n"
 
 
 def plot(result, path: Path) -> None:
@@ -504,23 +483,23 @@ def plot(result, path: Path) -> None:
 
 
 # ----------------------------------------------------------------------------- main
-def main() -> None:
+def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="10k documents only, fewer queries (CI)")
     parser.add_argument("--sizes", type=int, nargs="+")
     parser.add_argument("--bits", type=int, default=64)
     parser.add_argument("--address-bits", type=int, default=24)
-    parser.add_argument("--models", type=Path, default=Path("/tmp/semhash_speed"))
+    parser.add_argument("--models", type=Path, default=TMP / "semhash_speed")
     parser.add_argument("--queries", type=int, help="queries timed one at a time (default 300; quick 50)")
     parser.add_argument("--radius", type=int, default=2, help="radius whose figures are checked against the targets")
-    args = parser.parse_args()
+    add_out_argument(parser)
+    args = parser.parse_args(argv)
 
     import faiss
     import torch
 
-    from semhash.pipelines.corpus import read_corpus
-    from semhash.vectorize import empty_rows
     from semhash.baselines import LSA, TfidfCosine
+    from semhash.vectorize import WordCounter
 
     faiss.omp_set_num_threads(1)
     torch.set_num_threads(1)
@@ -529,17 +508,14 @@ def main() -> None:
     n_latency = args.queries or (50 if args.quick else 300)
 
     log("reading 20 Newsgroups")
-    train = read_corpus(DATA, subdir="20news-bydate-train")
-    test = read_corpus(DATA, subdir="20news-bydate-test")
-    counter, hasher, address = load_models(args.models, args.bits, args.address_bits, train, args.quick)
-    X_train = counter.transform([d.text for d in train])
-    X_test = counter.transform([d.text for d in test])
-    keep_train = np.setdiff1d(np.arange(X_train.shape[0]), empty_rows(X_train))
-    keep_test = np.setdiff1d(np.arange(X_test.shape[0]), empty_rows(X_test))
-    train_docs, X_train = [train[i] for i in keep_train], X_train[keep_train]
-    test_docs, X_test = [test[i] for i in keep_test], X_test[keep_test]
-    y_train = np.array([d.label for d in train_docs])
-    y_test = np.array([d.label for d in test_docs])
+    train = read_documents(NEWSGROUPS, "20news-bydate-train")
+    test = read_documents(NEWSGROUPS, "20news-bydate-test")
+    counter = WordCounter(max_words=2000).fit([d.text for d in train])
+    _, counts, kept = count_words({"train": [d.text for d in train], "test": [d.text for d in test]}, counter)
+    X_train, X_test = counts["train"], counts["test"]
+    y_train = np.array([train[i].label for i in kept["train"]])
+    y_test = np.array([test[i].label for i in kept["test"]])
+    hasher, address = load_models(args.models, args.bits, args.address_bits, X_train, args.quick)
 
     log("fitting LSA-128 and TF-IDF on train")
     lsa = LSA(n_components=128).fit(X_train)
@@ -598,8 +574,8 @@ def main() -> None:
                              "labels": validation_labels[0]}
 
     result = {"quick": args.quick, "bits": args.bits, "address_bits": args.address_bits, "k": K,
-              "n_latency_queries": len(pick), "machine": f"{platform.processor() or platform.machine()}, "
-              f"{os.cpu_count()} cores (shared), numpy {np.__version__}, faiss {faiss.__version__}", "sizes": []}
+              "n_latency_queries": len(pick), "versions": f"numpy {np.__version__}, faiss {faiss.__version__}",
+              "sizes": []}
     for n in sizes:
         log(f"benchmarking {n:,} documents")
         tfidf_queries = min(len(pick), 20 if n >= 1_000_000 else 50 if n >= 100_000 else len(pick))
@@ -626,12 +602,10 @@ def main() -> None:
                        "10M perturbed documents on one core do not fit this 2-core, 23 GB shared machine.")
     for t in result["targets"]:
         print(f"{t['status']}  {t['target']}: {t['value']:.3g}")
-    RESULTS.mkdir(parents=True, exist_ok=True)
     stem = "search_speed.quick" if args.quick else "search_speed"
-    (RESULTS / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")
-    write_markdown(result, RESULTS / f"{stem}.md")
-    plot(result, RESULTS / f"{stem}.png")
-    log(f"wrote {RESULTS / stem}.{{json,md,png}}")
+    write_results(args.out, stem, result, markdown(result))
+    plot(result, args.out / f"{stem}.png")
+    log(f"wrote {args.out / stem}.{{json,md,png}}")
 
 
 if __name__ == "__main__":

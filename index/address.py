@@ -49,9 +49,8 @@ from typing import TYPE_CHECKING, NamedTuple
 import faiss
 import numpy as np
 
-from semhash.index.faiss_index import (REBUILD_ADVICE, IndexFileError, cache_dir, load_or_rebuild, read_sidecar,
-                               read_verified, write_with_sidecar)
-from semhash.codes import n_bytes
+from semhash.codes import as_words, n_bytes, word_distances
+from semhash.index.cache import CacheFile, cache_dir
 from semhash.index.models import TEXT
 from semhash.kernels import compiled_kernel, numba_available
 
@@ -123,23 +122,12 @@ def ball_size(n_bits: int, radius: int) -> int:
     return sum(comb(n_bits, i) for i in range(min(radius, n_bits) + 1))
 
 
-def _as_words(codes: np.ndarray) -> np.ndarray:
-    """Packed codes to ``(n, words)`` uint64, zero-padded to whole words, contiguous."""
-    codes = np.ascontiguousarray(codes, dtype=np.uint8)
-    if codes.shape[1] % 8 == 0:
-        return codes.view(np.uint64)
-    words = -(-codes.shape[1] // 8)
-    padded = np.zeros((len(codes), words * 8), dtype=np.uint8)
-    padded[:, : codes.shape[1]] = codes
-    return padded.view(np.uint64)
-
-
-
 # --------------------------------------------------------------------------- compiled kernel
 # With numba installed, one compiled function (index/_address_kernel.py) does lookup,
 # distances and top-k of a query in a few microseconds; otherwise the vectorised numpy
 # path below does the same work in ~15 numpy calls (tens of microseconds of overhead).
-# Both give identical results.
+# Both give identical results. (The kernel has its own popcount: compiled code cannot
+# call semhash.codes.popcount.)
 _FILTER_SLOTS = 1 << 24  # occupancy filter: one bit per value of an address's low 24 bits (2 MB)
 # Candidates looked at per query by default: addresses are visited nearest first and the
 # visit stops here, so the cost of a query stays flat as the collection grows. Chosen on
@@ -192,7 +180,7 @@ class AddressIndex:
         starts = np.flatnonzero(np.r_[True, self.addresses[1:] != self.addresses[:-1]]) if len(self.addresses) else np.empty(0, np.int64)
         self.keys = self.addresses[starts]  # distinct addresses, ascending
         self.offsets = np.r_[starts, len(self.addresses)].astype(np.int64)  # block of keys[i]: offsets[i]:offsets[i+1]
-        self._words = _as_words(self.long_codes)
+        self._words = as_words(self.long_codes)
         self._long_width, self._address_width = n_bytes(self.long_bits), n_bytes(self.address_bits)
         self._n = len(self.ids)
         self._flat = None  # exhaustive fallback, built on first need
@@ -320,7 +308,7 @@ class AddressIndex:
         if n_candidates < k_eff and fallback:
             distances, ids = self._exhaustive(long_code, k_eff)
             return AddressResult(distances, ids, n_candidates, True)
-        distances, rows = self._rank(_as_words(long_code.reshape(1, -1))[0], rows, k_eff)
+        distances, rows = self._rank(as_words(long_code.reshape(1, -1)), rows, k_eff)
         return AddressResult(distances, self.ids[rows], n_candidates, False)
 
     def search_batch(self, address_codes: np.ndarray, long_codes: np.ndarray, k: int, radius: int = 2,
@@ -382,9 +370,7 @@ class AddressIndex:
         return code
 
     def _rank(self, query_words: np.ndarray, rows: np.ndarray, k: int):
-        words = self._words[rows]
-        xor = np.bitwise_count(words ^ query_words)
-        distances = (xor[:, 0] if xor.shape[1] == 1 else xor.sum(axis=1)).astype(np.int32)
+        distances = word_distances(query_words, self._words[rows])[0]
         if len(rows) > k:
             # Keep every candidate tied with the k-th, so the id tie-break is exact.
             kth = np.partition(distances, k - 1)[k - 1]
@@ -442,31 +428,33 @@ def _concat_ranges(starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- files
+def _dump_table(index: AddressIndex) -> tuple[bytes, dict]:
+    return index.to_bytes(), {"kind": "address", "address_bits": index.address_bits, "long_bits": index.long_bits,
+                              "ntotal": len(index)}
+
+
+def _parse_table(data: bytes, meta: dict) -> AddressIndex:
+    index = AddressIndex.from_bytes(data)
+    if len(index) != int(meta["ntotal"]):
+        raise ValueError(f"it holds {len(index)} rows, its sidecar says {meta['ntotal']}")
+    if (index.address_bits, index.long_bits) != (meta.get("address_bits"), meta.get("long_bits")):
+        raise ValueError(f"it holds {index.address_bits}/{index.long_bits}-bit codes, its sidecar says "
+                         f"{meta.get('address_bits')}/{meta.get('long_bits')}")
+    return index
+
+
+TABLE_CACHE: CacheFile[AddressIndex] = CacheFile("address table", _dump_table, _parse_table, required=("ntotal",),
+                                                 version=TABLE_FORMAT)
+
+
 def save_address_index(index: AddressIndex, path: Path, fingerprint: str) -> None:
-    """Table file first, sidecar last, each atomically (as ``faiss_index.save_index``)."""
-    meta = {"format": TABLE_FORMAT, "fingerprint": fingerprint, "kind": "address",
-            "address_bits": index.address_bits, "long_bits": index.long_bits, "ntotal": len(index)}
-    write_with_sidecar(path, index.to_bytes(), meta)
+    """Table file first, sidecar last, each atomically (see :class:`~semhash.index.cache.CacheFile`)."""
+    TABLE_CACHE.save(index, path, fingerprint)
 
 
 def load_address_index(path: Path, expected_fingerprint: str | None = None) -> AddressIndex | None:
-    """A saved table; None if missing or stale; :class:`IndexFileError` if corrupt."""
-    path = Path(path)
-    meta = read_sidecar(path, "address table", required=("ntotal",))
-    if meta is None:
-        return None
-    advice = REBUILD_ADVICE
-    ntotal = int(meta["ntotal"])
-    if expected_fingerprint is not None and meta["fingerprint"] != expected_fingerprint:
-        return None
-    data = read_verified(path, meta, "address table")
-    try:
-        index = AddressIndex.from_bytes(data)
-    except (OSError, ValueError, KeyError) as err:
-        raise IndexFileError(f"address table {path} is corrupt ({err}); {advice}") from err
-    if len(index) != ntotal:
-        raise IndexFileError(f"address table {path} holds {len(index)} rows, its sidecar says {ntotal}; {advice}")
-    return index
+    """A saved table; None if missing or stale; :class:`~semhash.index.cache.IndexFileError` if corrupt."""
+    return TABLE_CACHE.load(path, expected_fingerprint)
 
 
 def default_address_path(db: Database, index_dir: Path | None = None, address_model: str = TEXT.address) -> Path | None:
@@ -492,15 +480,10 @@ def load_or_build_address(db: Database, index_dir: Path | None = None, *, addres
     Documents with an address code but no long code (or the reverse; an interrupted
     ``add``) are left out until both are stored. KeyError if a model is missing.
     """
-    fingerprint = address_fingerprint(db, address_model, long_model)  # before reading codes, as load_or_build
+    fingerprint = address_fingerprint(db, address_model, long_model)  # before reading codes
     address, long = db.get_model(address_model, with_weights=False), db.get_model(long_model, with_weights=False)
     if address.kind != "binary" or long.kind != "binary":
         raise ValueError("address search needs two binary models")
-
-    def load(path: Path) -> AddressIndex | None:
-        loaded = load_address_index(path, fingerprint)
-        fits = loaded is not None and (loaded.address_bits, loaded.long_bits) == (address.n_dims, long.n_dims)
-        return loaded if fits else None
 
     def build() -> AddressIndex:
         address_ids, address_codes = db.get_codes(address.id)
@@ -509,5 +492,5 @@ def load_or_build_address(db: Database, index_dir: Path | None = None, *, addres
         return AddressIndex.build(ids, address_codes[in_address], long_codes[in_long],
                                   address_bits=address.n_dims, long_bits=long.n_dims)
 
-    return load_or_rebuild(default_address_path(db, index_dir, address_model), load, build,
-                           lambda index, path: save_address_index(index, path, fingerprint), "address table")
+    return TABLE_CACHE.load_or_build(default_address_path(db, index_dir, address_model), fingerprint, build,
+                                     address_bits=address.n_dims, long_bits=long.n_dims)

@@ -32,9 +32,8 @@ from typing import TYPE_CHECKING
 import faiss
 import numpy as np
 
-from semhash.index.faiss_index import (REBUILD_ADVICE, IndexFileError, cache_dir, load_or_rebuild, read_sidecar,
-                               read_verified, write_with_sidecar)
 from semhash.codes import n_bytes
+from semhash.index.cache import CacheFile, cache_dir
 
 if TYPE_CHECKING:
     from semhash.index.database import Database
@@ -184,27 +183,33 @@ def default_cells_path(db: Database, model: str, index_dir: Path | None = None) 
     return None if folder is None else folder / f"cells.{model}.index"
 
 
+def _dump_cells(index: CellIndex) -> tuple[bytes, dict]:
+    return index.to_bytes(), {"kind": "cells", "long_bits": index.long_bits, "n_cells": index.n_cells,
+                              "ntotal": len(index), "faiss_version": faiss.__version__}
+
+
+def _parse_cells(data: bytes, meta: dict) -> CellIndex:
+    index = CellIndex.from_bytes(data)
+    held = (len(index), index.n_cells, index.long_bits)
+    said = (int(meta["ntotal"]), int(meta["n_cells"]), meta.get("long_bits"))
+    if held != said:
+        raise ValueError(f"it holds {held[0]} {held[2]}-bit codes in {held[1]} cells, its sidecar says "
+                         f"{said[0]} {said[2]}-bit codes in {said[1]}")
+    return index
+
+
+CELLS_CACHE: CacheFile[CellIndex] = CacheFile("cell index", _dump_cells, _parse_cells, required=("ntotal", "n_cells"),
+                                              version=CELLS_FORMAT)
+
+
 def save_cells(index: CellIndex, path: Path, fingerprint: str) -> None:
-    """Index file first, sidecar last, each atomically (as ``faiss_index.save_index``)."""
-    meta = {"format": CELLS_FORMAT, "fingerprint": fingerprint, "kind": "cells", "long_bits": index.long_bits,
-            "n_cells": index.n_cells, "ntotal": len(index), "faiss_version": faiss.__version__}
-    write_with_sidecar(path, index.to_bytes(), meta)
+    """Index file first, sidecar last, each atomically (see :class:`~semhash.index.cache.CacheFile`)."""
+    CELLS_CACHE.save(index, path, fingerprint)
 
 
 def load_cells(path: Path, expected_fingerprint: str | None = None) -> CellIndex | None:
-    """A saved cell index; None if missing or stale; :class:`IndexFileError` if corrupt."""
-    meta = read_sidecar(path, "cell index", required=("ntotal", "n_cells"))
-    if meta is None or (expected_fingerprint is not None and meta["fingerprint"] != expected_fingerprint):
-        return None
-    data = read_verified(path, meta, "cell index")
-    try:
-        index = CellIndex.from_bytes(data)
-    except ValueError as err:
-        raise IndexFileError(f"cell index {path} is corrupt ({err}); {REBUILD_ADVICE}") from err
-    if (len(index), index.n_cells) != (int(meta["ntotal"]), int(meta["n_cells"])):
-        raise IndexFileError(f"cell index {path} holds {len(index)} codes in {index.n_cells} cells, its sidecar "
-                             f"says {meta['ntotal']} in {meta['n_cells']}; {REBUILD_ADVICE}")
-    return index
+    """A saved cell index; None if missing or stale; :class:`~semhash.index.cache.IndexFileError` if corrupt."""
+    return CELLS_CACHE.load(path, expected_fingerprint)
 
 
 def load_or_build_cells(db: Database, model: str, index_dir: Path | None = None, *,
@@ -218,12 +223,7 @@ def load_or_build_cells(db: Database, model: str, index_dir: Path | None = None,
     if row.kind != "binary":
         raise ValueError(f"cell search needs a binary model; {model!r} is {row.kind}")
     long_bits = 8 * n_bytes(row.n_dims)  # packed codes are whole bytes
-    fingerprint = db.code_fingerprint(row.id)  # before reading codes: see faiss_index.load_or_build
-
-    def load(path: Path) -> CellIndex | None:
-        loaded = load_cells(path, fingerprint)
-        fits = loaded is not None and (n_cells is None or loaded.n_cells == n_cells) and loaded.long_bits == long_bits
-        return loaded if fits else None
+    fingerprint = db.code_fingerprint(row.id)  # before reading codes
 
     def build() -> CellIndex:
         ids, codes = db.get_codes(row.id)
@@ -231,5 +231,6 @@ def load_or_build_cells(db: Database, model: str, index_dir: Path | None = None,
             raise ValueError(f"model {model!r} has no codes to search")
         return CellIndex.build(ids, codes, long_bits=long_bits, n_cells=n_cells)
 
-    return load_or_rebuild(default_cells_path(db, model, index_dir), load, build,
-                           lambda index, path: save_cells(index, path, fingerprint), "cell index")
+    # n_cells None: a saved index with any number of cells will do.
+    return CELLS_CACHE.load_or_build(default_cells_path(db, model, index_dir), fingerprint, build,
+                                     long_bits=long_bits, n_cells=n_cells)

@@ -23,26 +23,20 @@ and vocabularies are JSON.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import threading
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from sqlalchemy import (
-    CheckConstraint,
-    DateTime,
     Engine,
-    ForeignKey,
-    Index,
     Integer,
-    LargeBinary,
-    String,
     Text,
     cast,
     create_engine,
@@ -59,206 +53,44 @@ from sqlalchemy import (
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, make_url
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from semhash.codes import n_bytes
+from semhash.index.locks import database_file, remove_leftovers
 
-SCHEMA_VERSION = 1
-MODEL_KINDS = ("binary", "real")
-DOCUMENT_FIELDS = ("external_id", "kind", "source", "title", "label", "text", "labels")
-# Columns added to the version-1 schema after it was first released: added in place when an
-# older database is opened (NULL reads as before), so it needs no version bump or rebuild.
-_ADDED_COLUMNS = {"documents": {"labels": "TEXT"}}
+from semhash.index.schema import (  # noqa: F401 (DatabaseError and the rows are part of this module's API)
+    _ADDED_COLUMNS,
+    _ADDED_FOR,
+    _ADDED_TABLES,
+    _as_id,
+    _as_id_array,
+    _as_utc,
+    _chunks,
+    _code_blobs,
+    _code_layout,
+    _codes,
+    _document_row,
+    _document_values,
+    _documents,
+    _LEGACY_PIXELS_MODEL,
+    _meta,
+    _model_row,
+    _ModelHeader,
+    _models,
+    _pixels,
+    _preview,
+    _REAL_DTYPE,
+    _select_documents,
+    _to_json,
+    _utcnow,
+    _VOCABULARY_KEY,
+    Base,
+    DatabaseError,
+    DocumentRow,
+    MODEL_KINDS,
+    ModelRow,
+    SCHEMA_VERSION,
+)
 
-# Rows per IN (...) query: well below SQLite's bound-parameter limit on every version.
-_IN_CHUNK = 900
-# Little-endian float32, the on-disk form of real-valued codes whatever the host.
-_REAL_DTYPE = np.dtype("<f4")
-
-
-class DatabaseError(RuntimeError):
-    """The database cannot be opened, or a write would break its consistency."""
-
-
-# --------------------------------------------------------------------------- schema
-
-
-class Base(DeclarativeBase):
-    pass
-
-
-def _utcnow() -> datetime:
-    return datetime.now(timezone.utc)
-
-
-class DocumentRecord(Base):
-    """A document (text now, images later) identified by its ``external_id``."""
-
-    __tablename__ = "documents"
-    # AUTOINCREMENT: ids are never reused, so a stale search index cannot
-    # point an old id at a new document.
-    __table_args__ = {"sqlite_autoincrement": True}
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    external_id: Mapped[str] = mapped_column(String(512), unique=True, index=True)
-    kind: Mapped[str] = mapped_column(String(32), default="text", server_default="text", index=True)
-    source: Mapped[str | None] = mapped_column(String(1024))
-    title: Mapped[str | None] = mapped_column(Text)
-    label: Mapped[str | None] = mapped_column(String(255))
-    text: Mapped[str | None] = mapped_column(Text)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_utcnow)
-    # JSON list of all labels when there are several (see the module docstring); last, since
-    # ALTER TABLE ADD COLUMN puts it there in databases that predate it.
-    labels: Mapped[str | None] = mapped_column(Text)
-
-
-class ModelRecord(Base):
-    """A trained model: its weights (opaque bytes), config and vocabulary."""
-
-    __tablename__ = "models"
-    __table_args__ = (
-        CheckConstraint("kind IN ('binary', 'real')", name="ck_models_kind"),
-        CheckConstraint("n_dims > 0", name="ck_models_n_dims"),
-        {"sqlite_autoincrement": True},  # a replaced model gets a fresh id
-    )
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    name: Mapped[str] = mapped_column(String(255), unique=True)
-    kind: Mapped[str] = mapped_column(String(16))
-    n_dims: Mapped[int] = mapped_column(Integer)
-    config: Mapped[str] = mapped_column(Text)  # JSON
-    weights: Mapped[bytes] = mapped_column(LargeBinary)
-    vocabulary: Mapped[str | None] = mapped_column(Text)  # JSON
-    # No longer written: the count of code writes moved to the meta table (key
-    # "codes_revision/<model id>"; updating this row rewrote the weights blob). Kept so
-    # that databases made by earlier versions keep their schema.
-    codes_revision: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_utcnow)
-
-
-class CodeRecord(Base):
-    """The code of one document under one model."""
-
-    __tablename__ = "codes"
-    __table_args__ = (
-        # Cascading deletes from documents look codes up by document.
-        Index("ix_codes_document_id", "document_id"),
-        # Clustered on the key: one model's codes lie together, sorted by document,
-        # which is exactly how get_codes reads them.
-        {"sqlite_with_rowid": False},
-    )
-
-    # Key order (model_id, document_id); the key is the pair (document, model).
-    model_id: Mapped[int] = mapped_column(
-        ForeignKey("models.id", ondelete="CASCADE"), primary_key=True
-    )
-    document_id: Mapped[int] = mapped_column(
-        ForeignKey("documents.id", ondelete="CASCADE"), primary_key=True
-    )
-    code: Mapped[bytes] = mapped_column(LargeBinary)
-
-
-class MetaRecord(Base):
-    """Key/value facts about the database itself, e.g. ``schema_version``."""
-
-    __tablename__ = "meta"
-
-    key: Mapped[str] = mapped_column(String(64), primary_key=True)
-    value: Mapped[str] = mapped_column(Text)
-
-
-_documents = DocumentRecord.__table__
-_models = ModelRecord.__table__
-_codes = CodeRecord.__table__
-_meta = MetaRecord.__table__
-
-
-# --------------------------------------------------------------------------- rows
-
-
-@dataclass(frozen=True)
-class DocumentRow:
-    """A stored document, as returned by :class:`Database`.
-
-    ``labels`` are all its labels, ``label`` the first of them; when not given, ``labels``
-    is ``(label,)`` (or ``()`` without a label).
-    """
-
-    id: int
-    external_id: str
-    kind: str
-    source: str | None
-    title: str | None
-    label: str | None
-    text: str | None
-    labels: tuple[str, ...] = ()
-
-    def __post_init__(self) -> None:
-        if not self.labels and self.label is not None:
-            object.__setattr__(self, "labels", (self.label,))
-
-
-@dataclass(frozen=True)
-class ModelRow:
-    """A stored model.
-
-    ``weights`` is ``None`` when the row comes from :meth:`Database.list_models`
-    (or ``get_model(..., with_weights=False)``): listing never loads weight blobs.
-    """
-
-    id: int
-    name: str
-    kind: str
-    n_dims: int
-    config: dict[str, Any]
-    weights: bytes | None
-    vocabulary: dict[str, Any] | None
-    created_at: datetime
-
-    @property
-    def code_dtype(self) -> np.dtype:
-        """dtype of this model's codes: uint8 (packed bits) or float32."""
-        return _code_layout(self.kind, self.n_dims)[0]
-
-    @property
-    def code_width(self) -> int:
-        """Columns of this model's code array: bytes for binary, dimensions for real."""
-        return _code_layout(self.kind, self.n_dims)[1]
-
-
-@dataclass(frozen=True)
-class _ModelHeader:
-    """What storing and reading codes needs of a model (see ``Database._model_header``)."""
-
-    id: int
-    name: str
-    kind: str
-    n_dims: int
-
-
-def _code_layout(kind: str, n_dims: int) -> tuple[np.dtype, int]:
-    if kind == "binary":
-        return np.dtype(np.uint8), n_bytes(n_dims)
-    if kind == "real":
-        return np.dtype(np.float32), n_dims
-    raise DatabaseError(f"unknown model kind {kind!r} (expected one of {MODEL_KINDS})")
-
-
-def _as_utc(value: datetime) -> datetime:
-    # SQLite keeps no time zone; every timestamp here is written in UTC.
-    return value if value.tzinfo is not None else value.replace(tzinfo=timezone.utc)
-
-
-def _chunks(values: Sequence[Any], size: int = _IN_CHUNK) -> Iterator[Sequence[Any]]:
-    for start in range(0, len(values), size):
-        yield values[start : start + size]
-
-
-def _preview(values: Iterable[Any], limit: int = 5) -> str:
-    values = list(values)
-    shown = ", ".join(repr(v) for v in values[:limit])
-    return shown + (f" ... ({len(values)} in all)" if len(values) > limit else "")
-
+SQLITE_BUSY_SECONDS = 60.0
 
 # --------------------------------------------------------------------------- database
 
@@ -270,11 +102,15 @@ class Database:
     (anything containing ``://``). With ``create=False`` a missing file is an error
     instead of a new, empty database. A file that is not a semhash database, or one
     written by a newer semhash (newer schema version), raises :class:`DatabaseError`
-    and is left untouched.
+    and is left untouched. ``index_dir`` is where the derived search files go
+    (:func:`default_index_dir` when not given).
     """
 
-    def __init__(self, url_or_path: str | Path, *, create: bool = True) -> None:
+    def __init__(self, url_or_path: str | Path, *, create: bool = True, index_dir: str | Path | None = None) -> None:
         url_text, self.path = self._resolve(url_or_path)
+        self.index_dir = Path(index_dir) if index_dir is not None else default_index_dir(url_text, self.path)
+        if self.path is not None and self.path.parent.is_dir():
+            remove_leftovers(self.path)
         if self.path is not None:
             if self.path.is_dir():
                 raise DatabaseError(f"{self.path} is a directory, not a database file")
@@ -283,7 +119,9 @@ class Database:
                     raise DatabaseError(f"no database at {self.path}")
                 self.path.parent.mkdir(parents=True, exist_ok=True)
 
-        self._engine: Engine = create_engine(url_text)
+        # Wait for another process's write transaction rather than fail at once.
+        connect_args = {"timeout": SQLITE_BUSY_SECONDS} if url_text.startswith("sqlite") else {}
+        self._engine: Engine = create_engine(url_text, connect_args=connect_args)
         self._local = threading.local()  # the open codes_batch transaction of each thread
         if self._engine.dialect.name == "sqlite":
             # SQLite ignores foreign keys (and so ON DELETE CASCADE) unless asked, per connection.
@@ -298,22 +136,19 @@ class Database:
 
     @staticmethod
     def _resolve(url_or_path: str | Path) -> tuple[str, Path | None]:
+        path = database_file(url_or_path)
         if isinstance(url_or_path, str) and "://" in url_or_path:
-            url = make_url(url_or_path)
-            database = url.database
-            is_file = (
-                url.get_backend_name() == "sqlite"
-                and bool(database)
-                and database != ":memory:"
-                and not database.startswith("file:")
-            )
-            return url_or_path, (Path(database) if is_file else None)
-        path = Path(url_or_path).expanduser()
+            return url_or_path, path
         return f"sqlite:///{path}", path
 
     @property
     def _name(self) -> str:
         return str(self.path) if self.path is not None else self._engine.url.render_as_string()
+
+    @property
+    def location(self) -> str:
+        """The file, or the URL without its password: what reports show."""
+        return str(self.path) if self.path is not None else self._engine.url.render_as_string(hide_password=True)
 
     def _open_schema(self, create: bool) -> None:
         """Check the schema before any write; create it in a fresh database."""
@@ -352,12 +187,37 @@ class Database:
             else:
                 problem = f"unknown schema version {version!r} (expected {SCHEMA_VERSION})"
             raise DatabaseError(f"{self._name} is not a semhash database this version can read: {problem}")
-        missing = ours - tables
+        missing = ours - tables - set(_ADDED_TABLES)
         if missing:
             raise DatabaseError(
                 f"{self._name} is not a valid semhash database: missing tables {_preview(sorted(missing))}"
             )
         self._add_missing_columns(columns)
+        self._add_missing_tables(tables)
+
+    def _add_missing_tables(self, tables: set[str]) -> None:
+        """Create the tables of :data:`_ADDED_TABLES` an older database lacks; move legacy pixels."""
+        added = [Base.metadata.tables[name] for name in _ADDED_TABLES if name not in tables]
+        legacy = None
+        with self._engine.connect() as conn:
+            legacy = conn.execute(select(_models.c.id).where(_models.c.name == _LEGACY_PIXELS_MODEL)).scalar()
+        if not added and legacy is None:
+            return
+        try:
+            with self._engine.begin() as conn:  # one transaction: the move happens whole or not at all
+                Base.metadata.create_all(conn, tables=added)
+                if legacy is not None:
+                    conn.execute(_pixels.insert().from_select(
+                        ["document_id", "data"],
+                        select(_codes.c.document_id, _codes.c.code).where(_codes.c.model_id == legacy)))
+                    conn.execute(delete(_codes).where(_codes.c.model_id == legacy))
+                    conn.execute(delete(_models).where(_models.c.id == legacy))
+                    conn.execute(delete(_meta).where(_meta.c.key == f"codes_revision/{legacy}"))
+        except sa_exc.DatabaseError as err:  # e.g. a read-only file
+            raise DatabaseError(
+                f"{self._name} predates the pixels table and could not be upgraded ({err.orig}); "
+                "open it once with write access"
+            ) from err
 
     def _add_missing_columns(self, columns: dict[str, set[str]]) -> None:
         """Add the columns of :data:`_ADDED_COLUMNS` that an older database lacks, in one transaction."""
@@ -374,8 +234,9 @@ class Database:
                 for statement in statements:
                     conn.execute(text(statement))
         except sa_exc.DatabaseError as err:  # e.g. a read-only file
+            added = ", ".join(_ADDED_FOR[statement.split()[5]] for statement in statements)
             raise DatabaseError(
-                f"{self._name} predates multi-label documents and could not be upgraded "
+                f"{self._name} predates {added} and could not be upgraded "
                 f"({'; '.join(statements)}: {err.orig}); open it once with write access"
             ) from err
 
@@ -598,8 +459,8 @@ class Database:
             "config": _to_json(config, "config"),
             "weights": bytes(weights),
             "vocabulary": None if vocabulary is None else _to_json(vocabulary, "vocabulary"),
-            "codes_revision": 0,
             "created_at": _utcnow(),
+            "weights_sha256": hashlib.sha256(bytes(weights)).hexdigest(),
         }
         try:
             with self._engine.begin() as conn:
@@ -643,6 +504,12 @@ class Database:
         if row is None:
             listing = ", ".join(known) if known else "none stored yet"
             raise KeyError(f"no model {name_or_id!r}; known models: {listing}")
+        checksum = row._mapping.get("weights_sha256")
+        if with_weights and checksum is not None and hashlib.sha256(row._mapping["weights"]).hexdigest() != checksum:
+            raise DatabaseError(
+                f"{self._name}: the weights of model {row._mapping['name']!r} do not match their SHA-256 "
+                "checksum: the database was altered or damaged; rebuild it with `semhash index --overwrite`"
+            )
         return _model_row(row)
 
     def list_models(self) -> list[ModelRow]:
@@ -821,6 +688,70 @@ class Database:
         codes = np.frombuffer(raw, dtype=stored).reshape(len(rows), width)
         return ids, codes.astype(dtype, copy=False)
 
+    def clear(self) -> None:
+        """Delete every document, model, code and fact but the schema's, in one transaction
+        (what rebuilding a collection in place on a server starts with)."""
+        with self._writing() as conn:
+            for table in (_codes, _pixels, _documents, _models):
+                conn.execute(delete(table))
+            conn.execute(delete(_meta).where(_meta.c.key != "schema_version"))
+
+    # ---------------------------------------------------------------- vocabulary
+
+    def save_vocabulary(self, vocabulary: dict[str, Any]) -> None:
+        """Store the collection's vocabulary (JSON), which every text model of it reads."""
+        if not isinstance(vocabulary, dict):
+            raise TypeError(f"vocabulary must be a dict, got {type(vocabulary).__name__}")
+        value = _to_json(vocabulary, "vocabulary")
+        with self._writing() as conn:
+            conn.execute(delete(_meta).where(_meta.c.key == _VOCABULARY_KEY))
+            conn.execute(insert(_meta).values(key=_VOCABULARY_KEY, value=value))
+
+    def get_vocabulary(self) -> dict[str, Any] | None:
+        """The collection's vocabulary; in databases from before it was stored once, the
+        copy stored with the first model that has one. None if there is none."""
+        with self._engine.connect() as conn:
+            raw = conn.execute(select(_meta.c.value).where(_meta.c.key == _VOCABULARY_KEY)).scalar()
+            if raw is None:
+                raw = conn.execute(select(_models.c.vocabulary).where(_models.c.vocabulary.is_not(None))
+                                   .order_by(_models.c.id).limit(1)).scalar()
+        return None if raw is None else json.loads(raw)
+
+    # ---------------------------------------------------------------- pixels
+
+    def put_pixels(self, document_ids: Sequence[int], pixels: np.ndarray) -> None:
+        """Store (or overwrite) the raw pixels of image documents: uint8 ``(n, ...)``, one row each."""
+        ids = _as_id_array(document_ids, "document_ids")
+        pixels = np.ascontiguousarray(pixels)
+        if pixels.dtype != np.uint8 or len(pixels) != len(ids):
+            raise ValueError(f"pixels must be uint8 with one row per document, got {pixels.dtype} {pixels.shape}")
+        rows = [{"document_id": int(i), "data": row.tobytes()} for i, row in zip(ids, pixels.reshape(len(ids), -1))]
+        if not rows:
+            return
+        try:
+            with self._writing() as conn:
+                conn.execute(delete(_pixels).where(_pixels.c.document_id.in_([row["document_id"] for row in rows])))
+                conn.execute(insert(_pixels), rows)
+        except sa_exc.IntegrityError as err:
+            missing = self._missing_document_ids([row["document_id"] for row in rows])
+            raise KeyError(f"no document with id {_preview(missing)}; no pixels were written") from err
+
+    def get_pixels(self, document_ids: Sequence[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """``(ids ascending, uint8 (n, bytes))`` of the stored pixels (of ``document_ids`` that have some)."""
+        base = select(_pixels.c.document_id, _pixels.c.data)
+        with self._engine.connect() as conn:
+            if document_ids is None:
+                rows = conn.execute(base.order_by(_pixels.c.document_id)).all()
+            else:
+                wanted = sorted(set(_as_id_array(document_ids, "document_ids").tolist()))
+                rows = [row for chunk in _chunks(wanted) for row in conn.execute(
+                    base.where(_pixels.c.document_id.in_(chunk)).order_by(_pixels.c.document_id)).all()]
+        ids = np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
+        width = len(rows[0][1]) if rows else 0
+        if any(len(row[1]) != width for row in rows):
+            raise DatabaseError(f"{self._name}: stored pixels differ in size")
+        return ids, np.frombuffer(bytearray().join(row[1] for row in rows), np.uint8).reshape(len(rows), width)
+
     def code_fingerprint(self, model_id: int) -> str:
         """A cheap summary of a model's code set, to tell whether a saved index is stale.
 
@@ -854,7 +785,10 @@ class Database:
 
         Keys: ``documents`` (total), ``documents_by_kind`` ({kind: n}), ``labels``
         (number of distinct labels, over all the labels of every document), ``models``
-        ([{id, name, kind, n_dims, codes}]) and ``file_size`` (bytes of the SQLite file and its WAL, None if not a file).
+        ([{id, name, kind, n_dims, codes, class, layers, code_bytes_per_document}]),
+        ``search_bytes_per_document`` (what the search indexes of all models hold per document),
+        ``pixels`` (images with stored pixels) and ``file_size`` (bytes of the SQLite file and
+        its WAL, None if not a file).
         """
         with self._engine.connect() as conn:
             by_kind = dict(conn.execute(
@@ -885,13 +819,19 @@ class Database:
                     "kind": row.kind,
                     "n_dims": row.n_dims,
                     "codes": int(row.n or 0),
+                    "class": json.loads(row.config).get("class"),
+                    "layers": json.loads(row.config).get("layers"),
+                    "code_bytes_per_document": _code_layout(row.kind, row.n_dims)[1]
+                    * _code_layout(row.kind, row.n_dims)[0].itemsize,
                 }
                 for row in conn.execute(
-                    select(_models.c.id, _models.c.name, _models.c.kind, _models.c.n_dims, code_counts.c.n)
+                    select(_models.c.id, _models.c.name, _models.c.kind, _models.c.n_dims, _models.c.config,
+                           code_counts.c.n)
                     .outerjoin(code_counts, code_counts.c.model_id == _models.c.id)
                     .order_by(_models.c.id)
                 )
             ]
+            pixel_count = int(conn.execute(select(func.count()).select_from(_pixels)).scalar())
         file_size = None
         if self.path is not None:
             file_size = sum(
@@ -904,11 +844,47 @@ class Database:
             "documents_by_kind": {kind: int(n) for kind, n in by_kind.items()},
             "labels": int(n_labels),
             "models": models,
+            # A search index keeps each code and an 8-byte document id in memory.
+            "search_bytes_per_document": sum(model["code_bytes_per_document"] + 8 for model in models),
+            "pixels": pixel_count,
             "file_size": file_size,
         }
 
 
+class UsesDatabase:
+    """Base of the objects that work on one database, opened from a path or URL or given
+    open: they close it when they opened it (``close()``, or a ``with`` block)."""
+
+    def _open(self, database: Database | str | Path) -> Database:
+        self._owns_database = not isinstance(database, Database)
+        return Database(database, create=False) if self._owns_database else database
+
+    def close(self) -> None:
+        if getattr(self, "_owns_database", False):
+            self.db.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+
 # --------------------------------------------------------------------------- helpers
+
+
+def default_index_dir(url_text: str, path: Path | None) -> Path | None:
+    """Where a database's derived search files live unless told: ``<db file>.faiss`` beside a
+    file, a folder of the user's cache named after the URL for a server (so that every
+    process finds them), and nowhere (built in memory) for an in-memory database."""
+    if path is not None:
+        return path.with_name(path.name + ".faiss")
+    url = make_url(url_text)
+    if url.get_backend_name() == "sqlite":
+        return None
+    cache = Path(os.environ.get("SEMHASH_CACHE_DIR") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "semhash")
+    name = hashlib.sha256(url.render_as_string(hide_password=True).encode()).hexdigest()[:16]
+    return cache / "indexes" / f"{url.get_backend_name()}-{name}"
 
 
 def _enable_sqlite_foreign_keys(dbapi_connection: Any, _record: Any) -> None:
@@ -917,138 +893,3 @@ def _enable_sqlite_foreign_keys(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-def _select_documents():
-    return select(
-        _documents.c.id,
-        _documents.c.external_id,
-        _documents.c.kind,
-        _documents.c.source,
-        _documents.c.title,
-        _documents.c.label,
-        _documents.c.text,
-        _documents.c.labels,
-    )
-
-
-def _document_row(row: Any) -> DocumentRow:
-    return DocumentRow(
-        id=int(row.id),
-        external_id=row.external_id,
-        kind=row.kind,
-        source=row.source,
-        title=row.title,
-        label=row.label,
-        text=row.text,
-        labels=tuple(json.loads(row.labels)) if row.labels is not None else (),
-    )
-
-
-def _model_row(row: Any) -> ModelRow:
-    mapping = row._mapping
-    vocabulary = mapping["vocabulary"]
-    return ModelRow(
-        id=int(mapping["id"]),
-        name=mapping["name"],
-        kind=mapping["kind"],
-        n_dims=int(mapping["n_dims"]),
-        config=json.loads(mapping["config"]),
-        weights=mapping.get("weights"),
-        vocabulary=None if vocabulary is None else json.loads(vocabulary),
-        created_at=_as_utc(mapping["created_at"]),
-    )
-
-
-def _document_values(doc: dict[str, Any] | object, position: int) -> dict[str, Any]:
-    """Validated column values of one input document (dict or object)."""
-    if isinstance(doc, dict):
-        get = doc.get
-    else:
-        def get(field: str, default: Any = None) -> Any:
-            return getattr(doc, field, default)
-
-    external_id = get("external_id")
-    if not isinstance(external_id, str) or not external_id:
-        raise ValueError(
-            f"documents[{position}]: external_id must be a non-empty string, got {external_id!r}"
-        )
-    values: dict[str, Any] = {"external_id": external_id}
-    for field in ("source", "title", "label", "text"):
-        value = get(field)
-        if value is not None and not isinstance(value, str):
-            raise ValueError(
-                f"documents[{position}] ({external_id!r}): {field} must be a string or None, "
-                f"got {type(value).__name__}"
-            )
-        values[field] = value
-    values["label"], values["labels"] = _label_values(get("label"), get("labels"), position, external_id)
-    kind = get("kind") or "text"
-    if not isinstance(kind, str):
-        raise ValueError(f"documents[{position}] ({external_id!r}): kind must be a string, got {kind!r}")
-    values["kind"] = kind
-    return values
-
-
-def _label_values(label: str | None, labels: Any, position: int, external_id: str) -> tuple[str | None, str | None]:
-    """The ``label`` and ``labels`` columns of a document: its first label, and the JSON list of
-    all of them when there are several."""
-    where = f"documents[{position}] ({external_id!r})"
-    if labels is not None and not (
-        isinstance(labels, (list, tuple)) and all(isinstance(value, str) and value for value in labels)
-    ):
-        raise ValueError(f"{where}: labels must be a list of non-empty strings or None, got {labels!r}")
-    if not labels:
-        return label, None
-    labels = list(labels)
-    if len(set(labels)) < len(labels):
-        raise ValueError(f"{where}: labels repeat a label: {labels!r}")
-    if label is not None and label != labels[0]:
-        raise ValueError(f"{where}: label {label!r} must be the first of labels {labels!r}")
-    return labels[0], (_to_json(labels, "labels") if len(labels) > 1 else None)
-
-
-def _as_id(value: Any, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{what} must be an integer, got {value!r}")
-    return int(value)
-
-
-def _as_id_array(values: Sequence[int] | np.ndarray, what: str) -> np.ndarray:
-    array = np.asarray(values)
-    if array.ndim != 1:
-        raise ValueError(f"{what} must be one-dimensional, got shape {array.shape}")
-    if array.size == 0:
-        return array.astype(np.int64)
-    if not np.issubdtype(array.dtype, np.integer):
-        raise ValueError(f"{what} must be integers, got dtype {array.dtype}")
-    return array.astype(np.int64, copy=False)
-
-
-def _code_blobs(model: ModelRow | _ModelHeader, ids: np.ndarray, codes: np.ndarray) -> list[bytes]:
-    """Validate ``codes`` against the model and split it into one blob per row."""
-    dtype, width = _code_layout(model.kind, model.n_dims)
-    codes = np.asarray(codes)
-    if codes.dtype != dtype:
-        raise ValueError(
-            f"model {model.name!r} ({model.kind}, {model.n_dims} dims) needs {dtype} codes, got {codes.dtype}"
-        )
-    expected = (len(ids), width)
-    if codes.shape != expected:
-        unit = "bytes of packed bits" if model.kind == "binary" else "dimensions"
-        raise ValueError(
-            f"model {model.name!r} needs codes of shape {expected} "
-            f"({len(ids)} documents x {width} {unit}), got {codes.shape}"
-        )
-    if model.kind == "real":
-        if not np.isfinite(codes).all():
-            raise ValueError(f"codes for model {model.name!r} contain NaN or infinity")
-        codes = codes.astype(_REAL_DTYPE, copy=False)
-    data = np.ascontiguousarray(codes).tobytes()
-    row_bytes = width * dtype.itemsize
-    return [data[i : i + row_bytes] for i in range(0, len(data), row_bytes)]
-
-
-def _to_json(value: Any, what: str) -> str:
-    try:
-        return json.dumps(value, ensure_ascii=False, allow_nan=False)
-    except (TypeError, ValueError) as err:
-        raise ValueError(f"{what} must be JSON-serializable: {err}") from err

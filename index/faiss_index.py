@@ -3,40 +3,31 @@
 * :class:`BinaryCodeIndex`: exact Hamming search over packed binary codes;
 * :class:`RealCodeIndex`: exact Euclidean search over real-valued codes.
 
-Both map FAISS rows to database document ids. An index file is only a cache: it is
-saved next to a JSON *sidecar* holding the database's code fingerprint (see
-:meth:`semhash.index.database.Database.code_fingerprint`) and a checksum of the index file.
-:func:`load_or_build` uses a file only when both still match, and otherwise rebuilds
-it from the database, which is the source of truth.
-
-Files are written atomically (temporary file in the same directory, then
-``os.replace``), index first and sidecar last, so a crash leaves either the old pair,
-or a new index with the old sidecar, which the checksum exposes and which is rebuilt.
-Nothing is pickled: FAISS writes its own format.
+Both map FAISS rows to database document ids. An index file is only a cache of the
+database's codes (:data:`INDEX_CACHE`, a :class:`semhash.index.cache.CacheFile`): saved
+atomically beside a JSON sidecar with the code fingerprint and the file's checksum,
+used by :func:`load_or_build` only while both still match, and otherwise rebuilt from
+the database, which is the source of truth. Nothing is pickled: FAISS writes its own
+format.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import re
-import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 import faiss
 import numpy as np
 
-from semhash.files import atomic_write_bytes
+# IndexFileError stays importable from here: callers catch it from this module.
+from semhash.index.cache import CacheFile, IndexFileError, cache_dir  # noqa: F401
 
 if TYPE_CHECKING:
     from semhash.index.database import Database
 
 SIDECAR_FORMAT = 1
-
-
-class IndexFileError(RuntimeError):
-    """A saved index file is corrupt, or does not match its sidecar."""
 
 
 class _CodeIndex:
@@ -233,110 +224,43 @@ def _as_ids(ids: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------- files
 
 
-REBUILD_ADVICE = "delete it, it will be rebuilt from the database"
+def _dump_index(index: CodeIndex) -> tuple[bytes, dict]:
+    if not isinstance(index, _CodeIndex):
+        raise TypeError(f"expected a BinaryCodeIndex or RealCodeIndex, got {type(index).__name__}")
+    return index._serialize().tobytes(), {"kind": index.kind, "dims": index.dims, "ntotal": index.ntotal,
+                                          "faiss_version": faiss.__version__}
 
 
-def sidecar_path(path: Path) -> Path:
-    """The JSON metadata file saved with a cache file: ``<path>.json``."""
-    path = Path(path)
-    return path.with_name(path.name + ".json")
-
-
-def cache_dir(db: Database, index_dir: Path | None = None) -> Path | None:
-    """Where a database's derived files live: ``index_dir``, else ``<db file>.faiss``;
-    None for a database that is not a file."""
-    if index_dir is not None:
-        return Path(index_dir)
-    return None if db.path is None else db.path.with_name(db.path.name + ".faiss")
-
-
-# Every derived file (FAISS index, address table, recall memory) is saved the same way:
-# the file first, then a JSON sidecar recording what it was built from and its SHA-256,
-# each written atomically. A crash between the two leaves a checksum that exposes it.
-def write_with_sidecar(path: Path, data: bytes, meta: dict) -> None:
-    """Write ``data`` to ``path`` and ``meta`` (plus the data's SHA-256) to its sidecar."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    meta = {**meta, "sha256": hashlib.sha256(data).hexdigest()}
-    atomic_write_bytes(path, data)
-    atomic_write_bytes(sidecar_path(path), json.dumps(meta, indent=2).encode() + b"\n")
-
-
-def read_sidecar(path: Path, what: str, required: tuple[str, ...], error: type = None) -> dict | None:
-    """The sidecar of ``path``, or None when the file or its sidecar is missing (nothing
-    says what the file was built from). An unreadable sidecar, or one without the
-    ``required`` keys, raises ``error`` (default :class:`IndexFileError`)."""
-    path, error = Path(path), error or IndexFileError
-    meta_path = sidecar_path(path)
-    if not path.is_file() or not meta_path.is_file():
-        return None
+def _parse_index(data: bytes, meta: dict) -> CodeIndex:
+    kind, dims, ntotal = meta["kind"], int(meta["dims"]), int(meta["ntotal"])
+    if kind not in ("binary", "real"):
+        raise ValueError(f"its sidecar names an unknown kind {kind!r}")
+    if kind == "binary":
+        deserialize, cls, expected_type = faiss.deserialize_index_binary, BinaryCodeIndex, faiss.IndexBinaryIDMap2
+    else:
+        deserialize, cls, expected_type = faiss.deserialize_index, RealCodeIndex, faiss.IndexIDMap2
     try:
-        meta = json.loads(meta_path.read_text())
-        missing = [key for key in ("fingerprint", "sha256", *required) if key not in meta]
-        if missing:
-            raise KeyError(", ".join(missing))
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
-        raise error(f"{what} sidecar {meta_path} is unreadable ({err}); {REBUILD_ADVICE}") from err
-    return meta
+        raw = deserialize(np.frombuffer(data, dtype=np.uint8))
+    except RuntimeError as err:  # FAISS's own parse error
+        raise ValueError(str(err)) from err
+    if not isinstance(raw, expected_type) or raw.d != dims or raw.ntotal != ntotal:
+        raise ValueError(f"it holds {type(raw).__name__} (d={raw.d}, ntotal={raw.ntotal}), but its sidecar says "
+                         f"a {kind} index with dims={dims}, ntotal={ntotal}")
+    index = cls.__new__(cls)
+    _CodeIndex.__init__(index, raw)
+    return index
 
 
-def load_or_rebuild(path: Path | None, load: Callable[[Path], Any], build: Callable[[], Any],
-                    save: Callable[[Any, Path], None], what: str):
-    """The life of a derived file (address table, cell index): ``load(path)`` when it is
-    up to date (it returns None for a missing or stale file; a corrupt one warns and is
-    rebuilt); else ``build()`` and ``save`` the result, where a failed save warns and the
-    built object is used from memory. ``path`` None: build, never save."""
-    if path is not None:
-        try:
-            loaded = load(path)
-        except IndexFileError as err:
-            warnings.warn(f"{err} -- rebuilding it now", RuntimeWarning, stacklevel=3)
-            loaded = None
-        if loaded is not None:
-            return loaded
-    built = build()
-    if path is not None:
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            save(built, path)
-        except OSError as err:
-            warnings.warn(f"could not save the {what} to {path} ({err}); using it from memory",
-                          RuntimeWarning, stacklevel=3)
-    return built
-
-
-def read_verified(path: Path, meta: dict, what: str, error: type = None) -> bytes:
-    """The bytes of ``path``, checked against the SHA-256 in its sidecar ``meta`` before
-    anything parses them."""
-    data = Path(path).read_bytes()
-    if hashlib.sha256(data).hexdigest() != meta["sha256"]:
-        raise (error or IndexFileError)(
-            f"{what} file {path} does not match its sidecar (checksum differs: damaged, "
-            f"truncated or from an interrupted save); {REBUILD_ADVICE}"
-        )
-    return data
+# The sidecar records the database fingerprint, kind, dims, ntotal, the FAISS version and
+# the file's SHA-256; FAISS writes the file in its own format.
+INDEX_CACHE: CacheFile[CodeIndex] = CacheFile("index", _dump_index, _parse_index,
+                                              required=("kind", "dims", "ntotal"), version=SIDECAR_FORMAT)
 
 
 def save_index(index: CodeIndex, path: Path, fingerprint: str) -> None:
-    """Save an index and its sidecar atomically (index file first, sidecar last).
-
-    The sidecar records ``fingerprint`` (the database state the index was built
-    from), kind, dims, ntotal, the FAISS version and the index file's SHA-256.
-    """
-    if not isinstance(index, _CodeIndex):
-        raise TypeError(f"expected a BinaryCodeIndex or RealCodeIndex, got {type(index).__name__}")
-    write_with_sidecar(
-        path,
-        index._serialize().tobytes(),
-        {
-            "format": SIDECAR_FORMAT,
-            "fingerprint": fingerprint,
-            "kind": index.kind,
-            "dims": index.dims,
-            "ntotal": index.ntotal,
-            "faiss_version": faiss.__version__,
-        },
-    )
+    """Save an index and its sidecar atomically (index file first, sidecar last), the
+    sidecar recording ``fingerprint``: the database state the index was built from."""
+    INDEX_CACHE.save(index, path, fingerprint)
 
 
 def load_index(path: Path, expected_fingerprint: str | None = None) -> CodeIndex | None:
@@ -346,39 +270,7 @@ def load_index(path: Path, expected_fingerprint: str | None = None) -> CodeIndex
     ``expected_fingerprint`` (when given). A corrupt index or sidecar (truncated,
     garbage, checksum mismatch) raises :class:`IndexFileError`.
     """
-    meta = read_sidecar(path, "index", required=("kind", "dims", "ntotal"))
-    if meta is None:
-        return None
-    advice = REBUILD_ADVICE
-    kind, fingerprint = meta["kind"], meta["fingerprint"]
-    try:
-        dims, ntotal = int(meta["dims"]), int(meta["ntotal"])
-    except (TypeError, ValueError) as err:
-        raise IndexFileError(f"index sidecar {sidecar_path(path)} is unreadable ({err}); {advice}") from err
-    if kind not in ("binary", "real"):
-        raise IndexFileError(f"index sidecar {sidecar_path(path)} names an unknown kind {kind!r}; {advice}")
-    if expected_fingerprint is not None and fingerprint != expected_fingerprint:
-        return None
-    data = read_verified(path, meta, "index")
-    buffer = np.frombuffer(data, dtype=np.uint8)
-    try:
-        if kind == "binary":
-            raw = faiss.deserialize_index_binary(buffer)
-            index: CodeIndex = BinaryCodeIndex.__new__(BinaryCodeIndex)
-            expected_type = faiss.IndexBinaryIDMap2
-        else:
-            raw = faiss.deserialize_index(buffer)
-            index = RealCodeIndex.__new__(RealCodeIndex)
-            expected_type = faiss.IndexIDMap2
-    except RuntimeError as err:
-        raise IndexFileError(f"index file {path} is corrupt ({err}); {advice}") from err
-    if not isinstance(raw, expected_type) or raw.d != dims or raw.ntotal != ntotal:
-        raise IndexFileError(
-            f"index file {path} holds {type(raw).__name__} (d={raw.d}, ntotal={raw.ntotal}), "
-            f"but its sidecar says a {kind} index with dims={dims}, ntotal={ntotal}; {advice}"
-        )
-    _CodeIndex.__init__(index, raw)
-    return index
+    return INDEX_CACHE.load(path, expected_fingerprint)
 
 
 def default_index_path(db: Database, model_name: str, index_dir: Path | None = None) -> Path | None:
@@ -400,41 +292,17 @@ def load_or_build(db: Database, model_name_or_id: str | int, index_dir: Path | N
     the in-memory index is returned: search still works.
     """
     model = db.get_model(model_name_or_id, with_weights=False)
-    # Fingerprint first, codes second: if codes change in between, the saved
-    # fingerprint is the older one and the next load rebuilds. Never the reverse.
-    fingerprint = db.code_fingerprint(model.id)
-    path = default_index_path(db, model.name, index_dir)
+    dims = _index_dims(model.kind, model.n_dims)
 
-    if path is not None:
-        try:
-            loaded = load_index(path, expected_fingerprint=fingerprint)
-        except IndexFileError as err:
-            warnings.warn(f"{err} -- rebuilding it now", RuntimeWarning, stacklevel=2)
-            loaded = None
-        expected = (model.kind, _index_dims(model.kind, model.n_dims))
-        if loaded is not None and (loaded.kind, loaded.dims) == expected:
-            return loaded
+    def build() -> CodeIndex:
+        ids, codes = db.get_codes(model.id)
+        index = BinaryCodeIndex(dims) if model.kind == "binary" else RealCodeIndex(dims)
+        index.add(ids, codes)
+        return index
 
-    ids, codes = db.get_codes(model.id)
-    index: CodeIndex
-    if model.kind == "binary":
-        index = BinaryCodeIndex(_index_dims("binary", model.n_dims))
-    else:
-        index = RealCodeIndex(model.n_dims)
-    index.add(ids, codes)
-
-    if path is not None:
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            save_index(index, path, fingerprint)
-        except OSError as err:
-            warnings.warn(
-                f"could not save the index of model {model.name!r} to {path} ({err}); "
-                "using it from memory, it will be rebuilt next time",
-                RuntimeWarning,
-                stacklevel=2,
-            )
-    return index
+    fingerprint = db.code_fingerprint(model.id)  # before build() reads the codes (see CacheFile.load_or_build)
+    return INDEX_CACHE.load_or_build(default_index_path(db, model.name, index_dir), fingerprint, build,
+                                     name=f"index of model {model.name!r}", kind=model.kind, dims=dims)
 
 
 def _index_dims(kind: str, n_dims: int) -> int:

@@ -8,8 +8,8 @@ them without importing each other:
 * ``address``: short binary codes (20-32 bits) used as memory addresses;
 * ``map``: real low-dimensional codes, for maps and Euclidean search.
 
-Text collections also store their vocabulary (a :class:`~semhash.vectorize.WordCounter`),
-which turns a query into the word counts every text model reads.
+Text collections also store their vocabulary once (a :class:`~semhash.vectorize.WordCounter`),
+which turns a query into the word counts every text model of the collection reads.
 """
 
 from __future__ import annotations
@@ -43,9 +43,6 @@ class Collection:
 TEXT = Collection(kind="text", long="hasher", address="address", map="map", radius=2)
 # Radius chosen on validation queries at a million images (benchmarks/image_search_speed.py).
 IMAGES = Collection(kind="image", long="image-hasher", address="image-address", map="image-map", radius=3)
-# Raw 32x32 pixels of stored images, kept as a binary "model" whose codes are the pixels,
-# so results can be drawn whatever the source was. Never searched.
-PIXELS_MODEL = "image-pixels"
 
 
 def collection_of(db: Database) -> Collection:
@@ -69,14 +66,13 @@ def model_summary(model: DeepCodeModel) -> dict:
     }
 
 
-def save_model(db: Database, name: str, model: DeepCodeModel, *, vocabulary: WordCounter | None = None,
-               replace: bool = False, **facts) -> int:
-    """Store a trained model under ``name`` with its config (and vocabulary); its id."""
+def save_model(db: Database, name: str, model: DeepCodeModel, *, replace: bool = False, **facts) -> int:
+    """Store a trained model under ``name`` with its config (its summary and ``facts``); its id."""
     return db.save_model(
         name, model_kind(model), model.code_size,
         config={**model_summary(model), **facts},
         weights=model.to_bytes(),
-        vocabulary=None if vocabulary is None else vocabulary.to_dict(),
+        vocabulary=None,
         replace=replace,
     )
 
@@ -85,28 +81,30 @@ def save_model(db: Database, name: str, model: DeepCodeModel, *, vocabulary: Wor
 class StoredModel:
     model: DeepCodeModel
     id: int
-    vocabulary: WordCounter | None
 
 
 def load_model(db: Database, name: str) -> StoredModel:
-    """A stored model (KeyError naming the known ones if absent), its id and vocabulary."""
+    """A stored model (KeyError naming the known ones if absent) and its id."""
     # Imported here so that the model names above cost no torch import. Importing the
     # model modules registers their classes in MODEL_CLASSES.
     import semhash.hasher, semhash.image_hasher, semhash.image_map, semhash.topic_map  # noqa: E401, F401
     from semhash.estimator import MODEL_CLASSES, DeepCodeModel
-    from semhash.vectorize import WordCounter
 
     row = db.get_model(name)
     model_class = MODEL_CLASSES.get(row.config.get("class", ""), DeepCodeModel)
-    vocabulary = None if row.vocabulary is None else WordCounter.from_dict(row.vocabulary)
-    return StoredModel(model_class.from_bytes(row.weights), row.id, vocabulary)
+    return StoredModel(model_class.from_bytes(row.weights), row.id)
 
 
-def load_vocabulary(db: Database, name: str = TEXT.long) -> WordCounter:
-    """The vocabulary that turns text into the word counts of model ``name``."""
+def save_vocabulary(db: Database, vocabulary: WordCounter) -> None:
+    """Store a text collection's vocabulary (once, for all its models)."""
+    db.save_vocabulary(vocabulary.to_dict())
+
+
+def load_vocabulary(db: Database) -> WordCounter:
+    """The vocabulary that turns text into the word counts of the collection's models."""
     from semhash.vectorize import WordCounter
 
-    row = db.get_model(name, with_weights=False)
-    if row.vocabulary is None:
-        raise DatabaseError(f"model {name!r} has no stored vocabulary, so it cannot encode text")
-    return WordCounter.from_dict(row.vocabulary)
+    vocabulary = db.get_vocabulary()
+    if vocabulary is None:
+        raise DatabaseError(f"{db!r} has no stored vocabulary, so it cannot encode text")
+    return WordCounter.from_dict(vocabulary)

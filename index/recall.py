@@ -29,46 +29,38 @@ the number of ones in the question (1: every unit of the question reaches the wh
 address, e.g. a document's own code).
 
 Why words. Semantic codes are made to be alike for documents on the same topic, so a
-fragment's code lands among its topic's documents, not on its own document: from half of
-a post's words, Hamming search over 128-bit codes finds the post 30% of the time. The
+fragment's code lands among its topic's documents, not on its own document. The
 fragment's words are a *subset* of the post's words -- exactly the partial question a
-Willshaw memory completes -- and with them the memory finds it 92% of the time, while a
-damaged code alone is recalled as well as by Hamming search (test split of
-``benchmarks/document_recall.py``, ``benchmarks/results/document_recall.md``).
+Willshaw memory completes -- so with word units the memory finds the post itself far
+more often than Hamming search does, while a damaged code alone is recalled as well as
+by Hamming search (``benchmarks/document_recall.py``; figures in
+``benchmarks/results/document_recall.md``).
 
 Why hetero-association (and not an auto-associative memory of codes followed by a
 nearest-stored-code search): the answer is the document itself, with no second search
-over the stored codes, and the auto-associative clean-up measured much worse (validation
-mean expected recall@1 0.218 with 4-bit blocks, against 0.493 for the hetero memory of
-the codes alone and 0.494 for Hamming search): the soft threshold over a damaged,
-correlated code pattern lands on a mixture of stored codes.
+over the stored codes; the auto-associative clean-up measured much worse on validation,
+as the soft threshold over a damaged, correlated code pattern lands on a mixture of
+stored codes.
 
 Block size, word weight and address space. Smaller blocks make the block-overlap score
 closer to the Hamming similarity (``block_bits=1``: exactly ``n_bits`` minus the Hamming
 distance), so damaged codes are recalled as Hamming search recalls them; larger blocks
 are the classical sparse Willshaw regime but treat a block with one wrong bit as wholly
-wrong. :data:`DEFAULT_BLOCK_BITS` = 1, :data:`DEFAULT_UNITS_PER_WORD` = 1 and
-:data:`DEFAULT_CAPACITY_RATIO` = 32 were chosen on a validation split of 20 Newsgroups
-(200 posts, 128-bit codes; ``benchmarks/document_recall.py``): the best mean expected
-recall@1 over the seven damage levels (0.749; 2-bit blocks 0.735; 16x capacity 0.725;
-codes alone 0.493; Hamming search 0.494) among the memories that stay within 2.5 points
-of Hamming search at every level. Two units per word score higher on fragments (mean
-0.798; half of the words 0.955) but their extra cross-talk costs damaged codes (20% of
-the bits flipped: 4.7 points below Hamming search), so they are an option
-(``units_per_word=2``), not the default at 128 bits. With 256-bit codes (``semhash index
---bits 256``) a damaged code is further from other posts' codes, and the same rule chose
-2-bit blocks with two units a word (:data:`LONG_CODE_DEFAULTS`; validation mean 0.839),
-which on the test posts recalls 95.8% of posts from half of their words and 96.9% from
-their code with 10% of the bits flipped (``results/document_recall.b256.md``).
+wrong. :data:`DEFAULT_BLOCK_BITS`, :data:`DEFAULT_UNITS_PER_WORD` and
+:data:`DEFAULT_CAPACITY_RATIO` were chosen on a validation split of 20 Newsgroups
+(``benchmarks/document_recall.py``): the best mean expected recall@1 over seven damage
+levels among the memories that stay within 2.5 points of Hamming search at every level.
+Two units per word score higher on fragments but cost damaged codes, so they are an
+option (``units_per_word=2``), not the default at 128 bits. With 256-bit codes a damaged
+code is further from other posts' codes, and the same rule chose 2-bit blocks with two
+units a word (:data:`LONG_CODE_DEFAULTS`).
 
-The price is size: with 128-bit codes and a 2,000-word vocabulary the address space has
-~31 units per document and the packed matrix ~8.6 kB per document (98 MB for 11,314
-posts; the codes alone, ``words=False``, take 5.9 kB); the 256-bit memory takes 11 kB
-per document.
+The price is size: the address space has tens of units per document, and the packed
+matrix a few kB per document (``benchmarks/results/document_recall.md``).
 
 The memory is a derived cache of the database's codes, saved as ``<db>.faiss/recall.npz``
-with a JSON sidecar (code fingerprint, configuration, SHA-256), written atomically with
-the helpers of :mod:`semhash.index.faiss_index`, and rebuilt whenever the codes change.
+with a JSON sidecar (code fingerprint, configuration, SHA-256), written atomically by
+:mod:`semhash.index.cache`, and rebuilt whenever the codes or the configuration change.
 """
 
 from __future__ import annotations
@@ -77,15 +69,14 @@ import io
 import json
 import math
 import os
-import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import scipy.sparse as sp
 
-from semhash.index.database import Database
-from semhash.index.faiss_index import REBUILD_ADVICE, cache_dir, read_sidecar, read_verified, write_with_sidecar
+from semhash.index.database import Database, UsesDatabase
+from semhash.index.cache import CacheFile, cache_dir
 from semhash.index.models import TEXT, load_vocabulary
 from semhash.index.search import QueryError, SearchEngine, snippet
 from semhash.codes import from_hex, hamming_distances
@@ -405,10 +396,19 @@ def default_recall_path(db: Database) -> Path | None:
     return None if folder is None else folder / RECALL_FILE
 
 
+def _dump_memory(memory: CodeMemory) -> tuple[bytes, dict]:
+    return memory.to_bytes(), {"config": memory.config(), "documents": len(memory.ids)}
+
+
+# The sidecar records the fingerprint and the configuration: a memory of another
+# configuration is stale, like one of other codes.
+MEMORY_CACHE: CacheFile[CodeMemory] = CacheFile("recall", _dump_memory, lambda data, meta: CodeMemory.from_bytes(data),
+                                                required=("config",), error=RecallFileError)
+
+
 def save_memory(memory: CodeMemory, path: Path, fingerprint: str) -> None:
     """Memory file first, sidecar (fingerprint, configuration, SHA-256) last, both atomic."""
-    meta = {"format": 1, "fingerprint": fingerprint, "config": memory.config(), "documents": len(memory.ids)}
-    write_with_sidecar(path, memory.to_bytes(), meta)
+    MEMORY_CACHE.save(memory, path, fingerprint)
 
 
 def load_memory(path: Path, fingerprint: str | None = None, config: dict | None = None) -> CodeMemory | None:
@@ -416,20 +416,7 @@ def load_memory(path: Path, fingerprint: str | None = None, config: dict | None 
 
     A damaged file (checksum mismatch, unreadable) raises :class:`RecallFileError`.
     """
-    path = Path(path)
-    meta = read_sidecar(path, "recall", required=("config",), error=RecallFileError)
-    if meta is None:
-        return None
-    advice = REBUILD_ADVICE
-    if fingerprint is not None and meta["fingerprint"] != fingerprint:
-        return None
-    if config is not None and meta["config"] != config:
-        return None
-    data = read_verified(path, meta, "recall", error=RecallFileError)
-    try:
-        return CodeMemory.from_bytes(data)
-    except (ValueError, KeyError, OSError) as err:
-        raise RecallFileError(f"recall file {path} is corrupt ({err}); {advice}") from err
+    return MEMORY_CACHE.load(path, fingerprint, config=config)
 
 
 def load_or_build_memory(
@@ -450,40 +437,29 @@ def load_or_build_memory(
     if model.kind != "binary":
         raise QueryError(f"model {model_name!r} has {model.kind} codes; recall needs binary codes")
     if words and vocabulary is None:
-        vocabulary = load_vocabulary(db, model_name)
+        vocabulary = load_vocabulary(db)
     options = default_options(model.n_dims, words) | options
     options["n_words"] = len(vocabulary.words_) if words else 0
     built = CodeMemory(model.n_dims, **options)
     # Fingerprint before codes: if codes change in between, the next load rebuilds.
     fingerprint = db.code_fingerprint(model.id)
+
+    def build() -> CodeMemory:
+        ids, codes = db.get_codes(model.id)
+        counts = None
+        if words:
+            texts = {doc.id: doc.text or "" for doc in db.get_documents(ids.tolist())}
+            counts = vocabulary.transform([texts[i] for i in ids.tolist()])
+        return built.fit(ids, codes, counts)
+
     path = default_recall_path(db) if path is None else Path(path)
-    if path is not None:
-        try:
-            loaded = load_memory(path, fingerprint, built.config())
-        except RecallFileError as err:
-            warnings.warn(f"{err} -- rebuilding it now", RuntimeWarning, stacklevel=2)
-            loaded = None
-        if loaded is not None:
-            return loaded
-    ids, codes = db.get_codes(model.id)
-    counts = None
-    if words:
-        texts = {doc.id: doc.text or "" for doc in db.get_documents(ids.tolist())}
-        counts = vocabulary.transform([texts[i] for i in ids.tolist()])
-    built.fit(ids, codes, counts)
-    if path is not None:
-        try:
-            save_memory(built, path, fingerprint)
-        except OSError as err:
-            warnings.warn(f"could not save the recall memory to {path} ({err}); it will be rebuilt next time",
-                          RuntimeWarning, stacklevel=2)
-    return built
+    return MEMORY_CACHE.load_or_build(path, fingerprint, build, name="recall memory", config=built.config())
 
 
 # --------------------------------------------------------------------------- database
 
 
-class DocumentMemory:
+class DocumentMemory(UsesDatabase):
     """Content-addressable recall over one database's stored binary codes.
 
     >>> memory = DocumentMemory("news.db")                        # doctest: +SKIP
@@ -493,7 +469,7 @@ class DocumentMemory:
 
     def __init__(self, database: Database | str | os.PathLike, *, model_name: str = TEXT.long,
                  path: Path | None = None, words: bool = True, **options) -> None:
-        self.db = database if isinstance(database, Database) else Database(database, create=False)
+        self.db = self._open(database)
         self.model_name = model_name
         self.engine = SearchEngine(self.db)
         vocabulary = self.engine.vocabulary if words else None

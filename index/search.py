@@ -36,7 +36,7 @@ from semhash.baselines import TfidfCosine
 from semhash.codes import from_hex
 from semhash.index.address import DEFAULT_MAX_CANDIDATES, AddressResult, load_or_build_address
 from semhash.index.cells import load_or_build_cells
-from semhash.index.database import Database, DocumentRow
+from semhash.index.database import Database, DocumentRow, UsesDatabase
 from semhash.index.faiss_index import load_or_build
 from semhash.index.models import TEXT, Collection, StoredModel, collection_of, load_model, load_vocabulary
 
@@ -111,12 +111,12 @@ class Hit:
         return asdict(self)
 
 
-class SearchEngine:
+class SearchEngine(UsesDatabase):
     """Search one database. Models and indexes are loaded on first use and kept."""
 
     def __init__(self, database: Database | str | os.PathLike, collection: Collection | None = None,
                  defaults: SearchOptions | None = None):
-        self.db = database if isinstance(database, Database) else Database(database, create=False)
+        self.db = self._open(database)
         self.collection = collection or collection_of(self.db)
         self.defaults = defaults or SearchOptions()
         self._models: dict[str, StoredModel] = {}
@@ -262,7 +262,7 @@ class SearchEngine:
     def vocabulary(self):
         if self.collection.kind != TEXT.kind:
             raise QueryError("an image collection has no vocabulary: query it with an image")
-        return load_vocabulary(self.db, self.collection.long)
+        return load_vocabulary(self.db)
 
     @cached_property
     def tfidf(self) -> TfidfCosine:

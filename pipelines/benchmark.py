@@ -1,28 +1,28 @@
-"""Retrieval benchmarks: score codes and baselines on labelled queries against a database.
+"""Retrieval evaluation: score codes and baselines on labelled queries against a database.
 
-The reusable part of ``benchmarks/retrieval.py`` and of ``semhash evaluate``:
+What ``semhash evaluate`` runs, and what ``benchmarks/retrieval.py`` builds on:
 
 * :func:`evaluate_rerank` scores the 2009 paper's two-stage search: the Hamming ranking
   of binary codes, with its first ``candidates`` documents re-ordered by TF-IDF cosine
   (the rest keep their Hamming order, so mAP and the PR curve stay defined);
-* :func:`evaluate_baselines_real` scores TF-IDF cosine and LSA at given dimensions;
-* :func:`aggregate` turns per-seed rows into mean and std per (method, size);
+* :func:`evaluate_real_baselines` scores TF-IDF cosine and LSA at given dimensions;
 * :func:`evaluate_database` holds out queries from a labelled semhash database (a test
   corpus given by the user, or a seeded fraction of the stored documents) and reports
   p@10, p@100 and mAP for the stored hasher codes, the stored map codes, TF-IDF cosine
-  and LSA of the same dimensions.
+  and LSA of the same dimensions; :func:`format_report` prints it.
 
 Relevance is "shares a label" (for single-label documents: "same label"), as everywhere
-in :mod:`semhash.pipelines.evaluate`.
+in :mod:`semhash.pipelines.evaluate`. The benchmarks' own plumbing (model cache, seed
+aggregation) lives in ``benchmarks/_common.py``.
 """
 
 from __future__ import annotations
 
-import math
 import os
 import time
 import warnings
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from numbers import Real
 from pathlib import Path
 
@@ -41,12 +41,9 @@ from semhash.baselines import LSA, TfidfCosine
 
 __all__ = [
     "evaluate_rerank",
-    "fit_networks",
-    "network_path",
     "rerank_ranking",
     "evaluate_real_baselines",
     "timed_report",
-    "aggregate",
     "evaluate_database",
     "format_report",
 ]
@@ -101,107 +98,6 @@ def evaluate_rerank(
     return _report(name, n_bits, batches, query_labels, db_labels, full=True)
 
 
-def model_cache_key(params: dict, skip_modules: Iterable[str] = ()) -> str:
-    """A short digest of a network's parameters and of the ``semhash`` sources it depends
-    on, for naming a cached fitted model: a changed estimator or setting is refit, never
-    silently reused."""
-    import hashlib
-    import json
-
-    package = Path(__file__).resolve().parents[1] / "semhash"
-    sources = b"".join(p.read_bytes() for p in sorted(package.glob("*.py")) if p.name not in set(skip_modules))
-    return hashlib.sha1(json.dumps(params, sort_keys=True, default=str).encode() + sources).hexdigest()[:8]
-
-
-# ------------------------------------------------------------- network fits
-NETWORK_SOURCES_SKIPPED = {
-    # A hasher does not depend on the map-only modules: changing those does not refit it.
-    "hasher": {"topic_map.py", "parametric_tsne.py", "image_hasher.py"},
-    "map": {"image_hasher.py"},
-}
-
-
-def _network_class(kind: str):
-    from semhash.hasher import SemanticHasher
-    from semhash.topic_map import TopicMap
-
-    if kind not in NETWORK_SOURCES_SKIPPED:
-        raise ValueError(f"unknown network kind {kind!r}; choose 'hasher' or 'map'")
-    return SemanticHasher if kind == "hasher" else TopicMap
-
-
-def network_path(cache: Path, tag: str, kind: str, size: int, seed: int, params: dict) -> Path:
-    """Where the fitted network of these settings lives in ``cache``."""
-    digest = model_cache_key(params, NETWORK_SOURCES_SKIPPED[kind])
-    return Path(cache) / f"{tag}-{kind}{size}-seed{seed}-{digest}.model"
-
-
-def _fit_network_job(kind: str, size: int, seed: int, counts, params: dict, path: str, threads: int | None) -> float:
-    """Fit one network and save it at ``path`` (in a worker process: ``threads`` 1; in this
-    one: None, torch's setting unchanged); returns fit seconds."""
-    import torch
-
-    if threads:
-        torch.set_num_threads(threads)
-    args = {"n_bits": size} if kind == "hasher" else {"n_components": size}
-    model = _network_class(kind)(**args, random_state=seed, **params).fit(counts)
-    model.save(path)
-    return model.fit_seconds_
-
-
-def fit_networks(
-    jobs, counts, params: dict, cache: Path, tag: str, *, workers: int = 1, log=lambda line: None,
-    meanwhile: Callable[[], None] | None = None,
-):
-    """Fit ``jobs`` -- ``(kind, size, seed)`` for SemanticHasher (``"hasher"``, ``size``
-    bits) or TopicMap (``"map"``, ``size`` dimensions) -- on ``counts`` and yield
-    ``(job, model, fit_seconds, cached)`` as each is ready.
-
-    Networks already in ``cache`` (same settings and sources: :func:`model_cache_key`) are
-    loaded, not refit. The rest are fit in ``workers`` processes with one torch thread
-    each: on a few cores, separate single-threaded fits use them better than one fit's
-    parallel matrix products (the networks' layers are too small to scale). ``params``
-    maps a kind to its estimator overrides. ``meanwhile`` is called once in this process
-    while the workers fit (e.g. to score cheap baselines on what would be an idle core).
-    """
-    from concurrent.futures import ProcessPoolExecutor, as_completed
-    import multiprocessing
-
-    cache = Path(cache)
-    cache.mkdir(parents=True, exist_ok=True)
-    paths = {job: network_path(cache, tag, *job, params.get(job[0], {})) for job in jobs}
-    todo = []
-    for job in jobs:
-        if not paths[job].exists():
-            todo.append(job)
-            continue
-        model = _network_class(job[0]).load(paths[job])
-        yield job, model, model.fit_seconds_, True
-    meanwhile = meanwhile or (lambda: None)
-    if not todo:
-        meanwhile()
-        return
-    workers = max(1, min(int(workers), len(todo)))
-    log(f"fitting {len(todo)} networks in {workers} process{'es' if workers > 1 else ''}")
-    if workers == 1:
-        meanwhile()
-        for job in todo:
-            seconds = _fit_network_job(*job, counts, params.get(job[0], {}), str(paths[job]), None)
-            yield job, _network_class(job[0]).load(paths[job]), seconds, False
-        return
-    # spawn, not fork: a forked child inherits the parent's OpenMP state and can hang.
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = {
-            pool.submit(_fit_network_job, *job, counts, params.get(job[0], {}), str(paths[job]), 1): job
-            for job in todo
-        }
-        meanwhile()
-        for future in as_completed(futures):
-            job = futures[future]
-            seconds = future.result()
-            yield job, _network_class(job[0]).load(paths[job]), seconds, False
-
-
 def timed_report(report: RetrievalReport, seconds_fit: float, seconds_encode: float) -> RetrievalReport:
     report.seconds_fit = float(seconds_fit)
     report.seconds_encode = float(seconds_encode)
@@ -241,53 +137,6 @@ def evaluate_real_baselines(
     return reports
 
 
-# --------------------------------------------------------------------- aggregate
-_FIGURES = ("p_at_10", "p_at_100", "mean_ap", "seconds_fit", "seconds_encode")
-
-
-def _mean(values) -> float | None:
-    values = [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
-    return float(np.mean(values)) if values else None
-
-
-def _std(values) -> float | None:
-    values = [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
-    if not values:
-        return None
-    return float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
-
-
-def aggregate(rows: list[dict]) -> list[dict]:
-    """Per-seed rows (``RetrievalReport.to_dict()`` plus ``seed`` and extra keys) to one
-    row per (method, n_bits_or_dims): the mean of every figure over seeds, its sample
-    std (``*_std``; 0 with one seed), ``n_seeds`` and ``seeds``, and the mean PR curve.
-    Order of first appearance is kept."""
-    groups: dict[tuple, list[dict]] = {}
-    for row in rows:
-        groups.setdefault((row["method"], row["n_bits_or_dims"]), []).append(row)
-    table = []
-    for (method, size), members in groups.items():
-        first = members[0]
-        out = {key: value for key, value in first.items() if key not in _FIGURES + ("seed", "recall", "precision")}
-        out.update(method=method, n_bits_or_dims=size, n_seeds=len(members), seeds=[m.get("seed") for m in members])
-        for key in _FIGURES:
-            out[key] = _mean(m.get(key) for m in members)
-            out[f"{key}_std"] = _std([m.get(key) for m in members])
-        curves = [m["precision"] for m in members if m.get("precision")]
-        out["recall"] = list(first.get("recall") or [])
-        out["precision"] = [float(v) for v in np.mean(curves, axis=0)] if curves else []
-        table.append(out)
-    return table
-
-
-def find(table: list[dict], method: str, size: int | None = None) -> dict | None:
-    """The aggregated row of ``method`` (at ``size``), or None."""
-    for row in table:
-        if row["method"] == method and (size is None or row["n_bits_or_dims"] == size):
-            return row
-    return None
-
-
 # -------------------------------------------------------------- labelled database
 def _label_ids(query_labels, db_labels) -> tuple[np.ndarray | list, np.ndarray | list, list[str]]:
     """Label sets (one tuple of names per document) as label ids, and the sorted names.
@@ -308,6 +157,176 @@ def _label_ids(query_labels, db_labels) -> tuple[np.ndarray | list, np.ndarray |
         [tuple(index[name] for name in labels) for labels in db_labels],
         names,
     )
+
+
+@dataclass
+class _Stored:
+    """What :func:`evaluate_database` reads from a database: the text models (hasher, and
+    map if any), the vocabulary, every model's stored codes by document id, and the
+    labelled documents that have codes of every model."""
+
+    models: dict
+    counter: object
+    codes: dict[str, dict]
+    documents: list
+    n_stored: int
+
+    @property
+    def hasher(self):
+        from semhash.index.models import TEXT
+
+        return self.models[TEXT.long].model
+
+    @property
+    def topic_map(self):
+        from semhash.index.models import TEXT
+
+        return self.models[TEXT.map].model if TEXT.map in self.models else None
+
+    def stack(self, name: str, documents) -> np.ndarray:
+        """The stored codes of model ``name`` for ``documents``, one row each."""
+        return np.stack([self.codes[name][doc.id] for doc in documents])
+
+
+@dataclass
+class _Queries:
+    """Query word counts, label sets and codes (by model name), the database documents they
+    are searched against, where they came from, and notes for the report."""
+
+    counts: object
+    labels: list
+    codes: dict
+    db_docs: list
+    source: dict
+    notes: list[str] = field(default_factory=list)
+
+
+def _read_stored(db_path) -> _Stored:
+    from semhash.index.database import Database, DatabaseError
+    from semhash.index.models import TEXT, load_model, load_vocabulary
+
+    with Database(db_path, create=False) as db:
+        names = {row.name for row in db.list_models()}
+        if TEXT.long not in names:
+            raise DatabaseError(f"{db_path} has no {TEXT.long!r} model: build it with `semhash index` first")
+        models = {name: load_model(db, name) for name in (TEXT.long, TEXT.map) if name in names}
+        counter = load_vocabulary(db)
+        codes = {}
+        for name, stored in models.items():
+            ids, rows = db.get_codes(stored.id)
+            codes[name] = dict(zip(ids.tolist(), rows))
+        documents = [
+            doc
+            for doc in db.iter_documents()
+            if doc.label is not None and all(doc.id in by_id for by_id in codes.values())
+        ]
+        n_stored = db.count_documents()
+    if not documents:
+        raise ValueError(f"{db_path}: no stored document has a label (and codes): nothing to evaluate against")
+    return _Stored(models, counter, codes, documents, n_stored)
+
+
+def _held_out_queries(stored: _Stored, fraction: float, rng: np.random.Generator, seed: int) -> _Queries:
+    """A seeded ``fraction`` of the labelled stored documents as queries (their stored codes)."""
+    documents = stored.documents
+    if not 0 < fraction < 1:
+        raise ValueError(f"a query fraction must be in (0, 1), got {fraction}")
+    n_queries = int(round(fraction * len(documents)))
+    if n_queries < 1 or n_queries >= len(documents):
+        raise ValueError(f"holding out {fraction:.0%} of {len(documents)} labelled documents leaves no queries or no database")
+    chosen = np.zeros(len(documents), dtype=bool)
+    chosen[rng.choice(len(documents), n_queries, replace=False)] = True
+    query_docs = [doc for doc, q in zip(documents, chosen) if q]
+    return _Queries(
+        counts=stored.counter.transform([doc.text or "" for doc in query_docs]),
+        labels=[doc.labels for doc in query_docs],
+        codes={name: stored.stack(name, query_docs) for name in stored.models},
+        db_docs=[doc for doc, q in zip(documents, chosen) if not q],
+        source={"kind": "held-out fraction", "fraction": fraction, "seed": seed},
+        notes=[
+            "queries are stored documents the models were trained on (held out from the database only), "
+            "so the learned codes' figures are optimistic; pass a separate test corpus for unbiased figures"
+        ],
+    )
+
+
+def _corpus_queries(stored: _Stored, source, subdir: str | None, read_options: dict | None) -> _Queries:
+    """The labelled documents of a corpus as queries, encoded with the stored models; every
+    labelled stored document is the database."""
+    from semhash.index.models import TEXT
+    from semhash.pipelines.corpus import read_corpus
+    from semhash.vectorize import empty_rows
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        read = read_corpus(source, subdir=subdir, **(read_options or {}))
+    labelled = [doc for doc in read if doc.label is not None]
+    if not labelled:
+        raise ValueError(f"{source}: no query document has a label")
+    counts = stored.counter.transform([doc.text for doc in labelled])
+    empty = set(empty_rows(counts).tolist())
+    keep = np.array([i for i in range(len(labelled)) if i not in empty], dtype=np.int64)
+    if len(keep) == 0:
+        raise ValueError(f"{source}: no labelled query has a word of the stored vocabulary")
+    counts = counts[keep]
+    codes = {TEXT.long: stored.hasher.transform(counts)}
+    if stored.topic_map is not None:
+        codes[TEXT.map] = stored.topic_map.transform(counts)
+    skipped = {"unlabelled": len(read) - len(labelled), "no_vocabulary_word": len(empty)}
+    return _Queries(
+        counts=counts,
+        labels=[labelled[i].labels for i in keep],
+        codes=codes,
+        db_docs=stored.documents,
+        source={"kind": "corpus", "source": str(source), "subdir": subdir, "skipped": skipped},
+        notes=[f"queries skipped: {skipped}"] if any(skipped.values()) else [],
+    )
+
+
+def _sample_queries(queries: _Queries, max_queries: int, rng: np.random.Generator, seed: int) -> None:
+    """Keep a seeded sample of ``max_queries`` queries (in their order), to bound the run time."""
+    keep = np.sort(rng.choice(len(queries.labels), int(max_queries), replace=False))
+    queries.counts = queries.counts[keep]
+    queries.labels = [queries.labels[i] for i in keep]
+    queries.codes = {name: codes[keep] for name, codes in queries.codes.items()}
+    queries.notes.append(f"queries sampled down to {max_queries} (seed {seed})")
+
+
+def _score_methods(
+    stored: _Stored, queries: _Queries, db_codes: dict, db_counts, q_labels, d_labels,
+    rerank_candidates: int, baselines: bool, say: Callable[[str], None],
+) -> list[RetrievalReport]:
+    """The stored hasher codes (and their TF-IDF re-ranking), the stored map codes, and the
+    TF-IDF and LSA baselines of the same sizes, on the same queries and database."""
+    from semhash.index.models import TEXT
+
+    reports: list[RetrievalReport] = []
+    hasher, topic_map = stored.hasher, stored.topic_map
+    n_bits = hasher.code_size
+    report = evaluate_codes("semhash", queries.codes[TEXT.long], db_codes[TEXT.long], n_bits, q_labels, d_labels)
+    reports.append(report)
+    say(f"semhash-{n_bits}: p@100 {report.p_at_100:.3f}")
+    tfidf = TfidfCosine().fit(db_counts)
+    if rerank_candidates:
+        report = evaluate_rerank(
+            "semhash+rerank", queries.codes[TEXT.long], db_codes[TEXT.long], n_bits,
+            tfidf.transform(queries.counts), tfidf.transform(db_counts), q_labels, d_labels, rerank_candidates,
+        )
+        reports.append(report)
+        say(f"semhash-{n_bits}+rerank: p@100 {report.p_at_100:.3f}")
+    lsa_dims = [n_bits]
+    if topic_map is not None:
+        report = evaluate_vectors(
+            "semhash-map", queries.codes[TEXT.map], db_codes[TEXT.map], q_labels, d_labels, metric="euclidean"
+        )
+        reports.append(report)
+        say(f"map-{topic_map.code_size}: p@100 {report.p_at_100:.3f}")
+        lsa_dims.append(topic_map.code_size)
+    if baselines:
+        reports += evaluate_real_baselines(
+            db_counts, queries.counts, d_labels, q_labels, sorted(set(lsa_dims)), log=say
+        )
+    return reports
 
 
 def evaluate_database(
@@ -344,139 +363,46 @@ def evaluate_database(
     and as the map's dimensions (fit on the database part). Returns a JSON-ready dict;
     ``methods`` is a list of :meth:`RetrievalReport.to_dict` rows.
     """
-    from semhash.index.database import Database, DatabaseError
-    from semhash.pipelines.corpus import read_corpus
-    from semhash.index.models import TEXT, load_model
-    from semhash.vectorize import empty_rows
-
     say = log or (lambda line: None)
-    started_all = time.perf_counter()
-    notes: list[str] = []
-    rng = np.random.default_rng(seed)
-    with Database(db_path, create=False) as db:
-        names = {row.name for row in db.list_models()}
-        if TEXT.long not in names:
-            raise DatabaseError(f"{db_path} has no {TEXT.long!r} model: build it with `semhash index` first")
-        models = {name: load_model(db, name) for name in (TEXT.long, TEXT.map) if name in names}
-        counter = models[TEXT.long].vocabulary
-        stored_codes = {}
-        for name, stored in models.items():
-            ids, codes = db.get_codes(stored.id)
-            stored_codes[name] = dict(zip(ids.tolist(), codes))
-        documents = [
-            doc
-            for doc in db.iter_documents()
-            if doc.label is not None and all(doc.id in codes for codes in stored_codes.values())
-        ]
-        n_stored = db.count_documents()
-    if not documents:
-        raise ValueError(f"{db_path}: no stored document has a label (and codes): nothing to evaluate against")
-    hasher = models[TEXT.long].model
-    topic_map = models[TEXT.map].model if TEXT.map in models else None
-
+    started = time.perf_counter()
+    rng = np.random.default_rng(seed)  # one stream: the held-out draw first, then the sample
+    stored = _read_stored(db_path)
     if isinstance(queries, Real) and not isinstance(queries, bool):
-        fraction = float(queries)
-        if not 0 < fraction < 1:
-            raise ValueError(f"a query fraction must be in (0, 1), got {fraction}")
-        n_queries = int(round(fraction * len(documents)))
-        if n_queries < 1 or n_queries >= len(documents):
-            raise ValueError(f"holding out {fraction:.0%} of {len(documents)} labelled documents leaves no queries or no database")
-        chosen = np.zeros(len(documents), dtype=bool)
-        chosen[rng.choice(len(documents), n_queries, replace=False)] = True
-        query_docs = [doc for doc, q in zip(documents, chosen) if q]
-        db_docs = [doc for doc, q in zip(documents, chosen) if not q]
-        query_texts = [doc.text or "" for doc in query_docs]
-        query_codes = {name: np.stack([stored_codes[name][doc.id] for doc in query_docs]) for name in models}
-        query_counts = counter.transform(query_texts)
-        query_labels = [doc.labels for doc in query_docs]
-        query_source = {"kind": "held-out fraction", "fraction": fraction, "seed": seed}
-        notes.append(
-            "queries are stored documents the models were trained on (held out from the database only), "
-            "so the learned codes' figures are optimistic; pass a separate test corpus for unbiased figures"
-        )
+        chosen = _held_out_queries(stored, float(queries), rng, seed)
     else:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            read = read_corpus(queries, subdir=subdir, **(read_options or {}))
-        labelled = [doc for doc in read if doc.label is not None]
-        if not labelled:
-            raise ValueError(f"{queries}: no query document has a label")
-        query_counts = counter.transform([doc.text for doc in labelled])
-        empty = set(empty_rows(query_counts).tolist())
-        keep = np.array([i for i in range(len(labelled)) if i not in empty], dtype=np.int64)
-        if len(keep) == 0:
-            raise ValueError(f"{queries}: no labelled query has a word of the stored vocabulary")
-        query_counts = query_counts[keep]
-        query_labels = [labelled[i].labels for i in keep]
-        query_codes = {TEXT.long: hasher.transform(query_counts)}
-        if topic_map is not None:
-            query_codes[TEXT.map] = topic_map.transform(query_counts)
-        db_docs = documents
-        query_source = {"kind": "corpus", "source": str(queries), "subdir": subdir}
-        skipped = {"unlabelled": len(read) - len(labelled), "no_vocabulary_word": len(empty)}
-        query_source["skipped"] = skipped
-        if any(skipped.values()):
-            notes.append(f"queries skipped: {skipped}")
-
-    if max_queries is not None and len(query_labels) > max_queries:
-        keep = np.sort(rng.choice(len(query_labels), int(max_queries), replace=False))
-        query_counts = query_counts[keep]
-        query_labels = [query_labels[i] for i in keep]
-        query_codes = {name: codes[keep] for name, codes in query_codes.items()}
-        notes.append(f"queries sampled down to {max_queries} (seed {seed})")
+        chosen = _corpus_queries(stored, queries, subdir, read_options)
+    if max_queries is not None and len(chosen.labels) > max_queries:
+        _sample_queries(chosen, max_queries, rng, seed)
+    db_docs = chosen.db_docs
     if len(db_docs) < 100:
         raise ValueError(f"precision@100 needs a database of at least 100 labelled documents, got {len(db_docs)}")
 
-    db_codes = {name: np.stack([stored_codes[name][doc.id] for doc in db_docs]) for name in models}
-    db_counts = counter.transform([doc.text or "" for doc in db_docs])
+    db_codes = {name: stored.stack(name, db_docs) for name in stored.models}
+    db_counts = stored.counter.transform([doc.text or "" for doc in db_docs])
     db_labels = [doc.labels for doc in db_docs]
-    q_labels, d_labels, label_names = _label_ids(query_labels, db_labels)
-    multi_label = any(len(labels) > 1 for labels in (*query_labels, *db_labels))
+    q_labels, d_labels, label_names = _label_ids(chosen.labels, db_labels)
+    multi_label = any(len(labels) > 1 for labels in (*chosen.labels, *db_labels))
     in_database = {name for labels in db_labels for name in labels}
-    missing = sum(1 for labels in query_labels if in_database.isdisjoint(labels))
+    missing = sum(1 for labels in chosen.labels if in_database.isdisjoint(labels))
     if missing:
-        notes.append(f"{missing} queries have no label found in the database (they score 0)")
+        chosen.notes.append(f"{missing} queries have no label found in the database (they score 0)")
     say(f"{len(q_labels)} queries against {len(db_docs)} labelled documents, {len(label_names)} labels"
         f"{' (multi-label)' if multi_label else ''}")
 
-    reports: list[RetrievalReport] = []
-    n_bits = hasher.code_size
-    report = evaluate_codes("semhash", query_codes[TEXT.long], db_codes[TEXT.long], n_bits, q_labels, d_labels)
-    reports.append(report)
-    say(f"semhash-{n_bits}: p@100 {report.p_at_100:.3f}")
-    tfidf = TfidfCosine().fit(db_counts)
-    if rerank_candidates:
-        report = evaluate_rerank(
-            "semhash+rerank", query_codes[TEXT.long], db_codes[TEXT.long], n_bits,
-            tfidf.transform(query_counts), tfidf.transform(db_counts), q_labels, d_labels, rerank_candidates,
-        )
-        reports.append(report)
-        say(f"semhash-{n_bits}+rerank: p@100 {report.p_at_100:.3f}")
-    lsa_dims = [n_bits]
-    if topic_map is not None:
-        report = evaluate_vectors(
-            "semhash-map", query_codes[TEXT.map], db_codes[TEXT.map], q_labels, d_labels, metric="euclidean"
-        )
-        reports.append(report)
-        say(f"map-{topic_map.code_size}: p@100 {report.p_at_100:.3f}")
-        lsa_dims.append(topic_map.code_size)
-    if baselines:
-        reports += evaluate_real_baselines(
-            db_counts, query_counts, d_labels, q_labels, sorted(set(lsa_dims)), log=say
-        )
+    reports = _score_methods(stored, chosen, db_codes, db_counts, q_labels, d_labels, rerank_candidates, baselines, say)
     return {
         "database": str(Path(db_path)),
-        "queries": query_source,
+        "queries": chosen.source,
         "n_queries": int(len(q_labels)),
         "n_database": int(len(db_docs)),
-        "n_stored": int(n_stored),
+        "n_stored": int(stored.n_stored),
         "n_labels": len(label_names),
         "multi_label": multi_label,
-        "vocabulary": len(counter.words_),
+        "vocabulary": len(stored.counter.words_),
         "rerank_candidates": int(rerank_candidates),
         "methods": [r.to_dict() for r in reports],
-        "notes": notes,
-        "seconds": round(time.perf_counter() - started_all, 2),
+        "notes": chosen.notes,
+        "seconds": round(time.perf_counter() - started, 2),
     }
 
 

@@ -21,7 +21,9 @@ import contextlib
 import csv
 import io
 import json
+import logging
 import os
+import random
 import stat
 import sys
 import tarfile
@@ -36,7 +38,12 @@ from typing import Any
 
 from tqdm import tqdm
 
-__all__ = ["Document", "CorpusError", "CorpusWarning", "read_corpus", "SUPPORTED_FORMATS"]
+from semhash.pipelines.hf import HubDatasetError, load_hf_dataset
+from semhash.progress import shows_progress
+
+log = logging.getLogger(__name__)
+
+__all__ = ["Document", "CorpusError", "CorpusWarning", "read_corpus", "sample_documents", "SUPPORTED_FORMATS"]
 
 SUPPORTED_FORMATS = (
     "a folder (one file per document, label = top-level sub-folder)",
@@ -49,6 +56,7 @@ SUPPORTED_FORMATS = (
 _TAR_SUFFIXES = (".tar.gz", ".tgz", ".tar")
 _ZIP_SUFFIXES = (".zip",)
 _HF_PREFIX = "hf:"
+STDIN = "-"  # a corpus read from standard input, as JSONL
 
 # Titles come from a "Subject:" header near the top of a file (news and mail), else its first line.
 _TITLE_HEADER = "subject:"
@@ -74,6 +82,11 @@ LABELS_FILE = "labels.tsv"
 _MAX_LABELS_FILE_BYTES = 64 * 2**20
 _MAX_LABEL_CHARS = 255
 _MAX_LABELS = 1000
+
+# Reading bounds, so that a small archive cannot inflate into more text than memory holds
+# (a zip of repeated text compresses a thousandfold). Both can be raised per call.
+MAX_DOCUMENT_BYTES = 16 * 2**20
+MAX_CORPUS_BYTES = 2**30
 
 
 @dataclass(frozen=True)
@@ -127,7 +140,9 @@ def read_corpus(
     split: str = "train",
     encoding: str = "auto",
     limit: int | None = None,
-    progress: bool = False,
+    max_document_bytes: int = MAX_DOCUMENT_BYTES,
+    max_corpus_bytes: int = MAX_CORPUS_BYTES,
+    verbose: bool = False,
 ) -> list[Document]:
     """Read the documents of ``source``; the format is chosen from the source itself.
 
@@ -145,31 +160,50 @@ def read_corpus(
       column holds a JSON list of labels (JSONL) or labels separated by commas (CSV); a label
       column beside it gives the first label. The default id is the 1-based line (JSONL) or data
       row (CSV) number.
-    * ``hf:NAME``: ``datasets.load_dataset(NAME, split=split)``, same columns; integer labels are
+    * ``-``: JSONL records on standard input (as for a ``.jsonl`` file).
+    * ``hf:NAME``: split ``split`` of a Hugging Face dataset, from the Hub or from a folder written by
+      ``save_to_disk`` (:mod:`semhash.pipelines.hf`), same columns; integer labels are
       mapped to their ``ClassLabel`` names when the dataset has them (also in a list of labels).
       The default id is the 0-based row index.
 
     ``encoding="auto"`` reads UTF-8 and falls back to latin-1 (cp1252) for files that are not;
     an explicit encoding skips the files it cannot decode. ``limit`` stops after that many
-    documents. ``progress`` shows a progress bar on stderr.
+    documents. A progress bar shows on stderr while progress is
+    shown (``verbose=True``, or logging set up to show :mod:`semhash.progress` lines).
+
+    A document (file, archive member or record text) larger than ``max_document_bytes``, or a
+    corpus holding more than ``max_corpus_bytes`` of text, is a :class:`CorpusError` naming the
+    limit; files are measured before they are read.
 
     Raises :class:`CorpusError` when nothing can be read (with the reason), on duplicate ids, on an
     unknown format and on malformed tables; issues one :class:`CorpusWarning` per kind of skipped item.
     """
     if limit is not None and limit < 1:
         raise ValueError(f"limit must be a positive number of documents, got {limit}")
+    budget = _Budget(max_document_bytes, max_corpus_bytes)
     decoder = _Decoder(encoding)
     name = os.fspath(source)
     if label_column is not None and label_column == labels_column:
         label_column = None  # the one column is read as a list of labels, not also as one label
     columns = _Columns(text_column, label_column, labels_column, title_column, id_column)
 
+    if name == STDIN:
+        _reject_subdir(subdir, "standard input")
+        collector = _Collector("standard input", "record", encoding, limit, verbose, budget)
+        data = sys.stdin.buffer.read(budget.max_corpus_bytes + 1)
+        budget.add(len(data), "standard input")
+        try:
+            text, _ = decoder.decode(data)
+        except UnicodeDecodeError as error:
+            raise CorpusError(f"cannot decode standard input as {decoder.encoding}: {error}") from error
+        return collector.collect(_jsonl_records("standard input", text), _RecordConverter(columns, collector))
+
     if name.startswith(_HF_PREFIX):
         _reject_subdir(subdir, name)
         dataset_name = name[len(_HF_PREFIX):]
         if not dataset_name:
             raise CorpusError(f"no dataset name in {name!r}: expected hf:NAME, e.g. hf:SetFit/20_newsgroups")
-        collector = _Collector(name, "record", encoding, limit, progress)
+        collector = _Collector(name, "record", encoding, limit, verbose, budget)
         records = _hf_records(dataset_name, split, (label_column, labels_column))
         return collector.collect(records, _RecordConverter(columns, collector))
 
@@ -179,7 +213,7 @@ def read_corpus(
     lower_name = path.name.lower()
     if path.is_dir() or lower_name.endswith(_TAR_SUFFIXES + _ZIP_SUFFIXES):
         read_files = _folder_files if path.is_dir() else _archive_files
-        collector = _Collector(name, "file", encoding, limit, progress)
+        collector = _Collector(name, "file", encoding, limit, verbose, budget)
         subdir = _safe_subdir(subdir, name)
         held = _HeldLabelsFile()
         files = _hold_back_labels_file(read_files(path, subdir, collector), held)
@@ -193,7 +227,7 @@ def read_corpus(
         _reject_subdir(subdir, name)
         is_csv = lower_name.endswith(".csv")
         read_records = _csv_records if is_csv else _jsonl_records
-        collector = _Collector(name, "record", encoding, limit, progress)
+        collector = _Collector(name, "record", encoding, limit, verbose, budget)
         records = read_records(path, _decode_whole_file(path, decoder, collector))
         # A CSV cell holds one string, so several labels are separated by commas.
         converter = _RecordConverter(columns, collector, labels_separator="," if is_csv else None)
@@ -232,6 +266,47 @@ def _label_set(values: Iterable[Any], where: str) -> tuple[str, ...]:
     return tuple(labels)
 
 
+class _Budget:
+    """The reading bounds of one corpus, and the bytes read so far."""
+
+    def __init__(self, max_document_bytes: int, max_corpus_bytes: int) -> None:
+        for name, value in (("max_document_bytes", max_document_bytes), ("max_corpus_bytes", max_corpus_bytes)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive number of bytes, got {value!r}")
+        self.max_document_bytes, self.max_corpus_bytes, self.used = max_document_bytes, max_corpus_bytes, 0
+
+    def check_document(self, size: int, where: str) -> None:
+        if size > self.max_document_bytes:
+            raise CorpusError(
+                f"{where} is over {_mib(self.max_document_bytes)}; a document may hold at most that "
+                "(raise the limit with --max-document-mb, or max_document_bytes=)"
+            )
+
+    def read(self, read: Callable[[int], bytes], size: int | None, where: str, relative_path: str) -> bytes:
+        """``read(at most n bytes)`` of one file, within both bounds (a labels file has its own)."""
+        if relative_path == LABELS_FILE:  # checked, with its own bound, where it is parsed
+            data = read(_MAX_LABELS_FILE_BYTES + 1)
+        else:
+            if size is not None:
+                self.check_document(size, where)
+            data = read(self.max_document_bytes + 1)  # a declared size may lie (zip headers do)
+            self.check_document(len(data), where)
+        self.add(len(data), where)
+        return data
+
+    def add(self, size: int, where: str) -> None:
+        self.used += size
+        if self.used > self.max_corpus_bytes:
+            raise CorpusError(
+                f"{where}: the corpus holds more than {_mib(self.max_corpus_bytes)} of text "
+                "(raise the limit with --max-corpus-mb, or max_corpus_bytes=)"
+            )
+
+
+def _mib(size: int) -> str:
+    return f"{size / 2**20:.1f} MiB"
+
+
 class _Collector:
     """Gathers documents from one source: applies ``limit``, tallies skipped items, checks ids."""
 
@@ -244,12 +319,14 @@ class _Collector:
         "empty": "empty or whitespace-only",
     }
 
-    def __init__(self, source_name: str, unit: str, encoding: str, limit: int | None, progress: bool) -> None:
+    def __init__(self, source_name: str, unit: str, encoding: str, limit: int | None, verbose: bool,
+                 budget: _Budget) -> None:
         self.source_name = source_name
         self.unit = unit  # what one item of the source is: "file" or "record"
         self.encoding = encoding
         self.limit = limit
-        self.progress = progress
+        self.show_bar = verbose or shows_progress(log)
+        self.budget = budget
         self.skipped: Counter[str] = Counter()
         self.skip_examples: dict[str, list[str]] = {}
         self.latin1_fallbacks: list[str] = []
@@ -264,7 +341,7 @@ class _Collector:
         """Convert ``items`` to documents (``convert`` returns None for a skipped item) and check them."""
         documents: list[Document] = []
         bar = tqdm(
-            total=self.limit, unit="doc", desc="reading corpus", disable=not self.progress, file=sys.stderr
+            total=self.limit, unit="doc", desc="reading corpus", disable=not self.show_bar, file=sys.stderr
         )
         with bar, contextlib.closing(items):
             for item in items:
@@ -411,7 +488,10 @@ def _folder_files(root: Path, subdir: str | None, collector: _Collector) -> Iter
             if not path.is_file():  # reading a fifo would block; sockets and broken links hold no text
                 collector.skip("special", str(path))
                 continue
-            yield _RawFile(path.relative_to(root).as_posix(), path.read_bytes(), str(path))
+            relative_path = path.relative_to(root).as_posix()
+            data = collector.budget.read(lambda n, p=path: _read_at_most(p, n), path.stat().st_size, str(path),
+                                         relative_path)
+            yield _RawFile(relative_path, data, str(path))
 
 
 @dataclass(frozen=True)
@@ -420,7 +500,8 @@ class _ArchiveMember:
 
     name: str
     kind: str  # "file", "folder" or "other" (links, devices, fifos: never read)
-    read: Callable[[], bytes]
+    size: int  # as the archive declares it
+    read: Callable[[int], bytes]  # at most that many bytes
 
 
 def _tar_members(archive: Path) -> Iterator[_ArchiveMember]:
@@ -429,7 +510,7 @@ def _tar_members(archive: Path) -> Iterator[_ArchiveMember]:
         for member in tar:
             kind = "folder" if member.isdir() else "file" if member.isfile() else "other"
             name = member.name.removeprefix("./")
-            yield _ArchiveMember(name, kind, lambda m=member: tar.extractfile(m).read())
+            yield _ArchiveMember(name, kind, member.size, lambda n, m=member: tar.extractfile(m).read(n))
 
 
 def _zip_members(archive: Path) -> Iterator[_ArchiveMember]:
@@ -438,7 +519,17 @@ def _zip_members(archive: Path) -> Iterator[_ArchiveMember]:
             # Unix file type bits live in the high half of external_attr; 0 means "not recorded".
             file_type = stat.S_IFMT(info.external_attr >> 16)
             kind = "folder" if info.is_dir() else "file" if file_type in (0, stat.S_IFREG) else "other"
-            yield _ArchiveMember(info.filename, kind, lambda i=info: zip_file.read(i))
+            yield _ArchiveMember(info.filename, kind, info.file_size, lambda n, i=info: _read_zip_member(zip_file, i, n))
+
+
+def _read_at_most(path: Path, n: int) -> bytes:
+    with path.open("rb") as file:
+        return file.read(n)
+
+
+def _read_zip_member(zip_file: zipfile.ZipFile, info: zipfile.ZipInfo, n: int) -> bytes:
+    with zip_file.open(info) as member:
+        return member.read(n)
 
 
 _ARCHIVE_ERRORS = (tarfile.TarError, zipfile.BadZipFile, OSError, EOFError, zlib.error)
@@ -465,7 +556,9 @@ def _archive_files(archive: Path, subdir: str | None, collector: _Collector) -> 
                     continue
                 found_subdir = True
                 if not _is_hidden(relative_path):
-                    yield _RawFile(relative_path, member.read(), f"{archive}:{member.name}")
+                    where = f"{archive}:{member.name}"
+                    yield _RawFile(relative_path, collector.budget.read(member.read, member.size, where, relative_path),
+                                   where)
     except _ARCHIVE_ERRORS as error:
         raise CorpusError(f"cannot read archive {archive}: {error}") from error
     if not found_subdir:
@@ -496,13 +589,13 @@ def _find_labels_file(root: Path, subdir: str | None) -> _RawFile | None:
     name = LABELS_FILE if subdir is None else f"{subdir}/{LABELS_FILE}"
     if root.is_dir():
         path = root / name
-        return _RawFile(LABELS_FILE, path.read_bytes(), str(path)) if path.is_file() else None
+        return _RawFile(LABELS_FILE, _read_at_most(path, _MAX_LABELS_FILE_BYTES + 1), str(path)) if path.is_file() else None
     members = _archive_members(root)
     try:
         with contextlib.closing(members):
             for member in members:
                 if member.kind == "file" and member.name == name:
-                    return _RawFile(LABELS_FILE, member.read(), f"{root}:{member.name}")
+                    return _RawFile(LABELS_FILE, member.read(_MAX_LABELS_FILE_BYTES + 1), f"{root}:{member.name}")
     except _ARCHIVE_ERRORS as error:
         raise CorpusError(f"cannot read archive {root}: {error}") from error
     return None
@@ -512,7 +605,7 @@ def _parse_labels_file(raw: _RawFile) -> dict[str, tuple[str, ...]]:
     """``{relative path: labels}`` from the lines ``relative/path<TAB>label,label`` of a labels file."""
     if len(raw.data) > _MAX_LABELS_FILE_BYTES:
         raise CorpusError(
-            f"{raw.source} is {len(raw.data) / 2**20:.0f} MiB; a {LABELS_FILE} may hold at most "
+            f"{raw.source} is over {_MAX_LABELS_FILE_BYTES // 2**20} MiB; a {LABELS_FILE} may hold at most "
             f"{_MAX_LABELS_FILE_BYTES // 2**20} MiB"
         )
     try:
@@ -624,6 +717,7 @@ class _Record:
 
 def _decode_whole_file(path: Path, decoder: _Decoder, collector: _Collector) -> str:
     """A table is decoded as a whole: one undecodable byte makes the whole file unreadable."""
+    collector.budget.add(path.stat().st_size, str(path))  # measured before it is read
     try:
         text, used_fallback = decoder.decode(path.read_bytes())
     except UnicodeDecodeError as error:
@@ -633,7 +727,7 @@ def _decode_whole_file(path: Path, decoder: _Decoder, collector: _Collector) -> 
     return text
 
 
-def _jsonl_records(path: Path, text: str) -> Iterator[_Record]:
+def _jsonl_records(path: Path | str, text: str) -> Iterator[_Record]:
     # Split on "\n" only: str.splitlines would also break on U+2028, which JSON strings may hold.
     for line_number, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
@@ -680,15 +774,9 @@ def _named_labels(value: Any, names: list[str]) -> Any:
 
 def _hf_records(dataset_name: str, split: str, label_columns: tuple[str | None, ...]) -> Iterator[_Record]:
     try:
-        import datasets  # optional dependency, only needed for hf: sources
-    except ImportError as error:
-        raise CorpusError(
-            f"reading hf:{dataset_name} needs the 'datasets' package: pip install 'semhash[hf]'"
-        ) from error
-    try:
-        dataset = datasets.load_dataset(dataset_name, split=split)
-    except Exception as error:  # network, missing dataset, bad split: all fatal for this source
-        raise CorpusError(f"cannot load hf:{dataset_name} split {split!r}: {error}") from error
+        dataset = load_hf_dataset(dataset_name, split)
+    except HubDatasetError as error:
+        raise CorpusError(str(error)) from error
     names_by_column = {
         column: names
         for column in label_columns
@@ -736,6 +824,7 @@ class _RecordConverter:
         if not text or not text.strip():
             self.collector.skip("empty", record.source)
             return None
+        self.collector.budget.check_document(len(text), record.source)  # characters: at most the bytes
         external_id = self._optional(values, columns.id)
         if external_id is None:
             if columns.id and values.get(columns.id) is not None:
@@ -780,3 +869,29 @@ class _RecordConverter:
             return None
         value = str(value)
         return value if value.strip() else None
+
+
+# --------------------------------------------------------------------------- sampling
+
+
+def sample_documents(documents: list[Document], n: int, seed: int = 0) -> list[Document]:
+    """A seeded sample of ``n`` documents spread across labels as the corpus is (in corpus order).
+
+    Each label (the first, for several) gets its share of ``n``, rounded so that the shares
+    add up to ``n``; a corpus read from a sorted tree would otherwise give its first few
+    labels only."""
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"a sample must be a positive number of documents, got {n!r}")
+    if n >= len(documents):
+        return list(documents)
+    rng = random.Random(seed)
+    groups: dict[str | None, list[int]] = {}
+    for index, document in enumerate(documents):
+        groups.setdefault(document.label, []).append(index)
+    exact = {label: n * len(rows) / len(documents) for label, rows in groups.items()}
+    shares = {label: int(value) for label, value in exact.items()}
+    # Largest remainders first, ties by label order, until the shares add up to n.
+    for label in sorted(groups, key=lambda label: (-(exact[label] - shares[label]), str(label)))[: n - sum(shares.values())]:
+        shares[label] += 1
+    chosen = sorted(index for label, rows in groups.items() for index in rng.sample(rows, shares[label]))
+    return [documents[index] for index in chosen]

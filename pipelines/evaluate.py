@@ -33,7 +33,7 @@ import numpy as np
 import scipy.sparse as sp
 from sklearn.preprocessing import normalize
 
-from semhash.codes import n_bytes
+from semhash.codes import as_words, n_bytes, word_distances
 
 # The recall levels of the precision-recall curve: log-spaced from 0.001 to 1.
 DEFAULT_RECALL_LEVELS = np.logspace(-3, 0, 31)
@@ -53,31 +53,10 @@ def _query_batches(n_queries: int, n_database: int) -> Iterator[slice]:
 # ---------------------------------------------------------------------------- ranking
 
 
-def _as_words64(codes: np.ndarray, n_bits: int) -> np.ndarray:
-    """Packed codes to ``(n, ceil(n_bytes / 8))`` uint64, zero-padded, for fast popcount."""
-    codes = np.ascontiguousarray(codes, dtype=np.uint8)
-    if codes.ndim != 2 or codes.shape[1] != n_bytes(n_bits):
-        raise ValueError(
-            f"expected packed codes of shape (n, {n_bytes(n_bits)}) for {n_bits} bits, "
-            f"got {codes.shape}"
-        )
-    padded = np.zeros((len(codes), -(-codes.shape[1] // 8) * 8), dtype=np.uint8)
-    padded[:, : codes.shape[1]] = codes
-    return padded.view(np.uint64)
-
-
-def hamming_distance_block(query_words: np.ndarray, db_words: np.ndarray) -> np.ndarray:
-    """Hamming distances between uint64-word codes, ``(n_queries, n_db)``.
-
-    uint8 when the codes have fewer than 256 bits, so that a stable argsort of a row is
-    a radix sort (linear time); uint16 otherwise.
-    """
-    dtype = np.uint8 if query_words.shape[1] * 64 < 256 else np.uint16
-    distances = np.zeros((len(query_words), len(db_words)), dtype=dtype)
-    for word in range(query_words.shape[1]):
-        xor = np.bitwise_xor(query_words[:, word, None], db_words[None, :, word])
-        distances += np.bitwise_count(xor).astype(dtype, copy=False)
-    return distances
+def _check_packed(codes: np.ndarray, n_bits: int) -> None:
+    shape = np.shape(codes)
+    if len(shape) != 2 or shape[1] != n_bytes(n_bits):
+        raise ValueError(f"expected packed codes of shape (n, {n_bytes(n_bits)}) for {n_bits} bits, got {shape}")
 
 
 def rank_by_hamming(
@@ -92,8 +71,9 @@ def rank_by_hamming(
     re-sorted by (distance, index). Without ``top``, popcount distances are argsorted
     with a stable sort, query batch by query batch.
     """
-    query_words, db_words = _as_words64(query_codes, n_bits), _as_words64(db_codes, n_bits)
-    n_db = len(db_words)
+    _check_packed(query_codes, n_bits)
+    _check_packed(db_codes, n_bits)
+    n_db = len(db_codes)
     if top is not None:
         if not 1 <= top <= n_db:
             raise ValueError(f"top must be in [1, {n_db}], got {top}")
@@ -103,9 +83,12 @@ def rank_by_hamming(
         distances, ids = index.search(np.ascontiguousarray(query_codes, dtype=np.uint8), top)
         order = np.lexsort((ids, distances), axis=1)
         return np.take_along_axis(ids, order, axis=1).astype(np.int32)
+    query_words, db_words = as_words(query_codes), as_words(db_codes)
     ranking = np.empty((len(query_words), n_db), dtype=np.int32)
+    # uint8 distances below 256 bits, so that the stable argsort of a row is a radix sort.
+    dtype = np.uint8 if query_words.shape[1] * 64 < 256 else np.uint16
     for batch in _query_batches(len(query_words), n_db):
-        distances = hamming_distance_block(query_words[batch], db_words)
+        distances = word_distances(query_words[batch], db_words, dtype)
         ranking[batch] = np.argsort(distances, axis=1, kind="stable")
     return ranking
 

@@ -13,7 +13,7 @@ Reading (:func:`read_images`) turns any of these into 32x32 RGB ``uint8`` pixels
   "batches" are pickles and are deliberately not read: convert them to ``.npz``).
   An ``.npz`` holds the images under ``images`` (or ``x``, ``data``, ``pixels``, or
   its only array) and optionally labels under ``labels`` (or ``y``, ``label``);
-* ``hf:NAME`` -- a Hugging Face dataset (``datasets.load_dataset(NAME, split=...)``),
+* ``hf:NAME`` -- a Hugging Face dataset, from the Hub or a ``save_to_disk`` folder,
   its first image column and its ``label`` column (class names when it has them).
 
 Images of another size are resized to 32x32 (no crop; bicubic), any mode is converted
@@ -22,30 +22,26 @@ to RGB. Image arrays may be ``(n, 32, 32, 3)``, ``(n, 3, 32, 32)``, ``(n, H, W[,
 [0, 1].
 
 Storing (:func:`index_images`): every image becomes a document of ``kind="image"``
-(``text=None``, ``title`` = file name, ``source`` = where it was read, ``label``).
-Three "models" hold its codes:
+(``text=None``, ``title`` = file name, ``source`` = where it was read, ``label``). Its
+raw pixels go to the database's pixels table (3,072 ``uint8`` in height-width-channel
+order), so that results can be drawn whatever the source was and the models retrained on
+what is stored (:func:`stored_pixels`). The image collection's models
+(:data:`semhash.index.models.IMAGES`) hold its codes: the long
+:class:`~semhash.image_hasher.ImageHasher` code, the short address code of two-stage
+search, and the 2-D :class:`~semhash.image_map.ImageMap` code, trained on the stored
+pixels by :func:`image_map_codes` (``semhash images map``), not by indexing.
 
-* ``image-hasher``: the :class:`~semhash.image_hasher.ImageHasher` (256 bits by default);
-* ``image-address``: the short address hasher (28 bits) of two-stage search;
-* ``image-map``: the :class:`~semhash.image_map.ImageMap` (2-D real codes), trained on
-  the stored pixels by :func:`image_map_codes` (``semhash images map``), not by indexing;
-* ``image-pixels``: not a learned model but a pixel store, so that results can be
-  shown (montages) whatever the source was (an archive, a dataset, an array) and the
-  hashers can be retrained on what is stored. It is a ``binary`` model row of
-  ``n_dims = 3072 * 8`` "bits" with empty weights, whose packed code *is* the raw
-  image: 3072 ``uint8`` pixels in height-width-channel order (3 KB per image; a
-  ``real`` row would take 12 KB). Its config says ``{"class": "PixelStore"}``; it must
-  never be searched. Read it back with :func:`stored_pixels`.
-
-Searching: :func:`search_image` (an image file or array), :func:`similar_image` (a
-stored image), both by Hamming distance of the long codes, optionally restricted first
-to an address-code Hamming ball (``use_address=True``) as in Krizhevsky & Hinton (2011),
-or to the k-means cells of long codes nearest the query (``use_cells=True``).
+Searching: :func:`search_image` (an image file or array) and :func:`similar_image` (a
+stored image) go through the one :class:`~semhash.index.search.SearchEngine`: Hamming
+distance of the long codes, exhaustive, or restricted to an address-code Hamming ball
+(``mode="address"``, as in Krizhevsky & Hinton 2011) or to the k-means cells of long
+codes nearest the query (``mode="cells"``).
 :func:`montage` draws queries and their hits in a grid with Hamming distances.
 """
 
 from __future__ import annotations
 
+import logging
 import io
 import os
 import tarfile
@@ -53,19 +49,34 @@ import time
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path, PurePosixPath
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 
 from semhash.image_hasher import ADDRESS_BITS, IMAGE_DIMS, IMAGE_SIDE, ImageHasher
 from semhash.index.database import Database, DatabaseError
 from semhash.index.faiss_index import load_or_build
-from semhash.index.models import IMAGES, PIXELS_MODEL, load_model, save_model
+from semhash.index.locks import writes_database
+from semhash.index.models import IMAGES, load_model, save_model
 from semhash.index.search import Hit, SearchEngine, SearchOptions
+from semhash.pipelines.hf import load_hf_dataset
+from semhash.progress import reports_progress
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
 ARRAY_IMAGE_KEYS = ("images", "x", "data", "pixels")
 ARRAY_LABEL_KEYS = ("labels", "y", "label")
+
+log = logging.getLogger(__name__)
+
+
+# Bounds on one image file: its bytes, and the pixels its header claims, checked before
+# decoding (a few hundred bytes of PNG can claim a 30000x30000 image).
+MAX_IMAGE_BYTES = 64 * 2**20
+MAX_IMAGE_PIXELS = 40_000_000
+
+
+class ImageError(ValueError):
+    """An image file that cannot be read: not a PNG/JPEG, truncated, or too large."""
 
 
 class ImageWarning(UserWarning):
@@ -124,7 +135,7 @@ def read_images(
     if name.endswith(".npz") or name.endswith(".npy"):
         return _read_array_file(path, limit)
     if name.endswith(IMAGE_EXTENSIONS):
-        pixels = decode_image(path.read_bytes())
+        pixels = decode_image(_read_image_file(path), str(path))
         return ImageSet(pixels[None], [None], [path.name], [str(path)])
     raise ValueError(
         f"cannot read images from {path}: expected a folder, a .tar(.gz) archive, a "
@@ -132,12 +143,30 @@ def read_images(
     )
 
 
-def decode_image(data: bytes) -> np.ndarray:
-    """PNG/JPEG bytes to uint8 ``(32, 32, 3)`` RGB (resized when needed)."""
+def decode_image(data: bytes, where: str = "the image") -> np.ndarray:
+    """PNG/JPEG bytes to uint8 ``(32, 32, 3)`` RGB (resized when needed); :class:`ImageError`
+    naming ``where`` for anything that is not a decodable image within the bounds."""
     from PIL import Image
 
-    with Image.open(io.BytesIO(data)) as image:
-        return to_thumbnail(image)
+    if len(data) > MAX_IMAGE_BYTES:
+        raise ImageError(f"{where} is over {MAX_IMAGE_BYTES // 2**20} MiB; an image file may hold at most that")
+    try:
+        with Image.open(io.BytesIO(data)) as image:  # reads the header only
+            width, height = image.size
+            if width * height > MAX_IMAGE_PIXELS:
+                raise ImageError(f"{where} claims {width}x{height} pixels; an image may have at most "
+                                 f"{MAX_IMAGE_PIXELS:,}")
+            return to_thumbnail(image)
+    except ImageError:
+        raise
+    except Exception as err:  # Pillow raises many types for corrupt, truncated or foreign files
+        raise ImageError(f"{where} is not a PNG or JPEG image that can be decoded ({type(err).__name__}: {err})") from None
+
+
+def _read_image_file(path: Path) -> bytes:
+    """At most one byte over the bound: enough for decode_image to refuse a huge file."""
+    with path.open("rb") as file:
+        return file.read(MAX_IMAGE_BYTES + 1)
 
 
 def to_thumbnail(image) -> np.ndarray:
@@ -157,8 +186,8 @@ def _collect(entries, limit, where: str) -> ImageSet:
         if limit is not None and len(ids) >= limit:
             break
         try:
-            pixels.append(decode_image(read()))
-        except Exception:  # Pillow raises many types for corrupt or foreign files
+            pixels.append(decode_image(read(), image_id))
+        except ImageError:
             bad.append(image_id)
             continue
         labels.append(label)
@@ -193,7 +222,7 @@ def _read_folder(root: Path, prefix: str, limit: int | None) -> ImageSet:
         for file in files:
             relative = PurePosixPath(file.relative_to(base).as_posix())
             image_id = PurePosixPath(file.relative_to(root).as_posix()).as_posix()
-            yield image_id, _label_of(relative), str(file), file.read_bytes
+            yield image_id, _label_of(relative), str(file), lambda file=file: _read_image_file(file)
 
     return _collect(entries(), limit, str(base))
 
@@ -222,7 +251,7 @@ def _read_tar(path: Path, prefix: str, limit: int | None) -> ImageSet:
         wanted = set(wanted[:limit] if limit is not None else wanted)
         # Read the members in archive order: a compressed stream cannot seek back cheaply.
         contents = {
-            member.name.strip("/"): archive.extractfile(member).read()
+            member.name.strip("/"): archive.extractfile(member).read(MAX_IMAGE_BYTES + 1)
             for member in files
             if member.name.strip("/") in wanted
         }
@@ -311,13 +340,7 @@ def pixels_from_array(images, what: str = "the array") -> np.ndarray:
 
 
 def _read_hf(name: str, split: str, limit: int | None) -> ImageSet:
-    try:
-        import datasets
-    except ImportError as err:  # pragma: no cover - datasets is a dependency
-        raise ImportError("reading hf:NAME needs the 'datasets' package") from err
-    if not name:
-        raise ValueError("hf: needs a dataset name, e.g. hf:cifar10")
-    data = datasets.load_dataset(name, split=split)
+    data = load_hf_dataset(name, split)
     features = getattr(data, "features", None) or {}
     columns = list(getattr(data, "column_names", None) or features)
     image_column = next(
@@ -359,6 +382,8 @@ class ImageIndexReport:
         return asdict(self)
 
 
+@reports_progress
+@writes_database("db")
 def index_images(
     source: str | os.PathLike,
     db: Database | str | os.PathLike,
@@ -374,7 +399,6 @@ def index_images(
     train_limit: int | None = None,
     random_state: int = 0,
     verbose: bool = False,
-    log: Callable[[str], None] | None = None,
 ) -> ImageIndexReport:
     """Read images from ``source`` and store them, hashed, in ``db``.
 
@@ -385,18 +409,17 @@ def index_images(
     models encode the new images. Images whose id is already stored are skipped, so a
     re-run resumes. Returns what was done.
     """
-    say = log or (lambda line: None)
+    timings: dict[str, float] = {}
+    started = time.perf_counter()
+    images = read_images(source, subdir=subdir, split=split, limit=limit)  # before any file is created
+    timings["read"] = time.perf_counter() - started
     own = not isinstance(db, Database)
     database = Database(db) if own else db
-    timings: dict[str, float] = {}
     try:
-        started = time.perf_counter()
-        images = read_images(source, subdir=subdir, split=split, limit=limit)
-        timings["read"] = time.perf_counter() - started
         external = [f"image:{image_id}" for image_id in images.ids]
         stored = database.stored_external_ids(external)
         new = [i for i, key in enumerate(external) if key not in stored]
-        say(f"read {len(images)} images from {source}; {len(stored)} already stored, adding {len(new)}")
+        log.info(f"read {len(images)} images from {source}; {len(stored)} already stored, adding {len(new)}")
 
         known = {row.name for row in database.list_models()}
         train = retrain or IMAGES.long not in known
@@ -404,20 +427,20 @@ def index_images(
         if train and IMAGES.address in known and not address_bits:
             raise ValueError("this database has an address model: retrain with address_bits > 0 too")
         if train:
-            old_ids, old_pixels = _stored_pixels_all(database) if PIXELS_MODEL in known else (np.zeros(0, np.int64), None)
-            pool = images.pixels[new] if old_pixels is None else np.concatenate([old_pixels, images.pixels[new]])
+            old_ids, old_pixels = _stored_pixels_all(database)
+            pool = np.concatenate([old_pixels, images.pixels[new]])
             if len(pool) == 0:
                 raise ValueError("no images to train on")
             pool = _training_sample(pool, train_limit, random_state)
             started = time.perf_counter()
-            say(f"training a {n_bits}-bit ImageHasher on {len(pool)} images")
+            log.info(f"training a {n_bits}-bit ImageHasher on {len(pool)} images")
             models[IMAGES.long] = ImageHasher(
-                n_bits=n_bits, random_state=random_state, verbose=verbose, **(hasher_params or {})
+                n_bits=n_bits, random_state=random_state, **(hasher_params or {})
             ).fit(pool)
             if address_bits:
-                say(f"training a {address_bits}-bit address hasher")
+                log.info(f"training a {address_bits}-bit address hasher")
                 models[IMAGES.address] = ImageHasher.address_model(
-                    n_bits=address_bits, random_state=random_state, verbose=verbose,
+                    n_bits=address_bits, random_state=random_state,
                     **(address_params if address_params is not None else hasher_params or {}),
                 ).fit(pool)
             timings["train"] = time.perf_counter() - started
@@ -428,7 +451,6 @@ def index_images(
                     database.put_codes(model_ids[name], old_ids, model.transform(old_pixels))
         else:
             models, model_ids = load_image_models(database)
-        pixel_model = _pixel_store(database)
 
         started = time.perf_counter()
         if new:
@@ -438,14 +460,14 @@ def index_images(
                 for i in new
             ])
             pixels = images.pixels[new]
-            database.put_codes(pixel_model, ids, pixels.reshape(len(ids), IMAGE_DIMS))
+            database.put_pixels(ids, pixels.reshape(len(ids), IMAGE_DIMS))
             for name, model in models.items():
                 database.put_codes(model_ids[name], ids, model.transform(pixels))
         timings["store"] = time.perf_counter() - started
         for name in models:
             load_or_build(database, name)
         return ImageIndexReport(
-            database=repr(database),
+            database=database.location,
             read=len(images),
             added=len(new),
             already_stored=len(stored),
@@ -458,28 +480,15 @@ def index_images(
             database.close()
 
 
-def _pixel_store(db: Database) -> int:
-    """Id of the pixel-store row (created on first use)."""
-    try:
-        return db.get_model(PIXELS_MODEL, with_weights=False).id
-    except KeyError:
-        return db.save_model(
-            PIXELS_MODEL, "binary", IMAGE_DIMS * 8,
-            config={"class": "PixelStore", "layout": "uint8 32x32x3 height-width-channel",
-                    "note": "raw pixels for display and retraining; not a hash, never search it"},
-            weights=b"", vocabulary=None,
-        )
-
-
 def _stored_pixels_all(db: Database) -> tuple[np.ndarray, np.ndarray]:
-    ids, codes = db.get_codes(db.get_model(PIXELS_MODEL, with_weights=False).id)
-    return ids, codes.reshape(len(ids), IMAGE_SIDE, IMAGE_SIDE, 3)
+    ids, pixels = db.get_pixels()
+    return ids, pixels.reshape(len(ids), IMAGE_SIDE, IMAGE_SIDE, 3)
 
 
 def stored_pixels(db: Database, ids: Sequence[int]) -> np.ndarray:
     """Stored pixels of documents ``ids`` (in that order), uint8 ``(n, 32, 32, 3)``."""
     wanted = [int(i) for i in ids]
-    found, codes = db.get_codes(db.get_model(PIXELS_MODEL, with_weights=False).id, wanted)
+    found, codes = db.get_pixels(wanted)
     position = {int(doc_id): row for row, doc_id in enumerate(found)}
     missing = [i for i in wanted if i not in position]
     if missing:
@@ -507,6 +516,8 @@ def _training_sample(pixels: np.ndarray, limit: int | None, random_state: int) -
     return pixels[np.sort(np.random.default_rng(random_state).choice(len(pixels), limit, replace=False))]
 
 
+@reports_progress
+@writes_database("db")
 def image_map_codes(
     db: Database,
     *,
@@ -515,7 +526,6 @@ def image_map_codes(
     train_limit: int | None = None,
     random_state: int = 0,
     verbose: bool = False,
-    log: Callable[[str], None] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, bool]:
     """2-D map codes of every stored image: ``(ids, points float32 (n, 2), trained)``.
 
@@ -526,18 +536,17 @@ def image_map_codes(
     """
     from semhash.image_map import ImageMap
 
-    say = log or (lambda line: None)
     known = {row.name for row in db.list_models()}
-    if PIXELS_MODEL not in known:
-        raise DatabaseError(f"{db!r} has no stored images: run `semhash images index` first")
     ids, pixels = _stored_pixels_all(db)
+    if len(ids) == 0:
+        raise DatabaseError(f"{db!r} has no stored images: run `semhash images index` first")
     if len(ids) < 3:
         raise ValueError(f"a map needs at least 3 images, the database has {len(ids)}")
     trained = retrain or IMAGES.map not in known
     if trained:
         pool = _training_sample(pixels, train_limit, random_state)
-        say(f"training a 2-D ImageMap on {len(pool)} images")
-        model = ImageMap(random_state=random_state, verbose=verbose, **(map_params or {})).fit(pool)
+        log.info(f"training a 2-D ImageMap on {len(pool)} images")
+        model = ImageMap(random_state=random_state, **(map_params or {})).fit(pool)
         model_id = save_model(db, IMAGES.map, model, replace=True, n_train=len(pool))
         missing = np.ones(len(ids), bool)
     else:
@@ -546,7 +555,7 @@ def image_map_codes(
         have, _ = db.get_codes(model_id)
         missing = ~np.isin(ids, have)
     if missing.any():
-        say(f"placing {int(missing.sum())} images on the map")
+        log.info(f"placing {int(missing.sum())} images on the map")
         db.put_codes(model_id, ids[missing], model.transform(pixels[missing]))
     map_ids, points = db.get_codes(model_id, ids.tolist())
     return map_ids, points, trained

@@ -3,7 +3,8 @@
 :func:`index_corpus` builds a new database in one go. It trains everything before it
 writes anything, and writes into a temporary file that replaces the target only when
 complete, so an interrupted or failed run leaves no half-written database (and an
-existing one untouched).
+existing one untouched). A server database (a PostgreSQL URL, say) is written in place,
+after everything is trained.
 
 :func:`add_documents` encodes new documents with the models already stored (no
 retraining), in batches, each batch one transaction: after an interruption, running
@@ -12,12 +13,13 @@ it again skips what is stored and finishes the rest.
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 
@@ -25,11 +27,15 @@ from semhash.estimator import DeepCodeModel
 from semhash.hasher import SemanticHasher
 from semhash.index.address import DEFAULT_ADDRESS_BITS, check_address_bits, load_or_build_address
 from semhash.index.database import Database, DatabaseError
+from semhash.index.locks import building_path, database_file, writes_database
 from semhash.index.faiss_index import load_or_build
-from semhash.index.models import TEXT, load_model, model_summary, save_model
-from semhash.pipelines.corpus import CorpusWarning, Document, read_corpus
+from semhash.index.models import TEXT, load_model, load_vocabulary, model_summary, save_model, save_vocabulary
+from semhash.pipelines.corpus import CorpusWarning, Document, read_corpus, sample_documents
+from semhash.progress import reports_progress
 from semhash.topic_map import TopicMap
 from semhash.vectorize import WordCounter, empty_rows
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -47,6 +53,8 @@ class IndexReport:
         return self.__dict__.copy()
 
 
+@reports_progress
+@writes_database()
 def index_corpus(
     source: str | os.PathLike,
     database: str | os.PathLike,
@@ -60,53 +68,56 @@ def index_corpus(
     hasher_params: dict | None = None,
     map_params: dict | None = None,
     read_options: dict | None = None,
+    sample: int | None = None,
     random_state: int = 0,
-    verbose: bool = True,
-    log: Callable[[str], None] | None = None,
+    verbose: bool = False,
 ) -> IndexReport:
     """Read ``source``, train a :class:`SemanticHasher` (and a :class:`TopicMap` unless
     ``map_dims=0``) and a short-code address hasher (``address_bits`` bits, for
     ``SearchEngine(..., mode="address")``; none if 0), and store documents, vocabulary, models and codes in ``database``
-    (a new SQLite file), then build its FAISS indexes.
+    (a new SQLite file), then build its FAISS indexes. ``sample`` keeps a sample of that
+    many documents spread across labels (seeded by ``random_state``).
     """
-    say = log or (lambda line: None)
-    target = Path(database)
-    if target.exists() and not overwrite:
-        with Database(target, create=False) as db:
-            stored = db.count_documents()
-        raise DatabaseError(
-            f"{target} already holds {stored} documents: add to it with `semhash add`, "
-            "or rebuild it with --overwrite"
-        )
+    target = database_file(database)  # None: a server, written in place
+    if target is None or target.exists():
+        with Database(database, create=target is None) as db:
+            stored, location = db.count_documents(), db.location
+        if stored and not overwrite:
+            raise DatabaseError(
+                f"{location} already holds {stored} documents: add to it with `semhash add`, "
+                "or rebuild it with --overwrite"
+            )
     timings: dict[str, float] = {}
 
     started = time.perf_counter()
-    documents = read_corpus(source, subdir=subdir, progress=verbose, **(read_options or {}))
+    documents = read_corpus(source, subdir=subdir, **(read_options or {}))
+    if sample is not None:
+        documents = sample_documents(documents, sample, random_state)
     timings["read"] = time.perf_counter() - started
-    say(f"read {len(documents)} documents from {source} in {timings['read']:.1f}s")
+    log.info(f"read {len(documents)} documents from {source} in {timings['read']:.1f}s")
 
     started = time.perf_counter()
     counter = WordCounter(max_words=vocabulary_size)
     counts = counter.fit_transform([doc.text for doc in documents])
     documents, counts, skipped = _drop_empty(documents, counts)
     timings["vectorize"] = time.perf_counter() - started
-    say(f"vocabulary of {len(counter.words_)} words ({timings['vectorize']:.1f}s)")
+    log.info(f"vocabulary of {len(counter.words_)} words ({timings['vectorize']:.1f}s)")
 
     models: list[tuple[str, DeepCodeModel]] = []
     started = time.perf_counter()
-    hasher = SemanticHasher(n_bits=n_bits, random_state=random_state, verbose=verbose, **(hasher_params or {}))
+    hasher = SemanticHasher(n_bits=n_bits, random_state=random_state, **(hasher_params or {}))
     models.append((TEXT.long, hasher.fit(counts)))
     timings["train_hasher"] = time.perf_counter() - started
     if address_bits:
         started = time.perf_counter()
         address = train_address_model(
-            counts, n_bits=address_bits, random_state=random_state, verbose=verbose, **(hasher_params or {})
+            counts, n_bits=address_bits, random_state=random_state, **(hasher_params or {})
         )
         models.append((TEXT.address, address))
         timings["train_address"] = time.perf_counter() - started
     if map_dims:
         started = time.perf_counter()
-        topic_map = TopicMap(n_components=map_dims, random_state=random_state, verbose=verbose, **(map_params or {}))
+        topic_map = TopicMap(n_components=map_dims, random_state=random_state, **(map_params or {}))
         models.append((TEXT.map, topic_map.fit(counts)))
         timings["train_map"] = time.perf_counter() - started
 
@@ -115,21 +126,27 @@ def index_corpus(
     timings["encode"] = time.perf_counter() - started
 
     started = time.perf_counter()
-    _write_new_database(target, documents, counter, models, encoded)
+    if target is None:
+        with Database(database) as db:
+            db.clear()
+            _write_collection(db, documents, counter, models, encoded)
+    else:
+        _write_new_database(target, documents, counter, models, encoded)
     timings["store"] = time.perf_counter() - started
 
     started = time.perf_counter()
-    with Database(target, create=False) as db:
+    with Database(database, create=False) as db:
         for name, _ in models:
             if name != TEXT.address:  # searched through its table, not FAISS
                 load_or_build(db, name)
         if address_bits:
             load_or_build_address(db)
+        location = db.location
     timings["faiss"] = time.perf_counter() - started
-    say(f"stored {len(documents)} documents and {len(models)} models in {target}")
+    log.info(f"stored {len(documents)} documents and {len(models)} models in {location}")
 
     return IndexReport(
-        database=str(target),
+        database=location,
         documents=len(documents),
         skipped_empty=skipped,
         vocabulary=len(counter.words_),
@@ -149,6 +166,8 @@ def train_address_model(counts, n_bits: int = DEFAULT_ADDRESS_BITS, *, random_st
     return SemanticHasher(n_bits=n_bits, random_state=random_state, verbose=verbose, **params).fit(counts)
 
 
+@reports_progress
+@writes_database()
 def add_documents(
     database: str | os.PathLike,
     source: str | os.PathLike | Sequence[Document],
@@ -156,8 +175,7 @@ def add_documents(
     subdir: str | None = None,
     batch_size: int = 2000,
     read_options: dict | None = None,
-    verbose: bool = True,
-    log: Callable[[str], None] | None = None,
+    verbose: bool = False,
 ) -> dict:
     """Encode and store new documents with the database's existing models.
 
@@ -166,22 +184,21 @@ def add_documents(
     process stops between the two writes, the next run encodes the documents that
     have no codes yet.
     """
-    say = log or (lambda line: None)
     started = time.perf_counter()
     documents = (
         list(source)
         if not isinstance(source, (str, os.PathLike))
-        else read_corpus(source, subdir=subdir, progress=verbose, **(read_options or {}))
+        else read_corpus(source, subdir=subdir, **(read_options or {}))
     )
     with Database(database, create=False) as db:
         names = [row.name for row in db.list_models() if row.name in TEXT.code_models]
         if TEXT.long not in names:
             raise DatabaseError(f"{database} has no trained model yet: build it with `semhash index` first")
         loaded = {name: load_model(db, name) for name in names}
-        counter = loaded[TEXT.long].vocabulary
+        counter = load_vocabulary(db)
         stored = db.stored_external_ids([doc.external_id for doc in documents])
         new = [doc for doc in documents if doc.external_id not in stored]
-        say(f"{len(documents) - len(new)} of {len(documents)} documents already stored; adding {len(new)}")
+        log.info(f"{len(documents) - len(new)} of {len(documents)} documents already stored; adding {len(new)}")
         added = skipped = 0
         for start in range(0, len(new), batch_size):
             batch = new[start : start + batch_size]
@@ -196,7 +213,7 @@ def add_documents(
                 for model_id, model_codes in codes:
                     db.put_codes(model_id, ids, model_codes)
             added += len(batch)
-            say(f"  stored {added}/{len(new)} documents")
+            log.info(f"  stored {added}/{len(new)} documents")
         # Documents stored by an interrupted run before their codes were written.
         for stored in loaded.values():
             missing = db.documents_without_codes(stored.id, kind="text")
@@ -240,17 +257,22 @@ def _document_record(doc: Document) -> dict:
     }
 
 
+def _write_collection(db: Database, documents, counter: WordCounter, models, encoded) -> None:
+    """Documents, vocabulary, models and their codes, into an empty database."""
+    ids = db.add_documents([_document_record(doc) for doc in documents])
+    save_vocabulary(db, counter)
+    for name, model in models:
+        db.put_codes(save_model(db, name, model), ids, encoded[name])
+
+
 def _write_new_database(target: Path, documents, counter: WordCounter, models, encoded) -> None:
     """Write everything into a temporary database, then move it over ``target``."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    temporary = target.with_name(f".{target.name}.building")
+    temporary = building_path(target)
     temporary.unlink(missing_ok=True)
     try:
         with Database(temporary) as db:
-            ids = db.add_documents([_document_record(doc) for doc in documents])
-            for name, model in models:
-                model_id = save_model(db, name, model, vocabulary=counter)
-                db.put_codes(model_id, ids, encoded[name])
+            _write_collection(db, documents, counter, models, encoded)
         os.replace(temporary, target)
     finally:
         temporary.unlink(missing_ok=True)

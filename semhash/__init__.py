@@ -12,6 +12,7 @@ import os as _os
 from semhash.estimator import ModelFormatError
 from semhash.hasher import SemanticHasher
 from semhash.rbm import RBM
+from semhash.text_hasher import TextHasher
 from semhash.topic_map import TopicMap
 
 
@@ -36,5 +37,5 @@ def _source_tree_layers() -> None:
 
 _source_tree_layers()
 
-__all__ = ["RBM", "SemanticHasher", "TopicMap", "ModelFormatError"]
+__all__ = ["RBM", "SemanticHasher", "TextHasher", "TopicMap", "ModelFormatError"]
 __version__ = "0.1.0"

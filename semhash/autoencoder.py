@@ -15,10 +15,11 @@ thresholding at 0.5 loses little ("Semantic Hashing", Salakhutdinov & Hinton 200
 from __future__ import annotations
 
 import copy
+import logging
 import math
 import time
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 import scipy.sparse as sp
@@ -29,6 +30,8 @@ from semhash.codes import code_spread
 from semhash.data import dense_if_small, drop_inputs, gather_rows, iterate_batches, to_dense_tensor
 from semhash.rbm import RBM
 
+log = logging.getLogger(__name__)
+
 CODE_UNITS = ("binary", "linear")
 OUTPUT_UNITS = ("softmax", "linear", "logistic")
 SPARSE_MIN_ROWS = 256  # from this many rows on, sparse input meets the first layer sparse
@@ -37,11 +40,10 @@ SPARSE_MIN_ROWS = 256  # from this many rows on, sparse input meets the first la
 class SparseInputLinear(torch.autograd.Function):
     """``x @ weight.T + bias`` for a scipy-sparse batch ``x``, differentiable in weight and bias.
 
-    Word counts are ~3% non-zero (1.5% after input dropout): a dense first layer spends
-    nearly all its work on zeros. The sparse products (scipy) cost the non-zeros times
-    the layer width, for the forward pass and for the weight gradient alike; in a
-    t-SNE step of 500 posts they replace ~80% of the arithmetic. No gradient flows to
-    ``x`` (the data).
+    Word counts are mostly zeros (more so after input dropout): a dense first layer spends
+    nearly all its work on them. The sparse products (scipy) cost the non-zeros times the
+    layer width, for the forward pass and for the weight gradient alike (the saving is
+    measured in benchmarks/README.md). No gradient flows to ``x`` (the data).
     """
 
     @staticmethod
@@ -146,10 +148,9 @@ class DeepAutoencoder(nn.Module):
 def adam(parameters, learning_rate: float) -> torch.optim.Adam:
     """Adam with the fused kernel: one vectorised pass over each tensor per step.
 
-    The per-tensor and ``foreach`` implementations spend ~16 ms a step on the 2.6M
-    weights of a 2000-500-500-64 autoencoder on one CPU core (``sqrt`` alone is 15% of
-    a fit); the fused kernel does the same update in ~2.5 ms, which cut a text fit by
-    12-20%. Same algorithm, so results agree up to float rounding.
+    On a CPU the per-tensor and ``foreach`` implementations make the optimiser a large
+    share of a fit; the fused kernel does the same update several times faster
+    (benchmarks/README.md). Same algorithm, so results agree up to float rounding.
     """
     return torch.optim.Adam(parameters, lr=learning_rate, fused=True)
 
@@ -158,7 +159,6 @@ def adam(parameters, learning_rate: float) -> torch.optim.Adam:
 class FineTuneResult:
     history: list[tuple[float, float]]  # (train loss, validation loss) per epoch
     best_epoch: int
-    collapsed_epochs: int = 0  # epochs passed over because their codes had lost their spread
 
 
 def fine_tune(
@@ -178,7 +178,6 @@ def fine_tune(
     pair_weight: float = 0.0,
     pair_temperature: float = 0.1,
     generator: torch.Generator | None = None,
-    report: Callable[[str], None] = lambda line: None,
 ) -> FineTuneResult:
     """Backpropagation through the unrolled network, with early stopping.
 
@@ -195,13 +194,14 @@ def fine_tune(
 
     ``input_dropout`` zeroes that fraction of the encoder's inputs (a denoising
     autoencoder: the code must be recoverable from part of a document's words).
+    Progress (one line an epoch) goes to this module's logger.
     """
     optimizer = adam(model.parameters(), learning_rate)
     targets = dense_if_small(targets)  # inputs stay sparse: SparseInputLinear
     pairs = neighbours is not None and pair_weight > 0
     history: list[tuple[float, float]] = []
     best = (math.inf, 0, copy.deepcopy(model.state_dict()))
-    best_spread_ok, collapsed_epochs = False, 0
+    best_spread_ok = False
     for epoch in range(n_epochs):
         started = time.perf_counter()
         model.train()
@@ -228,22 +228,21 @@ def fine_tune(
         val_loss = evaluate_loss(model, *validation) if validation is not None else train_loss
         history.append((train_loss, val_loss))
         spread_ok = not _codes_collapsed(model, validation[0] if validation is not None else inputs)
-        collapsed_epochs += not spread_ok
         if (spread_ok or not best_spread_ok) and (
             val_loss < best[0] or epoch < warmup_epochs or epoch == 0 or (spread_ok and not best_spread_ok)
         ):
             best = (val_loss, epoch, copy.deepcopy(model.state_dict()))
             best_spread_ok = spread_ok
-        report(
+        log.info(
             f"  epoch {epoch + 1:3d}/{n_epochs}  train loss {train_loss:.4f}  "
             f"validation loss {val_loss:.4f}  ({time.perf_counter() - started:.1f}s)"
         )
         if epoch - best[1] >= patience:
-            report(f"  early stop: no improvement for {patience} epochs, best epoch {best[1] + 1}")
+            log.info(f"  early stop: no improvement for {patience} epochs, best epoch {best[1] + 1}")
             break
     model.load_state_dict(best[2])
     model.eval()
-    return FineTuneResult(history=history, best_epoch=best[1], collapsed_epochs=collapsed_epochs)
+    return FineTuneResult(history=history, best_epoch=best[1])
 
 
 def _pair_loss(model, code, rows, inputs, neighbours, input_dropout, code_noise, temperature, generator):

@@ -4,6 +4,10 @@ A code of ``n_bits`` bits is stored packed, 8 bits per byte, most significant bi
 first (``numpy.packbits`` order), so an array of codes has shape ``(n, ceil(n_bits / 8))``
 and dtype ``uint8``. This is the layout FAISS binary indexes expect, and the one
 stored in the database.
+
+Hamming distances in numpy are computed here only: codes as uint64 words
+(:func:`as_words`), XOR, :func:`popcount`. (The numba kernel of
+:mod:`semhash.index._address_kernel` has its own popcount: compiled code cannot call numpy's.)
 """
 
 from __future__ import annotations
@@ -12,8 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-# popcount of every byte value, for Hamming distances without unpacking.
-_POPCOUNT = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)
+# popcount of every byte value: the fallback where numpy (< 2.0) has no bitwise_count.
+_BYTE_POPCOUNT = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)
 
 
 def n_bytes(n_bits: int) -> int:
@@ -43,6 +47,52 @@ def unpack_bits(codes: np.ndarray, n_bits: int) -> np.ndarray:
     return np.unpackbits(codes, axis=1, count=n_bits)
 
 
+def _popcount_by_bytes(values: np.ndarray) -> np.ndarray:
+    """``np.bitwise_count`` for numpy < 2.0: a table lookup per byte, summed per element."""
+    values = np.ascontiguousarray(values)
+    as_bytes = values.reshape(-1).view(np.uint8).reshape(*values.shape, values.dtype.itemsize)
+    return _BYTE_POPCOUNT[as_bytes].sum(axis=-1, dtype=np.uint8)
+
+
+def popcount(values: np.ndarray) -> np.ndarray:
+    """The number of set bits of each element of an unsigned integer array, as uint8."""
+    return _popcount(values)
+
+
+_popcount = getattr(np, "bitwise_count", _popcount_by_bytes)
+
+
+def as_words(codes: np.ndarray) -> np.ndarray:
+    """Packed codes ``(n, n_bytes)`` (or one code) as ``(n, ceil(n_bytes / 8))`` uint64 words.
+
+    Zero-padded and C-contiguous: a view of the codes when ``n_bytes`` is a multiple of 8,
+    else a copy. Distances between words equal those between the packed codes, so
+    :func:`word_distances` counts 64 bits per operation instead of 8.
+    """
+    codes = np.ascontiguousarray(codes, dtype=np.uint8)
+    if codes.ndim == 1:
+        codes = codes.reshape(1, -1)
+    if codes.ndim != 2:
+        raise ValueError(f"packed codes must be 2-D, got shape {codes.shape}")
+    if codes.shape[1] % 8:
+        padded = np.zeros((len(codes), -(-codes.shape[1] // 8) * 8), dtype=np.uint8)
+        padded[:, : codes.shape[1]] = codes
+        codes = padded
+    return codes.view(np.uint64)
+
+
+def word_distances(query_words: np.ndarray, db_words: np.ndarray, dtype=np.int32) -> np.ndarray:
+    """Hamming distances between codes as :func:`as_words` words, ``(n_queries, n_db)`` of ``dtype``.
+
+    One word at a time, so memory is a few ``(n_queries, n_db)`` arrays whatever the code
+    length. A small ``dtype`` (uint8 below 256 bits) keeps a later stable argsort a radix sort.
+    """
+    distances = np.zeros((len(query_words), len(db_words)), dtype=dtype)
+    for word in range(query_words.shape[1]):
+        distances += popcount(query_words[:, word, None] ^ db_words[None, :, word])
+    return distances
+
+
 def hamming_distances(queries: np.ndarray, database: np.ndarray) -> np.ndarray:
     """All pairwise Hamming distances, ``(n_queries, n_database)`` int32.
 
@@ -54,8 +104,7 @@ def hamming_distances(queries: np.ndarray, database: np.ndarray) -> np.ndarray:
             f"code lengths differ: {queries.shape[1]} bytes in the queries, "
             f"{database.shape[1]} in the database"
         )
-    xor = np.bitwise_xor(queries[:, None, :], database[None, :, :])
-    return _POPCOUNT[xor].sum(axis=2, dtype=np.int32)
+    return word_distances(as_words(queries), as_words(database), np.int32)
 
 
 def to_hex(code: np.ndarray) -> str:

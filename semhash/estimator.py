@@ -12,25 +12,30 @@ softmax, scored by cross-entropy, as in the papers.
 
 from __future__ import annotations
 
-import inspect
 import io
 import json
+import logging
 import os
-import sys
 import time
 import warnings
+from numbers import Integral
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
 import torch
+from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.utils.validation import check_is_fitted, check_non_negative, validate_data
 
 from semhash.autoencoder import SPREAD_SAMPLE, DeepAutoencoder, evaluate_loss, fine_tune
 from semhash.codes import code_spread
 from semhash.data import as_generator
 from semhash.files import atomic_write_bytes
+from semhash.neighbours import lsa_neighbours, smooth_with_neighbours, tfidf_neighbours
+from semhash.progress import shown_while
 from semhash.rbm import RBM
+
+log = logging.getLogger(__name__)
 
 FORMAT_NAME = "semhash.model"
 FORMAT_VERSION = 1
@@ -51,7 +56,7 @@ INPUT_TOTAL = 50.0
 # Set between the two corpora on whose validation splits the choice flips
 # (benchmarks/README.md, "Many corpora").
 SHORT_DOCUMENT_WORDS = 10
-LSA_NEIGHBOUR_DIMS = 64
+
 
 # A pretrained layer in which this share of the hidden units no longer varies across the
 # training documents (std of the activation under DEAD_UNIT_STD) is re-trained, up to
@@ -70,13 +75,18 @@ class ModelFormatError(ValueError):
     """A model file that is not a semhash model, or one this version cannot read."""
 
 
-class DeepCodeModel:
+class DeepCodeModel(TransformerMixin, BaseEstimator):
     """Base estimator: RBM-pretrained, fine-tuned deep autoencoder over word counts.
+
+    The subclasses (:class:`~semhash.hasher.SemanticHasher`,
+    :class:`~semhash.topic_map.TopicMap` and the image models) list their parameters,
+    with their own defaults, in their ``__init__``; this class holds the training code
+    and documents the parameters they share.
 
     Parameters
     ----------
+    n_bits or n_components : units in the code layer (bits, or dimensions of a real code).
     hidden_layers : sizes of the layers between the input and the code.
-    code_size : units in the code layer (bits, or dimensions of a real code).
     pretrain_epochs : CD-1 epochs for each RBM of the stack.
     pretrain_learning_rate : CD step for binary layers; the Poisson bottom layer and a
         linear top layer use a tenth of it, as they see larger total inputs.
@@ -112,75 +122,65 @@ class DeepCodeModel:
     validation_fraction : share of the training documents held out for early stopping.
     patience : fine-tuning epochs without validation improvement before stopping.
     random_state : seed; the same seed and data give the same model.
-    verbose : print progress (layer, epoch, loss) to stderr.
+    verbose : show progress (layer, epoch, loss) on stderr while fitting (the lines go to
+        the ``semhash`` loggers; see :mod:`semhash.progress`).
+
+    Fitted attributes: ``n_features_in_``, ``model_`` (the fine-tuned autoencoder), the
+    input statistics (``idf_``, ``input_scale_``; ``mean_``, ``std_`` for images), what
+    ``"auto"`` resolved to (``batch_size_``, ``pair_weight_``...) and how the fit went
+    (``pretrain_history_``, ``finetune_history_``, ``best_epoch_``, ``code_spread_``...).
     """
 
     code_units = "binary"  # or "linear"
     visible_units = "poisson"  # bottom RBM's visible units
     output_units = "softmax"  # decoder output: a word distribution
+    _code_size_param = "n_bits"  # the __init__ parameter that sets the code layer's width
 
-    def __init__(
-        self,
-        *,
-        hidden_layers: tuple[int, ...] = (500, 500),
-        code_size: int = 128,
-        pretrain_epochs: int = 5,
-        pretrain_learning_rate: float = 0.5,
-        finetune_epochs: int = 50,
-        finetune_learning_rate: float = 3e-3,
-        batch_size: int | str = "auto",
-        code_noise: float = 4.0,
-        neighbour_targets: int = 10,
-        neighbour_weight: float = 0.5,
-        neighbour_similarity: str = "auto",
-        idf_target: bool = False,
-        idf_input: bool = False,
-        input_dropout: float = 0.0,
-        pair_weight: float | str = "auto",
-        pair_temperature: float = 0.1,
-        validation_fraction: float = 0.1,
-        patience: int = 5,
-        random_state: int | None = 0,
-        verbose: bool = False,
-    ):
-        self.hidden_layers = hidden_layers
-        self.code_size = code_size
-        self.pretrain_epochs = pretrain_epochs
-        self.pretrain_learning_rate = pretrain_learning_rate
-        self.finetune_epochs = finetune_epochs
-        self.finetune_learning_rate = finetune_learning_rate
-        self.batch_size = batch_size
-        self.code_noise = code_noise
-        self.neighbour_targets = neighbour_targets
-        self.neighbour_weight = neighbour_weight
-        self.neighbour_similarity = neighbour_similarity
-        self.idf_target = idf_target
-        self.idf_input = idf_input
-        self.input_dropout = input_dropout
-        self.pair_weight = pair_weight
-        self.pair_temperature = pair_temperature
-        self.validation_fraction = validation_fraction
-        self.patience = patience
-        self.random_state = random_state
-        self.verbose = verbose
-
-    # ------------------------------------------------------------ parameters
-    def get_params(self) -> dict[str, Any]:
-        names = [name for name in inspect.signature(DeepCodeModel.__init__).parameters if name != "self"]
-        return {name: getattr(self, name) for name in names}
+    @property
+    def code_size(self) -> int:
+        """Units in the code layer: the ``n_bits`` or ``n_components`` parameter."""
+        return getattr(self, self._code_size_param)
 
     @property
     def layer_sizes(self) -> list[int]:
-        return [self.n_features_in_, *self.hidden_layers, self.code_size]
+        return [self.n_features_in_, *self.hidden_layers, int(self.code_size)]
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = True  # word counts are CSR matrices
+        tags.input_tags.positive_only = True  # counts cannot be negative
+        # Packed or unpacked bits are uint8, real codes float32, whatever the input dtype.
+        tags.transformer_tags.preserves_dtype = ["float32"] if self.code_units == "linear" else []
+        return tags
+
+    def _expected_failed_checks(self) -> dict[str, str]:
+        """scikit-learn's estimator checks that cannot pass by design, each with why."""
+        return {}  # none for word counts (the image models need 3,072 features)
+
+    def _validate_params(self) -> None:
+        """Parameters are checked when fitting, never in ``__init__`` or ``set_params``."""
+        size = self.code_size
+        if not isinstance(size, Integral) or isinstance(size, bool) or size < 1:
+            raise ValueError(f"{self._code_size_param} must be a positive integer, got {size!r}")
+        if self.neighbour_similarity not in ("auto", "tfidf", "lsa"):
+            raise ValueError(f"neighbour_similarity must be 'auto', 'tfidf' or 'lsa', got {self.neighbour_similarity!r}")
+        if self.pair_weight != "auto" and (isinstance(self.pair_weight, str) or not self.pair_weight >= 0):
+            raise ValueError(f"pair_weight must be a non-negative number or 'auto', got {self.pair_weight!r}")
+        if self.batch_size != "auto" and (not isinstance(self.batch_size, Integral) or self.batch_size < 1):
+            raise ValueError(f"batch_size must be a positive integer or 'auto', got {self.batch_size!r}")
 
     # -------------------------------------------------------------- training
     def fit(self, X, y=None) -> "DeepCodeModel":
         """Pretrain the RBM stack on word counts ``X`` and fine-tune the autoencoder."""
+        with shown_while(self.verbose):
+            return self._fit_autoencoder(X)
+
+    def _fit_autoencoder(self, X) -> "DeepCodeModel":
         started = time.perf_counter()
-        X = self._check_input(X)
+        self._validate_params()
+        X = self._check_input(X)  # sets n_features_in_
         generator = as_generator(self.random_state)
         torch.manual_seed(0 if self.random_state is None else self.random_state)
-        self.n_features_in_ = X.shape[1]
         self._fit_input_statistics(X)
         inputs, targets = self._encoder_input(X), self._reconstruction_target(X)
         if self.neighbour_targets > 0 and X.shape[0] > 1:
@@ -195,7 +195,7 @@ class DeepCodeModel:
         if self.pair_weight_ > 0 and len(train_rows) > 2:
             # indices among the training rows
             pair_neighbours = self._neighbours(X[train_rows], self._neighbour_similarity(X))
-        self._log(
+        log.info(
             f"{type(self).__name__}: {X.shape[0]} documents, network "
             f"{'-'.join(map(str, self.layer_sizes))}, {self.code_units} code"
         )
@@ -204,7 +204,7 @@ class DeepCodeModel:
         self.pretrain_history_ = [rbm.history_ for rbm in rbms]
 
         validation = (inputs[val_rows], targets[val_rows]) if len(val_rows) else None
-        self._log(f"fine-tuning ({'noise std %g on the code' % self.code_noise if self.code_units == 'binary' else 'linear code'})")
+        log.info(f"fine-tuning ({'noise std %g on the code' % self.code_noise if self.code_units == 'binary' else 'linear code'})")
         result = fine_tune(
             self.model_,
             inputs[train_rows],
@@ -220,18 +220,15 @@ class DeepCodeModel:
             pair_temperature=self.pair_temperature,
             patience=self.patience,
             generator=generator,
-            report=self._log,
         )
         self.finetune_history_ = result.history
         self.best_epoch_ = result.best_epoch + 1
         self._check_spread(inputs[train_rows])
         self.fit_seconds_ = time.perf_counter() - started
-        self._log(f"trained in {self.fit_seconds_:.1f}s (best epoch {self.best_epoch_})")
+        log.info(f"trained in {self.fit_seconds_:.1f}s (best epoch {self.best_epoch_})")
         return self
 
     def _neighbour_similarity(self, X) -> str:
-        if self.neighbour_similarity not in ("auto", "tfidf", "lsa"):
-            raise ValueError(f"neighbour_similarity must be 'auto', 'tfidf' or 'lsa', got {self.neighbour_similarity!r}")
         if self.neighbour_similarity != "auto":
             return self.neighbour_similarity
         return "lsa" if X.nnz / X.shape[0] < SHORT_DOCUMENT_WORDS else "tfidf"
@@ -248,8 +245,6 @@ class DeepCodeModel:
         if self.pair_weight == "auto":
             applies = self.neighbour_targets > 0 and self.code_units == "binary"
             return 1.0 if applies and self._neighbour_similarity(X) == "lsa" else 0.0
-        if isinstance(self.pair_weight, str) or not self.pair_weight >= 0:
-            raise ValueError(f"pair_weight must be a non-negative number or 'auto', got {self.pair_weight!r}")
         return float(self.pair_weight) if self.neighbour_targets > 0 else 0.0
 
     def _check_spread(self, inputs) -> None:
@@ -277,9 +272,7 @@ class DeepCodeModel:
     def _batch_size(self, n_train: int) -> int:
         if self.batch_size == "auto":
             return int(np.clip(n_train // 100, 10, 100))
-        if not isinstance(self.batch_size, int) or self.batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer or 'auto', got {self.batch_size!r}")
-        return self.batch_size
+        return int(self.batch_size)
 
     def _layer_learning_rate(self, bottom: bool, hidden: str) -> float:
         """CD step of one layer (for batches of 100): Poisson and linear units see larger
@@ -298,7 +291,7 @@ class DeepCodeModel:
             bottom, top = depth == 0, depth == len(sizes) - 2
             visible = self.visible_units if bottom else "binary"
             hidden = "linear" if top and self.code_units == "linear" else "binary"
-            self._log(f"pretraining layer {depth + 1}/{len(sizes) - 1}: {visible} {n_in} -> {hidden} {n_out}")
+            log.info(f"pretraining layer {depth + 1}/{len(sizes) - 1}: {visible} {n_in} -> {hidden} {n_out}")
             rbm = RBM(
                 n_out,
                 visible=visible,
@@ -307,7 +300,6 @@ class DeepCodeModel:
                 batch_size=self.batch_size_,
                 n_epochs=self.pretrain_epochs,
                 random_state=int(torch.randint(0, 2**31 - 1, (1,), generator=generator)),
-                verbose=self._log if self.verbose else False,
             )
             rbm.fit(data)
             for _ in range(DEAD_LAYER_RETRIES):
@@ -316,9 +308,8 @@ class DeepCodeModel:
                     break
                 # Too large a step drives every hidden unit off (total input ~ -20, where no
                 # gradient reaches it in fine-tuning); a smaller one keeps them alive.
-                self._log(f"  {dead:.0%} of the layer's units never change: re-training with a fifth of the step")
-                rbm.learning_rate *= DEAD_LAYER_STEP
-                rbm.fit(data)
+                log.info(f"  {dead:.0%} of the layer's units never change: re-training with a fifth of the step")
+                rbm.set_params(learning_rate=rbm.learning_rate * DEAD_LAYER_STEP).fit(data)
             rbms.append(rbm)
             if not top:
                 data = rbm.transform(data)
@@ -326,10 +317,21 @@ class DeepCodeModel:
 
     # ------------------------------------------------- input hooks (text)
     # Subclasses for other data (images) override these five methods.
-    def _check_input(self, X, fitted: bool = False):
-        if not fitted:
-            return check_counts(X)
-        return check_counts(X, n_features=self.n_features_in_, allow_empty_rows=True)
+    def _check_input(self, X, fitted: bool = False) -> sp.csr_matrix:
+        """Validate word counts as scikit-learn does (``fitted``: against the fitted width)
+        and return them as float32 CSR. For fitting, documents with no words are left out:
+        they teach the network nothing (``transform`` still encodes them)."""
+        if isinstance(X, torch.Tensor):
+            X = X.detach().cpu().numpy()
+        X = sp.csr_matrix(validate_data(self, X, accept_sparse="csr", dtype=np.float32, reset=not fitted))
+        check_non_negative(X, f"{type(self).__name__} (word counts)")
+        words = np.asarray(X.sum(axis=1)).ravel() > 0
+        if fitted or words.all():
+            return X
+        if not words.any():
+            raise ValueError(f"none of the {X.shape[0]} documents has a word in the vocabulary: nothing to fit")
+        log.info(f"{X.shape[0] - words.sum()} documents with no words in the vocabulary are left out of the fit")
+        return X[np.flatnonzero(words)]
 
     def _fit_input_statistics(self, X) -> None:
         """Learn the words' inverse document frequencies (used if idf weighting is on) and
@@ -368,7 +370,7 @@ class DeepCodeModel:
         self.model_.eval()
         inputs = self._encoder_input(X)
         out = [self.model_.encode_matrix(inputs[start : start + 4096]) for start in range(0, X.shape[0], 4096)]
-        return torch.cat(out).numpy() if out else np.zeros((0, self.code_size), np.float32)
+        return torch.cat(out).numpy() if out else np.zeros((0, self.layer_sizes[-1]), np.float32)
 
     @torch.no_grad()
     def reconstruction_loss(self, X) -> float:
@@ -383,15 +385,16 @@ class DeepCodeModel:
         self._check_fitted()
         config = {
             "class": type(self).__name__,
-            "params": self.get_params() | {"verbose": False},
+            "params": self.get_params(deep=False) | {"verbose": False},
             "n_features_in": self.n_features_in_,
             "best_epoch": self.best_epoch_,
             "fit_seconds": self.fit_seconds_,
+            **self._extra_config(),
         }
         payload = {
             "format": FORMAT_NAME,
             "version": FORMAT_VERSION,
-            "config": json.dumps(config),
+            "config": json.dumps(config, default=_json_value),
             "state": {k: v.contiguous() for k, v in self.model_.state_dict().items()},
             "extra": {k: v.contiguous() for k, v in self._extra_state().items()},
         }
@@ -420,8 +423,7 @@ class DeepCodeModel:
             raise ModelFormatError(f"the file holds a {config['class']}, not a {cls.__name__}")
         params = dict(config["params"])
         params["hidden_layers"] = tuple(params["hidden_layers"])
-        known = set(inspect.signature(model_class.__init__).parameters) | set(DeepCodeModel().get_params())
-        unknown = sorted(set(params) - known)
+        unknown = sorted(set(params) - set(model_class._get_param_names()))
         if unknown:
             raise ModelFormatError(
                 f"the model was saved with parameters this semhash does not know ({', '.join(unknown)}); "
@@ -431,12 +433,12 @@ class DeepCodeModel:
         estimator.n_features_in_ = config["n_features_in"]
         estimator.best_epoch_ = config["best_epoch"]
         estimator.fit_seconds_ = config["fit_seconds"]
-        estimator.model_ = DeepAutoencoder(
-            estimator.layer_sizes, code=estimator.code_units, output=estimator.output_units
-        )
+        estimator.model_ = DeepAutoencoder(estimator.layer_sizes, code=estimator.code_units,
+                                           output=estimator.output_units)
         try:
             estimator.model_.load_state_dict(payload["state"])
             estimator._load_extra_state(payload.get("extra", {}))
+            estimator._load_extra_config(config)
         except RuntimeError as err:
             raise ModelFormatError(f"model weights do not match its config: {err}") from None
         estimator.model_.eval()
@@ -457,17 +459,26 @@ class DeepCodeModel:
             raise ModelFormatError(f"{path}: {err}") from None
 
     # ----------------------------------------------------------------- misc
-    def _check_fitted(self) -> None:
-        if not hasattr(self, "model_"):
-            raise RuntimeError(f"this {type(self).__name__} is not fitted yet: call fit first")
+    def _extra_config(self) -> dict:
+        """What a subclass keeps in the file's JSON config besides its parameters."""
+        return {}
 
-    def _log(self, line: str) -> None:
-        if self.verbose:
-            print(line, file=sys.stderr, flush=True)
+    def _load_extra_config(self, config: dict) -> None:
+        pass
+
+    def _check_fitted(self) -> None:
+        check_is_fitted(self, "model_")  # NotFittedError
 
 
 # Filled by the subclasses' modules, so that a file names the class it holds.
 MODEL_CLASSES: dict[str, type[DeepCodeModel]] = {}
+
+
+def _json_value(value):
+    """JSON for numpy scalars (a grid search's, say) and sets of words (``stop_words``)."""
+    if isinstance(value, (set, frozenset)):
+        return sorted(value)
+    return value.item()  # numpy scalars; anything else raises, as json would
 
 
 def dead_unit_share(rbm: RBM, data, sample: int = 2000) -> float:
@@ -475,30 +486,6 @@ def dead_unit_share(rbm: RBM, data, sample: int = 2000) -> float:
     rows of) ``data``: a unit pinned at 0 or 1 passes nothing on."""
     activations = rbm.transform(data[:sample])
     return float((activations.std(axis=0) < DEAD_UNIT_STD).mean())
-
-
-def check_counts(X, *, n_features: int | None = None, allow_empty_rows: bool = False) -> sp.csr_matrix:
-    """Validate a word-count matrix and return it as float32 CSR."""
-    if isinstance(X, torch.Tensor):
-        X = X.numpy()
-    X = sp.csr_matrix(X, dtype=np.float32)
-    if X.ndim != 2 or X.shape[0] == 0:
-        raise ValueError(f"expected a non-empty 2-D matrix of word counts, got shape {X.shape}")
-    if n_features is not None and X.shape[1] != n_features:
-        raise ValueError(
-            f"the word counts have {X.shape[1]} columns, but the model was trained on a "
-            f"{n_features}-word vocabulary"
-        )
-    if X.nnz and (X.data.min() < 0 or not np.isfinite(X.data).all()):
-        raise ValueError("word counts must be finite and non-negative")
-    if not allow_empty_rows:
-        empty = np.flatnonzero(np.diff(X.indptr) == 0)
-        if len(empty):
-            raise ValueError(
-                f"{len(empty)} documents have no words in the vocabulary (rows {empty[:5].tolist()}"
-                f"{'...' if len(empty) > 5 else ''}); drop them before fitting"
-            )
-    return X
 
 
 def encoder_input(X: sp.csr_matrix) -> sp.csr_matrix:
@@ -513,44 +500,3 @@ def word_distribution(X: sp.csr_matrix) -> sp.csr_matrix:
     totals = np.asarray(X.sum(axis=1)).ravel()
     totals[totals == 0] = 1.0
     return sp.csr_matrix(sp.diags(1.0 / totals) @ X, dtype=np.float32)
-
-
-def tfidf_neighbours(X: sp.csr_matrix, k: int) -> np.ndarray:
-    """``(n, k)`` indices of each document's ``k`` nearest other documents by TF-IDF cosine,
-    nearest first."""
-    from semhash.baselines import TfidfCosine
-
-    k = int(min(k, X.shape[0] - 1))
-    tfidf = TfidfCosine().fit_transform(X)
-    return _top_k(lambda rows: (tfidf[rows] @ tfidf.T).toarray(), X.shape[0], k)
-
-
-def lsa_neighbours(X: sp.csr_matrix, k: int) -> np.ndarray:
-    """Like :func:`tfidf_neighbours`, by cosine of LSA-64 (of the sublinear TF-IDF)."""
-    from semhash.baselines import LSA
-
-    k = int(min(k, X.shape[0] - 1))
-    dims = max(1, min(LSA_NEIGHBOUR_DIMS, min(X.shape) - 1))
-    vectors = LSA(n_components=dims).fit_transform(X)  # rows unit length
-    return _top_k(lambda rows: vectors[rows] @ vectors.T, X.shape[0], k)
-
-
-def _top_k(similarities, n: int, k: int, block: int = 2048) -> np.ndarray:
-    """``(n, k)`` indices of each row's ``k`` most similar other rows, most similar first;
-    ``similarities(rows)`` gives the dense ``(len(rows), n)`` block."""
-    out = []
-    for start in range(0, n, block):
-        sims = np.array(similarities(slice(start, start + block)), dtype=np.float32)
-        np.fill_diagonal(sims[:, start : start + block], -np.inf)  # not one's own neighbour
-        top = np.argpartition(-sims, k, axis=1)[:, :k]
-        order = np.argsort(-np.take_along_axis(sims, top, axis=1), axis=1, kind="stable")
-        out.append(np.take_along_axis(top, order, axis=1))
-    return np.concatenate(out)
-
-
-def smooth_with_neighbours(targets: sp.csr_matrix, neighbours: np.ndarray, weight: float) -> sp.csr_matrix:
-    """Mix each target with the mean target of its neighbours (rows of ``neighbours``)."""
-    n, k = neighbours.shape
-    rows = np.repeat(np.arange(n), k)
-    mixing = sp.csr_matrix((np.full(n * k, weight / k, np.float32), (rows, neighbours.ravel())), shape=(n, n))
-    return sp.csr_matrix((1 - weight) * targets + mixing @ targets, dtype=np.float32)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
-from semhash.codes import pack_bits
+from semhash.codes import hamming_distances, pack_bits
 from semhash.estimator import MODEL_CLASSES, DeepCodeModel
 
 
@@ -17,36 +19,107 @@ class SemanticHasher(DeepCodeModel):
     the logistic code units. Documents with similar topics get codes a small Hamming
     distance apart.
 
+    Input: a matrix of raw word counts ``(n_documents, n_words)``, dense or sparse (CSR),
+    e.g. from :class:`~semhash.vectorize.WordCounter` or scikit-learn's
+    ``CountVectorizer``; for raw text, see :class:`~semhash.text_hasher.TextHasher`.
+
+    Parameters
+    ----------
+    n_bits : bits in a code.
+    packed : what :meth:`transform` gives: ``True``, the codes packed 8 bits a byte,
+        ``(n, ceil(n_bits / 8))`` uint8 (what the index stores and searches); ``False``,
+        one 0/1 column per bit, ``(n, n_bits)`` uint8, for a downstream scikit-learn
+        estimator, which would read each packed byte as one number.
+
+    The other parameters are described in :class:`~semhash.estimator.DeepCodeModel`.
+
     >>> hasher = SemanticHasher(n_bits=64).fit(train_counts)      # doctest: +SKIP
     >>> codes = hasher.transform(query_counts)   # (n, 8) uint8, packed bits
     """
 
     code_units = "binary"
 
-    def __init__(self, n_bits: int = 128, *, hidden_layers: tuple[int, ...] = (500, 500), **kwargs):
+    def __init__(
+        self,
+        n_bits: int = 128,
+        *,
+        hidden_layers: tuple[int, ...] = (500, 500),
+        pretrain_epochs: int = 5,
+        pretrain_learning_rate: float = 0.5,
+        finetune_epochs: int = 50,
+        finetune_learning_rate: float = 3e-3,
+        batch_size: int | str = "auto",
+        code_noise: float = 4.0,
+        neighbour_targets: int = 10,
+        neighbour_weight: float = 0.5,
+        neighbour_similarity: str = "auto",
         # Chosen on a validation split of 20 Newsgroups train (benchmarks/README.md):
         # weighting the reconstruction target by idf raised precision@100 of 64-bit codes
         # from 0.434 to 0.464; dropping half of the input words in each fine-tuning step
         # (a denoising autoencoder) from 0.435 to 0.473 on the current split.
-        kwargs.setdefault("idf_target", True)
-        kwargs.setdefault("input_dropout", 0.5)
-        super().__init__(hidden_layers=hidden_layers, code_size=n_bits, **kwargs)
+        idf_target: bool = True,
+        idf_input: bool = False,
+        input_dropout: float = 0.5,
+        pair_weight: float | str = "auto",
+        pair_temperature: float = 0.1,
+        validation_fraction: float = 0.1,
+        patience: int = 5,
+        packed: bool = True,
+        random_state: int | None = 0,
+        verbose: bool = False,
+    ):
         self.n_bits = n_bits
-
-    def get_params(self) -> dict:
-        params = super().get_params()
-        params["n_bits"] = params.pop("code_size")
-        return params
-
-    def fit(self, X, y=None) -> "SemanticHasher":
-        if not isinstance(self.n_bits, int) or self.n_bits < 1:
-            raise ValueError(f"n_bits must be a positive integer, got {self.n_bits!r}")
-        self.code_size = self.n_bits
-        return super().fit(X, y)
+        self.hidden_layers = hidden_layers
+        self.pretrain_epochs = pretrain_epochs
+        self.pretrain_learning_rate = pretrain_learning_rate
+        self.finetune_epochs = finetune_epochs
+        self.finetune_learning_rate = finetune_learning_rate
+        self.batch_size = batch_size
+        self.code_noise = code_noise
+        self.neighbour_targets = neighbour_targets
+        self.neighbour_weight = neighbour_weight
+        self.neighbour_similarity = neighbour_similarity
+        self.idf_target = idf_target
+        self.idf_input = idf_input
+        self.input_dropout = input_dropout
+        self.pair_weight = pair_weight
+        self.pair_temperature = pair_temperature
+        self.validation_fraction = validation_fraction
+        self.patience = patience
+        self.packed = packed
+        self.random_state = random_state
+        self.verbose = verbose
 
     def transform(self, X) -> np.ndarray:
-        """Binary codes, packed: ``(n, ceil(n_bits / 8))`` uint8, code units thresholded at 0.5."""
-        return pack_bits(self.transform_real(X) > 0.5)
+        """Binary codes (code units thresholded at 0.5): packed, ``(n, ceil(n_bits / 8))``
+        uint8, or unpacked, ``(n, n_bits)`` uint8 of 0/1 (see ``packed``)."""
+        return binary_codes(self.transform_real(X), self.packed)
+
+
+def binary_codes(activities: np.ndarray, packed: bool) -> np.ndarray:
+    """Code-unit activities thresholded at 0.5, packed or as 0/1 uint8 columns."""
+    bits = activities > 0.5
+    return pack_bits(bits) if packed else bits.astype(np.uint8)
+
+
+def hamming_precision_scorer(k: int = 10):
+    """A scorer for ``GridSearchCV(scoring=...)``: precision at ``k`` of the Hamming
+    neighbours of each document among the others given to it (the share of them with
+    its label), for any estimator (or pipeline) whose ``transform`` gives binary codes,
+    packed or not."""
+    return functools.partial(hamming_precision, k=k)  # picklable, for n_jobs > 1
+
+
+def hamming_precision(estimator, X, y, *, k: int = 10) -> float:
+    """The score of :func:`hamming_precision_scorer`."""
+    # Unpacked bits are uint8 0/1 columns: their Hamming distance is the packed codes'.
+    codes = estimator.transform(X)
+    distances = hamming_distances(codes, codes).astype(np.float64)
+    np.fill_diagonal(distances, np.inf)  # a document is not its own neighbour
+    # Ties broken by index (a stable sort), so that the score is deterministic.
+    neighbours = np.argsort(distances, axis=1, kind="stable")[:, : min(k, len(distances) - 1)]
+    labels = np.asarray(y)
+    return float((labels[neighbours] == labels[:, None]).mean())
 
 
 MODEL_CLASSES["SemanticHasher"] = SemanticHasher

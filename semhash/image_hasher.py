@@ -29,8 +29,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from semhash.codes import pack_bits
+from sklearn.utils.validation import check_array, validate_data
+
 from semhash.estimator import MODEL_CLASSES, DeepCodeModel
+from semhash.hasher import binary_codes
 
 IMAGE_SIDE = 32
 IMAGE_CHANNELS = 3
@@ -41,36 +43,70 @@ ADDRESS_BITS = 28
 MIN_PIXEL_STD = 1e-2
 
 
-def check_pixels(X) -> np.ndarray:
+def check_pixels(X, estimator=None, *, reset: bool = True) -> np.ndarray:
     """Validate images and return float32 ``(n, 3072)`` pixels in [0, 1].
 
     Accepts ``(n, 3072)`` or ``(n, 32, 32, 3)`` arrays (or tensors); ``uint8`` is 0-255,
-    floats must already be in [0, 1].
+    floats must already be in [0, 1]. With an ``estimator``, the array is validated as
+    scikit-learn does (``validate_data``: ``n_features_in_`` set when ``reset``, checked
+    otherwise); without, by ``check_array``.
     """
     if isinstance(X, torch.Tensor):
         X = X.detach().cpu().numpy()
-    X = np.asarray(X)
-    if X.ndim == 4 and X.shape[1:] == (IMAGE_SIDE, IMAGE_SIDE, IMAGE_CHANNELS):
-        X = X.reshape(len(X), IMAGE_DIMS)
-    if X.ndim != 2 or X.shape[1] != IMAGE_DIMS or X.shape[0] == 0:
-        raise ValueError(
-            f"expected a non-empty array of 32x32 RGB images, shape (n, {IMAGE_DIMS}) or "
-            f"(n, {IMAGE_SIDE}, {IMAGE_SIDE}, {IMAGE_CHANNELS}), got shape {X.shape}; "
-            "resize images to 32x32 RGB first (semhash.pipelines.images.read_images does)"
-        )
+    elif not hasattr(X, "shape"):
+        X = np.asarray(X)  # nested lists
+    shape = X.shape
+    if len(shape) == 4 and tuple(shape[1:]) == (IMAGE_SIDE, IMAGE_SIDE, IMAGE_CHANNELS):
+        X = np.asarray(X).reshape(len(X), IMAGE_DIMS)
+    elif len(shape) > 2:
+        raise ValueError(f"got an array of shape {tuple(shape)}: {_EXPECTED}")
+    elif len(shape) == 2 and not reset:
+        _check_width(shape[1], estimator)  # with the hint, before scikit-learn's plain message
+    # dtype="numeric" keeps uint8 (0-255) apart from floats (0-1); 1-D, sparse, empty,
+    # complex, NaN and infinite inputs are refused with scikit-learn's messages.
+    if estimator is None:
+        X = check_array(X, dtype="numeric")
+        _check_width(X.shape[1])
+        return _scaled(X)
+    fitted = {name: vars(estimator)[name] for name in _INPUT_ATTRIBUTES if name in vars(estimator)}
+    X = validate_data(estimator, X, dtype="numeric", reset=reset)
+    if X.shape[1] != IMAGE_DIMS:
+        for name in _INPUT_ATTRIBUTES:  # leave the estimator as it was before this fit
+            vars(estimator).pop(name, None)
+        vars(estimator).update(fitted)
+        _check_width(X.shape[1], estimator)
+    return _scaled(X)
+
+
+def _scaled(X: np.ndarray) -> np.ndarray:
+    """Validated pixels as float32 in [0, 1]."""
     if X.dtype == np.uint8:
         return X.astype(np.float32) / 255.0
     if not np.issubdtype(X.dtype, np.floating) and not np.issubdtype(X.dtype, np.integer):
         raise ValueError(f"pixels must be uint8 or floats in [0, 1], got dtype {X.dtype}")
     X = X.astype(np.float32)
-    if not np.isfinite(X).all():
-        raise ValueError("pixels must be finite")
     if X.min() < 0.0 or X.max() > 1.0 + 1e-6:
         raise ValueError(
             f"float pixels must lie in [0, 1] (got {X.min():.3g}..{X.max():.3g}); "
             "pass uint8 arrays for 0-255 values"
         )
     return X
+
+
+# What validate_data records of the input when fitting.
+_INPUT_ATTRIBUTES = ("n_features_in_", "feature_names_in_")
+
+
+def _check_width(n_features: int, estimator=None) -> None:
+    if n_features != IMAGE_DIMS:
+        expecting = f", but {type(estimator).__name__} is expecting {IMAGE_DIMS} features as input" if estimator else ""
+        raise ValueError(f"X has {n_features} features{expecting}: {_EXPECTED}")
+
+
+_EXPECTED = (
+    f"expected 32x32 RGB images, shape (n, {IMAGE_DIMS}) or (n, {IMAGE_SIDE}, {IMAGE_SIDE}, {IMAGE_CHANNELS}); "
+    "resize images to 32x32 RGB first (semhash.pipelines.images.read_images does)"
+)
 
 
 class ImageInput:
@@ -82,10 +118,13 @@ class ImageInput:
     visible_units = "gaussian"
     output_units = "linear"
 
-    def _fit_pixels(self, X, y=None):
-        """The estimator's ``fit``, standardising the pixels once for input and target."""
+    def _validate_params(self) -> None:
+        super()._validate_params()
         if self.neighbour_targets:
             raise ValueError("neighbour_targets is for word counts; use 0 for images")
+
+    def _fit_pixels(self, X, y=None):
+        """The estimator's ``fit``, standardising the pixels once for input and target."""
         self._fitting = True
         try:
             return super().fit(X, y)
@@ -93,14 +132,23 @@ class ImageInput:
             self._fitting = False
             self._last_input = None
 
-    def standardise(self, X) -> np.ndarray:
-        """``(pixels - mean_) / std_``, float32 ``(n, 3072)``: what the encoder sees."""
-        if not hasattr(self, "mean_"):
-            raise RuntimeError(f"this {type(self).__name__} is not fitted yet: call fit first")
-        return self._encoder_input(self._check_input(X, fitted=True))
-
     def _check_input(self, X, fitted: bool = False) -> np.ndarray:
-        return check_pixels(X)
+        return check_pixels(X, self, reset=not fitted)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = False  # pixels are dense
+        tags.input_tags.positive_only = True  # pixels lie in [0, 1] (or 0-255)
+        return tags
+
+    def _expected_failed_checks(self) -> dict[str, str]:
+        # Every check that fits or transforms the checks' own data: it has a few features,
+        # and an image model needs exactly 3,072 (32x32 RGB pixels).
+        reason = f"an image model needs exactly {IMAGE_DIMS} features (32x32 RGB pixels)"
+        # A map checks for a single sample (t-SNE) first; a map preserves float32, a hasher
+        # gives uint8 bits (no dtype check): each fails one more check on the checks' data.
+        extra = ("check_transformer_preserve_dtypes",) if self.code_units == "linear" else ("check_fit2d_1sample",)
+        return dict.fromkeys(IMAGE_DATA_CHECKS + extra, reason)
 
     def _fit_input_statistics(self, X: np.ndarray) -> None:
         mean = X.mean(axis=0, dtype=np.float64)
@@ -149,8 +197,8 @@ class ImageInput:
 class ImageHasher(ImageInput, DeepCodeModel):
     """Learn ``n_bits``-bit binary codes for 32x32 colour images.
 
-    Parameters are those of :class:`~semhash.estimator.DeepCodeModel`, with image
-    defaults, plus:
+    Parameters are those of :class:`~semhash.hasher.SemanticHasher` (``packed`` included;
+    see :class:`~semhash.estimator.DeepCodeModel`), with image defaults, plus:
 
     gaussian_learning_rate : CD step of the bottom (Gaussian-visible) RBM, for batches
         of 100. Gaussian units on standardised pixels get large total inputs from 3072
@@ -158,8 +206,9 @@ class ImageHasher(ImageInput, DeepCodeModel):
         one or two orders of magnitude); ``None`` falls back to the base rule
         (a tenth of ``pretrain_learning_rate``).
 
-    ``neighbour_targets`` defaults to 0 (the neighbour smoothing of the base class is
-    for TF-IDF of word counts).
+    ``neighbour_targets`` must be 0 (the neighbour smoothing of the base class is for
+    TF-IDF of word counts); the word-count parameters (``idf_*``, ``neighbour_*``,
+    ``pair_*``) are kept so that every model file's parameters load, but do nothing here.
 
     >>> hasher = ImageHasher(n_bits=256).fit(train_pixels)   # doctest: +SKIP
     >>> codes = hasher.transform(query_pixels)               # (n, 32) uint8, packed bits
@@ -177,42 +226,72 @@ class ImageHasher(ImageInput, DeepCodeModel):
         gaussian_learning_rate: float | None = 0.002,
         finetune_epochs: int = 30,
         finetune_learning_rate: float = 1e-3,
+        batch_size: int | str = "auto",
+        code_noise: float = 4.0,
         neighbour_targets: int = 0,
-        **kwargs,
+        neighbour_weight: float = 0.5,
+        neighbour_similarity: str = "auto",
+        idf_target: bool = False,
+        idf_input: bool = False,
+        input_dropout: float = 0.0,
+        pair_weight: float | str = "auto",
+        pair_temperature: float = 0.1,
+        validation_fraction: float = 0.1,
+        patience: int = 5,
+        packed: bool = True,
+        random_state: int | None = 0,
+        verbose: bool = False,
     ):
-        super().__init__(
-            hidden_layers=hidden_layers,
-            code_size=n_bits,
-            pretrain_epochs=pretrain_epochs,
-            pretrain_learning_rate=pretrain_learning_rate,
-            finetune_epochs=finetune_epochs,
-            finetune_learning_rate=finetune_learning_rate,
-            neighbour_targets=neighbour_targets,
-            **kwargs,
-        )
         self.n_bits = n_bits
+        self.hidden_layers = hidden_layers
+        self.pretrain_epochs = pretrain_epochs
+        self.pretrain_learning_rate = pretrain_learning_rate
         self.gaussian_learning_rate = gaussian_learning_rate
+        self.finetune_epochs = finetune_epochs
+        self.finetune_learning_rate = finetune_learning_rate
+        self.batch_size = batch_size
+        self.code_noise = code_noise
+        self.neighbour_targets = neighbour_targets
+        self.neighbour_weight = neighbour_weight
+        self.neighbour_similarity = neighbour_similarity
+        self.idf_target = idf_target
+        self.idf_input = idf_input
+        self.input_dropout = input_dropout
+        self.pair_weight = pair_weight
+        self.pair_temperature = pair_temperature
+        self.validation_fraction = validation_fraction
+        self.patience = patience
+        self.packed = packed
+        self.random_state = random_state
+        self.verbose = verbose
 
     @classmethod
-    def address_model(cls, n_bits: int = ADDRESS_BITS, **kwargs) -> "ImageHasher":
+    def address_model(cls, n_bits: int = ADDRESS_BITS, **params) -> "ImageHasher":
         """The short address-code hasher (28 bits by default) of two-stage retrieval."""
-        return cls(n_bits=n_bits, **kwargs)
-
-    def get_params(self) -> dict:
-        params = super().get_params()
-        params["n_bits"] = params.pop("code_size")
-        params["gaussian_learning_rate"] = self.gaussian_learning_rate
-        return params
+        return cls(n_bits=n_bits, **params)
 
     def fit(self, X, y=None) -> "ImageHasher":
         """Standardise the pixels, pretrain the RBM stack and fine-tune the autoencoder."""
-        if not isinstance(self.n_bits, (int, np.integer)) or self.n_bits < 1:
-            raise ValueError(f"n_bits must be a positive integer, got {self.n_bits!r}")
-        self.code_size = int(self.n_bits)
         return self._fit_pixels(X, y)
 
     def transform(self, X) -> np.ndarray:
-        """Packed binary codes ``(n, ceil(n_bits / 8))`` uint8, code units thresholded at 0.5."""
-        return pack_bits(self.transform_real(X) > 0.5)
+        """Binary codes (code units thresholded at 0.5): packed, ``(n, ceil(n_bits / 8))``
+        uint8, or unpacked, ``(n, n_bits)`` uint8 of 0/1 (see ``packed``)."""
+        return binary_codes(self.transform_real(X), self.packed)
+
+
+# The checks of sklearn.utils.estimator_checks that fit or transform their own data (a
+# few features): an image model cannot take it (ImageInput._expected_failed_checks).
+# The others (1-D, sparse, complex, NaN, empty inputs, cloning, parameters) apply and pass.
+IMAGE_DATA_CHECKS = (
+    "check_dict_unchanged", "check_dont_overwrite_parameters", "check_dtype_object",
+    "check_estimators_dtypes", "check_estimators_fit_returns_self", "check_estimators_nan_inf",
+    "check_estimators_overwrite_params", "check_estimators_pickle", "check_f_contiguous_array_estimator",
+    "check_fit2d_1feature", "check_fit2d_predict1d", "check_fit_check_is_fitted", "check_fit_idempotent",
+    "check_fit_score_takes_y", "check_methods_sample_order_invariance", "check_methods_subset_invariance",
+    "check_n_features_in", "check_n_features_in_after_fitting", "check_pipeline_consistency",
+    "check_positive_only_tag_during_fit", "check_readonly_memmap_input", "check_transformer_data_not_an_array",
+    "check_transformer_general",
+)
 
 MODEL_CLASSES["ImageHasher"] = ImageHasher

@@ -13,6 +13,8 @@ standardised pixels (for documents: LSA-50 of the word counts).
 
 from __future__ import annotations
 
+from numbers import Integral
+
 import numpy as np
 
 from semhash.estimator import MODEL_CLASSES
@@ -29,7 +31,9 @@ class ImageMap(ImageInput, TopicMap):
     ``tsne_epochs``, ``tsne_input_dropout``...) with image defaults, plus
     ``gaussian_learning_rate`` (the CD step of the Gaussian-visible bottom RBM, as for
     :class:`~semhash.image_hasher.ImageHasher`) and ``n_pca`` (dimensions of the PCA of
-    the standardised pixels on which the t-SNE neighbours are found).
+    the standardised pixels on which the t-SNE neighbours are found). As for
+    ``ImageHasher``, ``neighbour_targets`` must be 0 and the word-count parameters do
+    nothing.
 
     Input: ``(n, 3072)`` or ``(n, 32, 32, 3)`` pixels, ``uint8`` 0-255 or floats in [0, 1].
     """
@@ -40,42 +44,64 @@ class ImageMap(ImageInput, TopicMap):
         *,
         hidden_layers: tuple[int, ...] = (512, 128),
         pretrain_epochs: int = 10,
+        pretrain_learning_rate: float = 0.1,
         gaussian_learning_rate: float | None = 0.002,
         finetune_epochs: int = 30,
         finetune_learning_rate: float = 1e-3,
+        batch_size: int | str = "auto",
+        code_noise: float = 0.0,
         neighbour_targets: int = 0,
+        neighbour_weight: float = 0.5,
+        neighbour_similarity: str = "auto",
+        idf_target: bool = False,
+        idf_input: bool = False,
+        input_dropout: float = 0.0,
+        pair_weight: float | str = "auto",
+        pair_temperature: float = 0.1,
+        validation_fraction: float = 0.1,
+        patience: int = 5,
         objective: str = "tsne",
         perplexity: float = 30.0,
         tsne_epochs: int = 30,
         tsne_input_dropout: float = 0.2,
         n_pca: int = 50,
-        **kwargs,
+        random_state: int | None = 0,
+        verbose: bool = False,
     ):
-        super().__init__(
-            n_components,
-            hidden_layers=hidden_layers,
-            pretrain_epochs=pretrain_epochs,
-            finetune_epochs=finetune_epochs,
-            finetune_learning_rate=finetune_learning_rate,
-            neighbour_targets=neighbour_targets,
-            objective=objective,
-            perplexity=perplexity,
-            tsne_epochs=tsne_epochs,
-            tsne_input_dropout=tsne_input_dropout,
-            **kwargs,
-        )
+        self.n_components = n_components
+        self.hidden_layers = hidden_layers
+        self.pretrain_epochs = pretrain_epochs
+        self.pretrain_learning_rate = pretrain_learning_rate
         self.gaussian_learning_rate = gaussian_learning_rate
+        self.finetune_epochs = finetune_epochs
+        self.finetune_learning_rate = finetune_learning_rate
+        self.batch_size = batch_size
+        self.code_noise = code_noise
+        self.neighbour_targets = neighbour_targets
+        self.neighbour_weight = neighbour_weight
+        self.neighbour_similarity = neighbour_similarity
+        self.idf_target = idf_target
+        self.idf_input = idf_input
+        self.input_dropout = input_dropout
+        self.pair_weight = pair_weight
+        self.pair_temperature = pair_temperature
+        self.validation_fraction = validation_fraction
+        self.patience = patience
+        self.objective = objective
+        self.perplexity = perplexity
+        self.tsne_epochs = tsne_epochs
+        self.tsne_input_dropout = tsne_input_dropout
         self.n_pca = n_pca
+        self.random_state = random_state
+        self.verbose = verbose
 
-    def get_params(self) -> dict:
-        params = super().get_params()
-        params.update(gaussian_learning_rate=self.gaussian_learning_rate, n_pca=self.n_pca)
-        return params
+    def _validate_params(self) -> None:
+        super()._validate_params()
+        if not isinstance(self.n_pca, Integral) or self.n_pca < 2:
+            raise ValueError(f"n_pca must be an integer >= 2, got {self.n_pca!r}")
 
     def fit(self, X, y=None) -> "ImageMap":
         """Standardise the pixels, pretrain and fine-tune the autoencoder, then the t-SNE stage."""
-        if not isinstance(self.n_pca, (int, np.integer)) or self.n_pca < 2:
-            raise ValueError(f"n_pca must be an integer >= 2, got {self.n_pca!r}")
         return self._fit_pixels(X, y)
 
     # The t-SNE helper's feature hook (semhash.parametric_tsne.tsne_fine_tune_estimator).

@@ -58,7 +58,7 @@ from typing import Sequence, Union
 import numpy as np
 import scipy.sparse
 
-from semhash.codes import n_bytes, pack_bits, unpack_bits
+from semhash.codes import n_bytes, pack_bits, popcount, unpack_bits
 
 Patterns = Union[np.ndarray, Sequence[Sequence[int]], Sequence[np.ndarray]]
 
@@ -207,13 +207,6 @@ def _pack_sparse(sp: _Sparse) -> np.ndarray:
     bit = (np.uint8(0x80) >> (sp.indices & 7).astype(np.uint8)).astype(np.uint8)
     np.bitwise_or.at(packed, (sp.pattern_of_entries(), sp.indices >> 3), bit)
     return packed
-
-
-def _popcount(packed: np.ndarray) -> int:
-    if hasattr(np, "bitwise_count"):  # numpy >= 2.0
-        return int(np.bitwise_count(packed).sum(dtype=np.int64))
-    table = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)
-    return int(table[packed].sum(dtype=np.int64))
 
 
 # --------------------------------------------------------------------------- theory
@@ -545,8 +538,8 @@ class WillshawMemory:
         """Fraction of ones in the weight matrix (``p1``)."""
         total = 0
         step = max(1, _BATCH_BYTES // max(1, self.weights_.shape[1]))
-        for start in range(0, self.n_inputs, step):  # chunks: bitwise_count allocates
-            total += _popcount(self.weights_[start : start + step])
+        for start in range(0, self.n_inputs, step):  # chunks: popcount allocates
+            total += int(popcount(self.weights_[start : start + step]).sum(dtype=np.int64))
         return total / (self.n_inputs * self.n_output_units)
 
     def expected_load(self, n_stored: float, m_in: float, m_out: float | None = None) -> float:

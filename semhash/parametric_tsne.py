@@ -5,7 +5,7 @@ an RBM-pretrained encoder is fine-tuned to minimise KL(P || Q), where P holds th
 input-space neighbour probabilities and Q the Student-t similarities of the codes. Unlike
 plain t-SNE, the result is a function: a new document is placed by one forward pass.
 
-Two ways of getting P are offered (``affinity=``):
+Two ways of getting P are offered (``TSNEConfig.affinity``):
 
 * ``"knn"`` (default, chosen by measurement on a validation split of 20 Newsgroups
   train, see ``benchmarks/maps.py``): a perplexity-calibrated Gaussian over each
@@ -25,11 +25,12 @@ which keeps the code informative about the words as well as the neighbourhoods.
 from __future__ import annotations
 
 import copy
+import logging
 import math
 import time
 import warnings
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 import scipy.sparse as sp
@@ -37,6 +38,9 @@ import torch
 
 from semhash.autoencoder import DeepAutoencoder, adam
 from semhash.data import as_generator, dense_if_small, drop_inputs, to_dense_tensor
+from semhash.progress import shown_while
+
+log = logging.getLogger(__name__)
 
 AFFINITIES = ("knn", "batch")
 SCHEDULES = ("constant", "cosine")
@@ -136,13 +140,8 @@ def batch_affinities(features: np.ndarray, perplexity: float = 30.0) -> np.ndarr
 
 
 # ------------------------------------------------------------------ output similarity
-def student_t(codes: torch.Tensor, dof: float = 1.0) -> torch.Tensor:
-    """Unnormalised Student-t kernel ``(1 + d^2 / dof)^(-(dof + 1) / 2)`` between all rows."""
-    sq = torch.cdist(codes, codes).pow(2)
-    return (1.0 + sq / dof).pow(-(dof + 1.0) / 2.0)
-
-
 def _log_kernel(sq: torch.Tensor, dof: float) -> torch.Tensor:
+    """Log of the unnormalised Student-t kernel ``(1 + d^2 / dof)^(-(dof + 1) / 2)``."""
     return -(dof + 1.0) / 2.0 * torch.log1p(sq / dof)
 
 
@@ -165,10 +164,46 @@ COLLAPSE_RATIO = 1e-3  # collapsed: the codes' spread fell below this share of t
 MAX_RESTARTS = 3
 
 
+@dataclass(frozen=True)
+class TSNEConfig:
+    """Settings of the t-SNE fine-tuning stage (see :func:`fine_tune_tsne`).
+
+    ``affinity``: ``"knn"`` or ``"batch"`` (see the module docstring). ``dof``: degrees of
+    freedom of the Student-t kernel of the codes. ``exaggeration`` multiplies the
+    attraction for the first ``exaggeration_epochs`` (early exaggeration).
+    ``schedule="cosine"`` anneals the learning rate to 0 over the ``n_epochs`` (per
+    step); ``"constant"`` keeps it. ``n_negatives`` (knn only) adds that many uniformly
+    drawn documents per step to the points whose pairs estimate Q's normaliser.
+    ``input_dropout`` zeroes that fraction of the encoder's inputs (rescaling the rest)
+    at each step, so that the map does not hinge on single words of the training posts.
+    ``reconstruction_weight > 0`` adds that times the decoder's reconstruction loss.
+    """
+
+    affinity: str = "knn"
+    perplexity: float = 30.0
+    dof: float = 1.0
+    n_epochs: int = 50
+    batch_size: int = 500
+    learning_rate: float = 1e-2
+    exaggeration: float = 4.0
+    exaggeration_epochs: int = 3
+    schedule: str = "constant"
+    n_negatives: int = 0
+    input_dropout: float = 0.0
+    reconstruction_weight: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.affinity not in AFFINITIES:
+            raise ValueError(f"unknown affinity {self.affinity!r}; choose from {AFFINITIES}")
+        if not 0.0 <= self.input_dropout < 1.0:
+            raise ValueError(f"input_dropout must be in [0, 1), got {self.input_dropout}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"unknown schedule {self.schedule!r}; choose from {SCHEDULES}")
+
+
 @dataclass
 class TSNEResult:
     history: list[float] = field(default_factory=list)  # KL estimate per epoch (train)
-    seconds: float = 0.0
     restarts: int = 0  # times the stage collapsed the map and started over at a lower step
     collapsed: bool = False  # every attempt collapsed: the model is left as it came in
 
@@ -176,190 +211,250 @@ class TSNEResult:
 def fine_tune_tsne(
     model: DeepAutoencoder,
     inputs,
+    config: TSNEConfig = TSNEConfig(),
     *,
     affinities: sp.csr_matrix | None = None,
     features: np.ndarray | None = None,
-    affinity: str = "knn",
-    perplexity: float = 30.0,
-    dof: float = 1.0,
-    n_epochs: int = 50,
-    batch_size: int = 500,
-    learning_rate: float = 1e-2,
-    exaggeration: float = 4.0,
-    exaggeration_epochs: int = 3,
-    schedule: str = "constant",
-    n_negatives: int = 0,
-    input_dropout: float = 0.0,
     reconstruction_targets=None,
-    reconstruction_weight: float = 0.0,
     generator: torch.Generator | None = None,
-    report: Callable[[str], None] = lambda line: None,
     on_epoch: Callable[[int], None] | None = None,
 ) -> TSNEResult:
     """Fine-tune ``model``'s encoder (and its decoder, with a reconstruction term) in place.
 
     ``inputs``: the encoder inputs of the ``n`` training documents (CSR or dense).
-    ``affinity="knn"`` needs ``affinities`` (from :func:`knn_affinities`) or ``features``
-    to compute them from; ``affinity="batch"`` needs ``features`` (e.g. LSA-50), on which P
-    is computed inside each mini-batch of ``batch_size`` documents. ``exaggeration``
-    multiplies the attraction for the first ``exaggeration_epochs`` (early exaggeration).
-    ``schedule="cosine"`` anneals the learning rate to 0 over the ``n_epochs`` (per step);
-    ``"constant"`` keeps it. ``n_negatives`` (knn only) adds that many uniformly drawn
-    documents per step to the points whose pairs estimate Q's normaliser.
-    ``input_dropout`` zeroes that fraction of the encoder's inputs (rescaling the rest)
-    at each step, so that the map does not hinge on single words of the training posts.
-    ``on_epoch(epoch)`` (1-based) is called after each epoch, with the model in eval mode.
-    With ``reconstruction_weight > 0`` the loss adds that times the decoder's
+    ``config.affinity="knn"`` needs ``affinities`` (from :func:`knn_affinities`) or
+    ``features`` to compute them from; ``"batch"`` needs ``features`` (e.g. LSA-50), on
+    which P is computed inside each mini-batch of ``config.batch_size`` documents. With
+    ``config.reconstruction_weight > 0`` the loss adds that times the decoder's
     reconstruction loss of ``reconstruction_targets`` (the document word distributions).
-    Returns the per-epoch KL estimates. The model is left in eval mode.
+    ``on_epoch(epoch)`` (1-based) is called after each epoch, with the model in eval mode.
+    Progress goes to this module's logger. The model is left in eval mode.
     """
-    if affinity not in AFFINITIES:
-        raise ValueError(f"unknown affinity {affinity!r}; choose from {AFFINITIES}")
-    if not 0.0 <= input_dropout < 1.0:
-        raise ValueError(f"input_dropout must be in [0, 1), got {input_dropout}")
-    if schedule not in SCHEDULES:
-        raise ValueError(f"unknown schedule {schedule!r}; choose from {SCHEDULES}")
     if model.code != "linear":
         raise ValueError("parametric t-SNE needs a real-valued (linear) code layer")
-    n = inputs.shape[0]
-    # small collections still get >= 8 steps per epoch
-    batch_size = int(max(4, min(batch_size, max(64, n // 8))))
-    if affinity == "knn" and affinities is None:
+    if config.affinity == "knn" and affinities is None:
         if features is None:
             raise ValueError("affinity='knn' needs affinities= or features=")
-        affinities = knn_affinities(features, perplexity)
-    if affinity == "batch" and features is None:
+        affinities = knn_affinities(features, config.perplexity)
+    if config.affinity == "batch" and features is None:
         raise ValueError("affinity='batch' needs features=")
-    if reconstruction_weight > 0 and reconstruction_targets is None:
+    if config.reconstruction_weight > 0 and reconstruction_targets is None:
         raise ValueError("reconstruction_weight > 0 needs reconstruction_targets")
     generator = generator if generator is not None else as_generator(0)
     rng = np.random.default_rng(int(torch.randint(0, 2**31 - 1, (1,), generator=generator)))
-    reconstruction_targets = dense_if_small(reconstruction_targets)  # inputs stay sparse: SparseInputLinear
+    if config.affinity == "knn":
+        sampler = PairSampler(affinities, inputs, reconstruction_targets, config, rng, generator)
+    else:
+        sampler = WithinBatchSampler(features, inputs, reconstruction_targets, config, rng, generator)
+    result = TSNEResult()
+    guard = CollapseGuard(model, inputs)
+    learning_rate = config.learning_rate
+    for attempt in range(MAX_RESTARTS + 1):
+        result.history, collapse = train_epochs(model, sampler, config, learning_rate, guard, on_epoch)
+        if collapse is None:
+            break
+        guard.restore(model)
+        if attempt == MAX_RESTARTS:
+            result.collapsed = True
+            warnings.warn(f"t-SNE fine-tuning collapsed the map {MAX_RESTARTS + 1} times (last at learning rate "
+                          f"{learning_rate:g}); keeping the map from before the stage", RuntimeWarning, stacklevel=2)
+            break
+        result.restarts += 1
+        learning_rate /= 4  # a smaller step keeps the sigmoid layers out of saturation
+        epoch, spread = collapse
+        log.info(f"  t-SNE collapsed the map at epoch {epoch} (code spread {spread:.2g}, was "
+                 f"{guard.start_spread:.2g}): starting over at learning rate {learning_rate:g}")
+    model.eval()
+    return result
+
+
+def train_epochs(model: DeepAutoencoder, sampler: Sampler, config: TSNEConfig, learning_rate: float,
+                 guard: CollapseGuard, on_epoch: Callable[[int], None] | None):
+    """One attempt at the stage: ``config.n_epochs`` epochs from the model as it is.
+
+    Returns the per-epoch KL estimates and, if the map collapsed, ``(epoch, spread)`` of
+    the epoch (1-based) after which it was found collapsed (the attempt stops there).
+    """
     parameters = list(model.encoder.parameters())
-    if reconstruction_weight > 0:
+    if config.reconstruction_weight > 0:
         parameters += list(model.decoder.parameters())
     optimizer = adam(parameters, learning_rate)
-    steps_per_epoch = max(1, n // max(1, batch_size // 2)) if affinity == "knn" else max(1, math.ceil((n - 2) / batch_size))
-    total_steps, step_count = n_epochs * steps_per_epoch, 0
-
-    def set_learning_rate():
-        nonlocal step_count
-        if schedule == "cosine":
-            fraction = min(step_count / max(total_steps, 1), 1.0)
-            for group in optimizer.param_groups:
-                group["lr"] = learning_rate * 0.5 * (1.0 + math.cos(math.pi * fraction))
-        step_count += 1
-    result = TSNEResult()
-    started = time.perf_counter()
-
-    if affinity == "knn":
-        P = affinities.tocoo()
-        edge_p = P.data / P.data.sum()
-        entropy_term = float((edge_p * np.log(edge_p)).sum()) + math.log(n * (n - 1))
-        pairs = max(1, batch_size // 2)
-        steps = max(1, n // pairs)
-
-    def rows_tensor(rows):
-        """The encoder inputs of ``rows``, dropped out: CSR for sparse inputs, else a tensor."""
-        batch = inputs[rows] if sp.issparse(inputs) else to_dense_tensor(inputs[rows])
-        return drop_inputs(batch, input_dropout, generator, rescale=True)
-
-    # Collapse guard: with a large step and early exaggeration, Adam can drive the sigmoid
-    # layers into saturation within an epoch, and every document then gets the same code
-    # (seen on 20 Newsgroups for one seed in five: KL flat from epoch 2, p@100 0.04). The
-    # spread of a fixed set of codes tells; the stage then starts over from its input
-    # model at a quarter of the step. No random draws, so runs that never collapse are
-    # unchanged.
-    snapshot = copy.deepcopy(model.state_dict())
-    probe = to_dense_tensor(inputs[: min(n, COLLAPSE_PROBE_ROWS)])
-    start_spread = code_spread(model, probe)
-    epoch = 0
-    while epoch < n_epochs:
+    total_steps, step = config.n_epochs * sampler.steps_per_epoch, 0
+    history: list[float] = []
+    for epoch in range(config.n_epochs):
         epoch_started = time.perf_counter()
         model.train()
-        alpha = exaggeration if epoch < exaggeration_epochs else 1.0
+        alpha = config.exaggeration if epoch < config.exaggeration_epochs else 1.0
         total, count = 0.0, 0
-        if affinity == "knn":
-            picks = rng.choice(len(edge_p), size=steps * pairs, p=edge_p)
-            for step in range(steps):
-                edges = picks[step * pairs : (step + 1) * pairs]
-                rows = np.concatenate([P.row[edges], P.col[edges]])
-                if n_negatives > 0:
-                    rows = np.concatenate([rows, rng.integers(0, n, n_negatives)])
-                x = rows_tensor(rows)
-                codes = model.encode(x)
-                head, tail = codes[:pairs], codes[pairs : 2 * pairs]
-                attraction = -_log_kernel((head - tail).pow(2).sum(1), dof).mean()
-                sq = torch.cdist(codes, codes).pow(2)
-                log_w = _log_kernel(sq, dof)
-                off = ~torch.eye(len(codes), dtype=torch.bool)
-                log_z = torch.logsumexp(log_w[off], 0) - math.log(int(off.sum()))
-                kl = attraction + log_z  # + constant entropy_term
-                loss = alpha * attraction + log_z
-                if reconstruction_weight > 0:
-                    target = to_dense_tensor(reconstruction_targets[P.row[edges]])
-                    loss = loss + reconstruction_weight * model.reconstruction_loss(model.decode(head), target)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                set_learning_rate()
-                optimizer.step()
-                total += kl.item() + entropy_term
-                count += 1
-        else:
-            order = rng.permutation(n)
-            for start in range(0, n - 2, batch_size):
-                rows = np.sort(order[start : start + batch_size])
-                if len(rows) < 3:
-                    continue
-                Pb = torch.as_tensor(batch_affinities(features[rows], perplexity), dtype=torch.float32)
-                x = rows_tensor(rows)
-                codes = model.encode(x)
-                log_w = _log_kernel(torch.cdist(codes, codes).pow(2), dof)
-                log_w = log_w.masked_fill(torch.eye(len(rows), dtype=torch.bool), -math.inf)
-                log_q = log_w - torch.logsumexp(log_w.flatten(), 0)
-                mask = Pb > 0
-                kl = (Pb[mask] * (torch.log(Pb[mask]) - log_q[mask])).sum()
-                loss = kl - (alpha - 1.0) * (Pb[mask] * log_w[mask]).sum()
-                if reconstruction_weight > 0:
-                    target = to_dense_tensor(reconstruction_targets[rows])
-                    loss = loss + reconstruction_weight * model.reconstruction_loss(model.decode(codes), target)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                set_learning_rate()
-                optimizer.step()
-                total += kl.item()
-                count += 1
+        for batch in sampler.epoch():
+            loss, kl = tsne_loss(model, batch, config, alpha)
+            step_size = scheduled_learning_rate(config.schedule, learning_rate, step, total_steps)
+            optimisation_step(optimizer, loss, step_size)
+            step += 1
+            total += kl.item() + sampler.entropy_term
+            count += 1
         mean_kl = total / max(count, 1)
         if not math.isfinite(mean_kl):
             raise FloatingPointError(f"t-SNE fine-tuning diverged at epoch {epoch + 1}: lower the learning rate")
-        result.history.append(mean_kl)
-        report(
-            f"  t-SNE epoch {epoch + 1:3d}/{n_epochs}  KL {mean_kl:.4f}"
+        history.append(mean_kl)
+        log.info(
+            f"  t-SNE epoch {epoch + 1:3d}/{config.n_epochs}  KL {mean_kl:.4f}"
             f"{'  (exaggerated)' if alpha != 1.0 else ''}  ({time.perf_counter() - epoch_started:.1f}s)"
         )
         if on_epoch is not None:
             model.eval()
             on_epoch(epoch + 1)
-        spread = code_spread(model, probe)
-        if spread < COLLAPSE_RATIO * start_spread:
-            model.load_state_dict(snapshot)
-            if result.restarts == MAX_RESTARTS:
-                result.collapsed = True
-                warnings.warn(f"t-SNE fine-tuning collapsed the map {MAX_RESTARTS + 1} times (last at learning rate "
-                              f"{learning_rate:g}); keeping the map from before the stage", RuntimeWarning, stacklevel=2)
-                break
-            result.restarts += 1
-            learning_rate /= 4
-            report(f"  t-SNE collapsed the map at epoch {epoch + 1} (code spread {spread:.2g}, was "
-                   f"{start_spread:.2g}): starting over at learning rate {learning_rate:g}")
-            optimizer = adam(parameters, learning_rate)
-            step_count, epoch = 0, 0
-            result.history.clear()
-            continue
-        epoch += 1
-    model.eval()
-    result.seconds = time.perf_counter() - started
-    return result
+        spread = guard.collapsed_spread(model)
+        if spread is not None:
+            return history, (epoch + 1, spread)
+    return history, None
+
+
+# ------------------------------------------------------------------ loss and step
+@dataclass
+class Batch:
+    """One step's documents; the first ``len(target)`` are those whose reconstruction is scored."""
+
+    x: object  # encoder inputs, dropped out: CSR for sparse inputs, else a tensor
+    target: torch.Tensor | None = None  # reconstruction targets, if the loss has that term
+    n_pairs: int = 0  # knn: rows [0, n_pairs) and [n_pairs, 2 n_pairs) are the sampled pairs
+    P: torch.Tensor | None = None  # batch: the input affinities within the batch
+
+
+def tsne_loss(model: DeepAutoencoder, batch: Batch, config: TSNEConfig, alpha: float):
+    """The step's loss (attraction exaggerated ``alpha`` times, plus the reconstruction
+    term) and its KL estimate (knn: up to the constant entropy of P)."""
+    codes = model.encode(batch.x)
+    if batch.P is None:
+        kl, loss = sampled_pairs_kl(codes, batch.n_pairs, config.dof, alpha)
+    else:
+        kl, loss = within_batch_kl(codes, batch.P, config.dof, alpha)
+    if config.reconstruction_weight > 0:
+        decoded = model.decode(codes[: len(batch.target)])
+        loss = loss + config.reconstruction_weight * model.reconstruction_loss(decoded, batch.target)
+    return loss, kl
+
+
+def sampled_pairs_kl(codes: torch.Tensor, n_pairs: int, dof: float, alpha: float):
+    """knn: ``-mean log w`` over the sampled pairs plus the log of Q's normaliser from all
+    pairs of codes in the batch (see the module docstring); and the exaggerated loss."""
+    head, tail = codes[:n_pairs], codes[n_pairs : 2 * n_pairs]
+    attraction = -_log_kernel((head - tail).pow(2).sum(1), dof).mean()
+    log_w = _log_kernel(torch.cdist(codes, codes).pow(2), dof)
+    off = ~torch.eye(len(codes), dtype=torch.bool)
+    log_z = torch.logsumexp(log_w[off], 0) - math.log(int(off.sum()))
+    return attraction + log_z, alpha * attraction + log_z
+
+
+def within_batch_kl(codes: torch.Tensor, P: torch.Tensor, dof: float, alpha: float):
+    """batch: the exact KL(P || Q) within the batch; and the exaggerated loss."""
+    log_w = _log_kernel(torch.cdist(codes, codes).pow(2), dof)
+    log_w = log_w.masked_fill(torch.eye(len(codes), dtype=torch.bool), -math.inf)
+    log_q = log_w - torch.logsumexp(log_w.flatten(), 0)
+    mask = P > 0
+    kl = (P[mask] * (torch.log(P[mask]) - log_q[mask])).sum()
+    return kl, kl - (alpha - 1.0) * (P[mask] * log_w[mask]).sum()
+
+
+def scheduled_learning_rate(schedule: str, learning_rate: float, step: int, total_steps: int) -> float:
+    """The step size of step ``step`` (0-based): constant, or cosine-annealed to 0."""
+    if schedule != "cosine":
+        return learning_rate
+    fraction = min(step / max(total_steps, 1), 1.0)
+    return learning_rate * 0.5 * (1.0 + math.cos(math.pi * fraction))
+
+
+def optimisation_step(optimizer: torch.optim.Optimizer, loss: torch.Tensor, learning_rate: float) -> None:
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    for group in optimizer.param_groups:
+        group["lr"] = learning_rate
+    optimizer.step()
+
+
+# ---------------------------------------------------------------------- batches
+class Sampler:
+    """Draws each epoch's mini-batches; subclasses choose the documents of a step."""
+
+    entropy_term = 0.0  # added to each step's KL estimate
+
+    def __init__(self, inputs, targets, config: TSNEConfig, rng: np.random.Generator, generator: torch.Generator):
+        self.inputs, self.config, self.rng, self.generator = inputs, config, rng, generator
+        # inputs stay sparse (SparseInputLinear); the targets are gathered often, so dense
+        self.targets = dense_if_small(targets) if config.reconstruction_weight > 0 else None
+        self.n = inputs.shape[0]
+        # small collections still get >= 8 steps per epoch
+        self.batch_size = int(max(4, min(config.batch_size, max(64, self.n // 8))))
+
+    def batch(self, rows: np.ndarray, target_rows: np.ndarray, **extra) -> Batch:
+        x = self.inputs[rows] if sp.issparse(self.inputs) else to_dense_tensor(self.inputs[rows])
+        x = drop_inputs(x, self.config.input_dropout, self.generator, rescale=True)
+        target = None if self.targets is None else to_dense_tensor(self.targets[target_rows])
+        return Batch(x, target, **extra)
+
+
+class PairSampler(Sampler):
+    """``affinity="knn"``: each step draws ``batch_size // 2`` neighbour pairs ``(i, j)``
+    with probability ``p_ij`` (and ``n_negatives`` uniformly drawn documents)."""
+
+    def __init__(self, affinities: sp.csr_matrix, *args):
+        super().__init__(*args)
+        self.P = affinities.tocoo()
+        self.edge_p = self.P.data / self.P.data.sum()
+        self.entropy_term = float((self.edge_p * np.log(self.edge_p)).sum()) + math.log(self.n * (self.n - 1))
+        self.n_pairs = max(1, self.batch_size // 2)
+        self.steps_per_epoch = max(1, self.n // self.n_pairs)
+
+    def epoch(self) -> Iterator[Batch]:
+        pairs, negatives = self.n_pairs, self.config.n_negatives
+        picks = self.rng.choice(len(self.edge_p), size=self.steps_per_epoch * pairs, p=self.edge_p)
+        for step in range(self.steps_per_epoch):
+            edges = picks[step * pairs : (step + 1) * pairs]
+            rows = np.concatenate([self.P.row[edges], self.P.col[edges]])
+            if negatives > 0:
+                rows = np.concatenate([rows, self.rng.integers(0, self.n, negatives)])
+            yield self.batch(rows, rows[:pairs], n_pairs=pairs)
+
+
+class WithinBatchSampler(Sampler):
+    """``affinity="batch"``: a random partition of the documents into batches, with P
+    computed from ``features`` within each."""
+
+    def __init__(self, features: np.ndarray, *args):
+        super().__init__(*args)
+        self.features = features
+        self.steps_per_epoch = max(1, math.ceil((self.n - 2) / self.batch_size))
+
+    def epoch(self) -> Iterator[Batch]:
+        order = self.rng.permutation(self.n)
+        for start in range(0, self.n - 2, self.batch_size):
+            rows = np.sort(order[start : start + self.batch_size])
+            if len(rows) < 3:
+                continue
+            P = torch.as_tensor(batch_affinities(self.features[rows], self.config.perplexity), dtype=torch.float32)
+            yield self.batch(rows, rows, P=P)
+
+
+# ---------------------------------------------------------------- collapse guard
+class CollapseGuard:
+    """With a large step and early exaggeration, Adam can drive the sigmoid layers into
+    saturation within an epoch, and every document then gets the same code (seen on 20
+    Newsgroups). The spread of a fixed set of codes tells; the stage then starts over from
+    its input model at a quarter of the step. No random draws: runs that never collapse
+    are unchanged."""
+
+    def __init__(self, model: DeepAutoencoder, inputs):
+        self.snapshot = copy.deepcopy(model.state_dict())
+        self.probe = to_dense_tensor(inputs[: min(inputs.shape[0], COLLAPSE_PROBE_ROWS)])
+        self.start_spread = code_spread(model, self.probe)
+
+    def collapsed_spread(self, model: DeepAutoencoder) -> float | None:
+        """The codes' spread if the map has collapsed, else ``None``."""
+        spread = code_spread(model, self.probe)
+        return spread if spread < COLLAPSE_RATIO * self.start_spread else None
+
+    def restore(self, model: DeepAutoencoder) -> None:
+        model.load_state_dict(self.snapshot)
 
 
 @torch.no_grad()
@@ -370,46 +465,35 @@ def code_spread(model: DeepAutoencoder, inputs: torch.Tensor) -> float:
     return float(model.encode(inputs).std(dim=0).max()) if len(inputs) > 1 else math.inf
 
 
-def tsne_fine_tune_estimator(
-    estimator,
-    X,
-    *,
-    objective: str = "tsne",
-    perplexity: float = 30.0,
-    n_epochs: int = 50,
-    affinity: str = "knn",
-    reconstruction_weight: float = 0.1,
-    **kwargs,
-):
+def tsne_fine_tune_estimator(estimator, X, *, objective: str = "tsne", perplexity: float = 30.0, n_epochs: int = 50,
+                             affinity: str = "knn", reconstruction_weight: float = 0.1, **settings):
     """Run t-SNE fine-tuning on a fitted :class:`~semhash.topic_map.TopicMap` (in place).
 
     ``objective="tsne"``: KL only; ``"both"``: KL plus ``reconstruction_weight`` times the
-    reconstruction loss. P comes from cosine neighbours of the estimator's
-    ``_tsne_features(X)`` (TopicMap: LSA-50 of the counts; ImageMap: PCA-50 of the
-    standardised pixels). Records ``tsne_history_`` and adds the time to ``fit_seconds_``.
+    reconstruction loss. ``settings`` are further :class:`TSNEConfig` fields. P comes from
+    cosine neighbours of the estimator's ``_tsne_features(X)`` (TopicMap: LSA-50 of the
+    counts; ImageMap: PCA-50 of the standardised pixels). Records ``tsne_history_`` and
+    adds the time to ``fit_seconds_``. Progress shows on stderr if ``estimator.verbose``.
     """
     if objective not in ("tsne", "both"):
         raise ValueError(f"objective must be 'tsne' or 'both' here, got {objective!r}")
-    started = time.perf_counter()
-    X = estimator._check_input(X)
-    features = estimator._tsne_features(X)
-    P = knn_affinities(features, perplexity) if affinity == "knn" else None
-    generator = as_generator(estimator.random_state)
     both = objective == "both"
-    result = fine_tune_tsne(
-        estimator.model_,
-        estimator._encoder_input(X),
-        affinities=P,
-        features=features,
-        affinity=affinity,
-        perplexity=perplexity,
-        n_epochs=n_epochs,
-        reconstruction_targets=estimator._reconstruction_target(X) if both else None,
-        reconstruction_weight=reconstruction_weight if both else 0.0,
-        generator=generator,
-        report=estimator._log,
-        **kwargs,
-    )
+    config = TSNEConfig(affinity=affinity, perplexity=perplexity, n_epochs=n_epochs,
+                        reconstruction_weight=reconstruction_weight if both else 0.0, **settings)
+    started = time.perf_counter()
+    with shown_while(estimator.verbose):
+        X = estimator._check_input(X)
+        features = estimator._tsne_features(X)
+        P = knn_affinities(features, perplexity) if affinity == "knn" else None
+        result = fine_tune_tsne(
+            estimator.model_,
+            estimator._encoder_input(X),
+            config,
+            affinities=P,
+            features=features,
+            reconstruction_targets=estimator._reconstruction_target(X) if both else None,
+            generator=as_generator(estimator.random_state),
+        )
     estimator.tsne_history_ = result.history
     estimator.fit_seconds_ = getattr(estimator, "fit_seconds_", 0.0) + (time.perf_counter() - started)
     return estimator

@@ -3,13 +3,17 @@
 Every step that takes a while (reading a corpus, pretraining, fine-tuning, t-SNE,
 indexing, evaluating) writes its progress lines, at INFO level, to the logger of its
 module (``logging.getLogger(__name__)``, all under ``"semhash"``). As with any library,
-the program decides where they go; by default they are dropped. The CLI shows them on
-stderr unless ``-q``; an estimator's ``verbose=True`` (the scikit-learn parameter) shows
-its own lines on stderr while it fits, unless logging is already set up to show them.
+the program decides where they go (``logging.getLogger("semhash").setLevel(logging.INFO)``
+plus a handler); by default they are dropped. ``verbose=True`` (the scikit-learn
+parameter of the estimators, and of the pipeline functions) shows them on stderr while
+the call runs, unless logging is already set up to show them; the CLI does the same
+unless ``-q``.
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
 import logging
 import sys
 from contextlib import contextmanager
@@ -30,18 +34,6 @@ class _StderrHandler(logging.StreamHandler):
         super().emit(record)
 
 
-def show_progress(enabled: bool = True) -> None:
-    """Show semhash's progress lines on stderr from now on (or stop showing them)."""
-    logger = logging.getLogger(ROOT)
-    for handler in [h for h in logger.handlers if isinstance(h, _StderrHandler)]:
-        logger.removeHandler(handler)
-    if enabled:
-        logger.addHandler(_StderrHandler())
-        logger.setLevel(logging.INFO)
-    else:
-        logger.setLevel(logging.WARNING)
-
-
 @contextmanager
 def shown_while(verbose: bool) -> Iterator[None]:
     """Within the block, show progress on stderr if ``verbose`` and nothing shows it yet."""
@@ -49,16 +41,31 @@ def shown_while(verbose: bool) -> Iterator[None]:
     if not verbose or logger.isEnabledFor(logging.INFO):
         yield
         return
-    handler, level = _StderrHandler(), logger.level
+    handler, level, propagate = _StderrHandler(), logger.level, logger.propagate
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
+    logger.propagate = False  # a handler the program set on the root would print each line twice
     try:
         yield
     finally:
         logger.removeHandler(handler)
         logger.setLevel(level)
+        logger.propagate = propagate
 
 
 def shows_progress(logger: logging.Logger) -> bool:
     """Whether progress lines of ``logger`` go anywhere (e.g. to decide on a progress bar)."""
     return logger.isEnabledFor(logging.INFO)
+
+
+def reports_progress(function):
+    """Decorator: run ``function`` inside :func:`shown_while` of its ``verbose`` argument."""
+    signature = inspect.signature(function)
+
+    @functools.wraps(function)
+    def wrapper(*args, **kwargs):
+        verbose = signature.bind_partial(*args, **kwargs).arguments.get("verbose", signature.parameters["verbose"].default)
+        with shown_while(bool(verbose)):
+            return function(*args, **kwargs)
+
+    return wrapper

@@ -20,21 +20,26 @@ reconstructions, sampled hidden states while the chain runs, momentum that rises
 
 from __future__ import annotations
 
+import logging
 import math
 import time
-from typing import Callable
 
 import numpy as np
 import torch
+from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.utils.validation import check_is_fitted, check_non_negative, validate_data
 
 from semhash.data import as_generator, iterate_batches, n_rows
+from semhash.progress import shown_while
+
+log = logging.getLogger(__name__)
 
 VISIBLE_UNITS = ("binary", "poisson", "gaussian")
 HIDDEN_UNITS = ("binary", "linear")
 
 
-class RBM:
-    """A restricted Boltzmann machine, scikit-learn style.
+class RBM(TransformerMixin, BaseEstimator):
+    """A restricted Boltzmann machine, as a scikit-learn transformer (data to hidden means).
 
     Parameters
     ----------
@@ -47,7 +52,13 @@ class RBM:
     cd_steps : k in CD-k.
     batch_size, n_epochs : mini-batch size and passes over the data.
     random_state : seed for the initial weights, batch order and sampling.
-    verbose : print one line of progress per epoch (or pass a callable to receive them).
+    verbose : show one line of progress per epoch on stderr (the lines go to this
+        module's logger; see :mod:`semhash.progress`).
+
+    Attributes
+    ----------
+    weights_ : ``(n_features_in_, n_hidden)`` tensor; ``visible_bias_``, ``hidden_bias_``.
+    history_ : reconstruction error of each epoch.
     """
 
     def __init__(
@@ -64,7 +75,7 @@ class RBM:
         n_epochs: int = 10,
         warmup_epochs: int = 5,
         random_state: int | None = 0,
-        verbose: bool | Callable[[str], None] = False,
+        verbose: bool = False,
     ):
         self.n_hidden = n_hidden
         self.visible = visible
@@ -100,18 +111,20 @@ class RBM:
         return mean + torch.randn(mean.shape, generator=generator)
 
     # --------------------------------------------------------------- learning
-    def fit(self, X) -> "RBM":
+    def fit(self, X, y=None) -> "RBM":
         """Train on ``X`` (dense or sparse, ``(n_samples, n_visible)``) by CD-k."""
+        with shown_while(self.verbose):
+            return self._fit(X)
+
+    def _fit(self, X) -> "RBM":
         self._check_params()
-        n_samples, n_visible = n_rows(X), X.shape[1]
-        if n_samples == 0:
-            raise ValueError("cannot fit an RBM on zero samples")
+        X = self._check_input(X, reset=True)
+        n_visible = X.shape[1]
         generator = as_generator(self.random_state)
         # Small random weights break the symmetry; 0.01 is Hinton's recommendation.
         self.weights_ = 0.01 * torch.randn(n_visible, self.n_hidden, generator=generator)
         self.hidden_bias_ = torch.zeros(self.n_hidden)
         self.visible_bias_ = self._initial_visible_bias(X)
-        self.n_features_in_ = n_visible
         self.history_: list[float] = []
 
         params = (self.weights_, self.visible_bias_, self.hidden_bias_)
@@ -134,7 +147,7 @@ class RBM:
                     f"RBM training diverged at epoch {epoch + 1} (reconstruction error "
                     f"{self.history_[-1]}): lower the learning rate (now {self.learning_rate})"
                 )
-            self._report(
+            log.info(
                 f"  epoch {epoch + 1:3d}/{self.n_epochs}  reconstruction error "
                 f"{self.history_[-1]:.4f}  ({time.perf_counter() - started:.1f}s)"
             )
@@ -183,10 +196,7 @@ class RBM:
     def transform(self, X) -> np.ndarray:
         """Hidden means for every row of ``X``, as a float32 array."""
         self._check_fitted()
-        if X.shape[1] != self.n_features_in_:
-            raise ValueError(
-                f"X has {X.shape[1]} features, but this RBM was fitted on {self.n_features_in_}"
-            )
+        X = self._check_input(X, reset=False)
         out = [self.hidden_mean(batch) for batch in iterate_batches(X, 4096)]
         return torch.cat(out).numpy() if out else np.zeros((0, self.n_hidden), np.float32)
 
@@ -194,6 +204,7 @@ class RBM:
     def reconstruction_error(self, X) -> float:
         """Mean error of one deterministic up-down pass (the measure ``fit`` reports)."""
         self._check_fitted()
+        X = self._check_input(X, reset=False)
         total, seen = 0.0, 0
         for v0 in iterate_batches(X, 4096):
             length = v0.sum(dim=1, keepdim=True) if self.visible == "poisson" else None
@@ -211,12 +222,22 @@ class RBM:
         if self.n_hidden < 1 or self.cd_steps < 1 or self.batch_size < 1 or self.n_epochs < 0:
             raise ValueError("n_hidden, cd_steps and batch_size must be >= 1, n_epochs >= 0")
 
-    def _check_fitted(self) -> None:
-        if not hasattr(self, "weights_"):
-            raise RuntimeError("this RBM is not fitted yet: call fit first")
+    def _check_input(self, X, *, reset: bool):
+        """``X`` validated as scikit-learn does, float32 (CSR if sparse); Poisson visible
+        units model counts, so they refuse negative values."""
+        if isinstance(X, torch.Tensor):
+            X = X.detach().cpu().numpy()
+        X = validate_data(self, X, accept_sparse="csr", dtype=np.float32, reset=reset)
+        if self.visible == "poisson":
+            check_non_negative(X, "RBM (Poisson visible units)")
+        return X
 
-    def _report(self, line: str) -> None:
-        if callable(self.verbose):
-            self.verbose(line)
-        elif self.verbose:
-            print(line, flush=True)
+    def _check_fitted(self) -> None:
+        check_is_fitted(self, "weights_")  # NotFittedError
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = True
+        tags.input_tags.positive_only = self.visible == "poisson"
+        tags.transformer_tags.preserves_dtype = ["float32"]  # hidden means are float32
+        return tags

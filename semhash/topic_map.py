@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 
 from semhash.estimator import MODEL_CLASSES, DeepCodeModel
+from semhash.progress import shown_while
+
+log = logging.getLogger(__name__)
 
 
 class TopicMap(DeepCodeModel):
@@ -18,59 +23,100 @@ class TopicMap(DeepCodeModel):
     each document's neighbours on the map ("reconstruction" skips that step, "both"
     adds the reconstruction loss to it). During that stage ``tsne_input_dropout`` of the
     encoder's inputs are zeroed at each step, which makes the map place unseen documents
-    much better (10-NN accuracy of validation posts of 20 Newsgroups train: 0.494 -> 0.537
-    at 40 epochs; see benchmarks/results/maps.selection.json).
+    much better (see benchmarks/results/maps.selection.json).
     New documents are placed with one forward pass.
+
+    Parameters
+    ----------
+    n_components : dimensions of the code (2 for a map).
+    objective : ``"tsne"``, ``"reconstruction"`` or ``"both"`` (see above).
+    perplexity, tsne_epochs : of the parametric t-SNE stage.
+    tsne_input_dropout : share of the encoder's inputs zeroed in each t-SNE step.
+
+    The other parameters are described in :class:`~semhash.estimator.DeepCodeModel`.
     """
 
     code_units = "linear"
+    _code_size_param = "n_components"
 
     def __init__(
         self,
         n_components: int = 2,
         *,
         hidden_layers: tuple[int, ...] = (500, 250, 125),
+        pretrain_epochs: int = 5,
+        # The hasher's CD step (0.5) collapses a 2-D stack on 20 Newsgroups (every post
+        # near one point); 0.1 was chosen on a validation split of the training posts.
+        pretrain_learning_rate: float = 0.1,
+        finetune_epochs: int = 50,
+        finetune_learning_rate: float = 3e-3,
+        batch_size: int | str = "auto",
+        code_noise: float = 0.0,
+        neighbour_targets: int = 10,
+        neighbour_weight: float = 0.5,
+        neighbour_similarity: str = "auto",
+        idf_target: bool = False,
+        idf_input: bool = False,
+        input_dropout: float = 0.0,
+        pair_weight: float | str = "auto",
+        pair_temperature: float = 0.1,
+        validation_fraction: float = 0.1,
+        patience: int = 5,
         objective: str = "tsne",
         perplexity: float = 30.0,
         tsne_epochs: int = 40,
         tsne_input_dropout: float = 0.5,
-        **kwargs,
+        random_state: int | None = 0,
+        verbose: bool = False,
     ):
-        kwargs.setdefault("code_noise", 0.0)
-        # The hasher's CD step (0.5) collapses a 2-D stack on 20 Newsgroups (every post
-        # near one point); 0.1 was chosen on a validation split of the training posts.
-        kwargs.setdefault("pretrain_learning_rate", 0.1)
-        super().__init__(hidden_layers=hidden_layers, code_size=n_components, **kwargs)
         self.n_components = n_components
+        self.hidden_layers = hidden_layers
+        self.pretrain_epochs = pretrain_epochs
+        self.pretrain_learning_rate = pretrain_learning_rate
+        self.finetune_epochs = finetune_epochs
+        self.finetune_learning_rate = finetune_learning_rate
+        self.batch_size = batch_size
+        self.code_noise = code_noise
+        self.neighbour_targets = neighbour_targets
+        self.neighbour_weight = neighbour_weight
+        self.neighbour_similarity = neighbour_similarity
+        self.idf_target = idf_target
+        self.idf_input = idf_input
+        self.input_dropout = input_dropout
+        self.pair_weight = pair_weight
+        self.pair_temperature = pair_temperature
+        self.validation_fraction = validation_fraction
+        self.patience = patience
         self.objective = objective
         self.perplexity = perplexity
         self.tsne_epochs = tsne_epochs
         self.tsne_input_dropout = tsne_input_dropout
+        self.random_state = random_state
+        self.verbose = verbose
 
-    def get_params(self) -> dict:
-        params = super().get_params()
-        params["n_components"] = params.pop("code_size")
-        params.update(objective=self.objective, perplexity=self.perplexity, tsne_epochs=self.tsne_epochs,
-                      tsne_input_dropout=self.tsne_input_dropout)
-        return params
-
-    def fit(self, X, y=None) -> "TopicMap":
-        if not isinstance(self.n_components, int) or self.n_components < 1:
-            raise ValueError(f"n_components must be a positive integer, got {self.n_components!r}")
+    def _validate_params(self) -> None:
+        super()._validate_params()
         if self.objective not in ("reconstruction", "tsne", "both"):
             raise ValueError(f"objective must be 'reconstruction', 'tsne' or 'both', got {self.objective!r}")
-        self.code_size = self.n_components
-        super().fit(X, y)
-        if self.objective != "reconstruction":
-            # Parametric t-SNE (van der Maaten 2009): fine-tune the encoder so that the map
-            # keeps each document's neighbours; placing a new document is still one pass.
-            from semhash.parametric_tsne import tsne_fine_tune_estimator
 
-            self._log(f"parametric t-SNE fine-tuning ({self.tsne_epochs} epochs, perplexity {self.perplexity:g})")
-            tsne_fine_tune_estimator(
-                self, X, objective=self.objective, perplexity=self.perplexity, n_epochs=self.tsne_epochs,
-                input_dropout=self.tsne_input_dropout,
-            )
+    def fit(self, X, y=None) -> "TopicMap":
+        """Pretrain and fine-tune the autoencoder on ``X``, then (``objective``) the t-SNE stage."""
+        n_samples = X.shape[0] if hasattr(X, "shape") else len(np.asarray(X))
+        if self.objective != "reconstruction" and n_samples < 2:
+            raise ValueError("the t-SNE stage places documents among their neighbours: it needs at least "
+                             "2 documents, got n_samples = 1 (use objective='reconstruction')")
+        with shown_while(self.verbose):
+            super().fit(X, y)
+            if self.objective != "reconstruction":
+                # Parametric t-SNE (van der Maaten 2009): fine-tune the encoder so that the map
+                # keeps each document's neighbours; placing a new document is still one pass.
+                from semhash.parametric_tsne import tsne_fine_tune_estimator
+
+                log.info(f"parametric t-SNE fine-tuning ({self.tsne_epochs} epochs, perplexity {self.perplexity:g})")
+                tsne_fine_tune_estimator(
+                    self, X, objective=self.objective, perplexity=self.perplexity, n_epochs=self.tsne_epochs,
+                    input_dropout=self.tsne_input_dropout,
+                )
         return self
 
     def _tsne_features(self, X) -> np.ndarray:

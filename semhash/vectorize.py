@@ -72,6 +72,14 @@ class WordCounter(TransformerMixin, BaseEstimator):
         self.stop_words = stop_words
         self.lowercase = lowercase
 
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        # Texts in, as for scikit-learn's CountVectorizer: its estimator checks (2-D
+        # numbers) do not apply; tests/test_vectorize.py and tests/test_sklearn.py test the API.
+        tags.input_tags.two_d_array = False
+        tags.input_tags.string = True
+        return tags
+
     # ------------------------------------------------------------------ fitting
 
     def fit(self, texts: Iterable[str], y=None) -> WordCounter:

@@ -41,6 +41,28 @@ def topic_counts(n_docs: int = 400, n_topics: int = 4, n_words: int = 120, seed:
     return sp.csr_matrix(np.array(rows, dtype=np.float32)), labels
 
 
+def write_topic_posts(path: Path, prefix: str, n: int, seed: int, words: int = 12) -> Path:
+    """``n`` short posts on the four topics of :data:`TOPIC_WORDS`, as a user's JSONL corpus."""
+    rng = np.random.default_rng(seed)
+    with path.open("w", encoding="utf-8") as handle:
+        for i in range(n):
+            label = list(TOPIC_WORDS)[i % 4]
+            text = " ".join(rng.choice(TOPIC_WORDS[label].split(), words))
+            handle.write(json.dumps({"id": f"{prefix}-{i}", "text": text, "label": label}) + "\n")
+    return path
+
+
+def two_class_images(n_per_class: int = 40, seed: int = 0):
+    """uint8 (n, 32, 32, 3): class 0 bright left half / red, class 1 bright right half / blue."""
+    rng = np.random.default_rng(seed)
+    labels = np.repeat([0, 1], n_per_class)
+    images = np.zeros((len(labels), 32, 32, 3), np.float32)
+    images[labels == 0, :, :16, 0] = 0.9
+    images[labels == 1, :, 16:, 2] = 0.9
+    images += 0.15 * rng.standard_normal(images.shape)
+    return (np.clip(images, 0, 1) * 255).astype(np.uint8), labels
+
+
 @pytest.fixture(scope="session")
 def topic_corpus():
     return topic_counts()

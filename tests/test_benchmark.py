@@ -6,24 +6,22 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+import sys
 
 import numpy as np
 import pytest
 import torch
 
-from semhash.pipelines.benchmark import (
-    aggregate,
-    evaluate_database,
-    evaluate_rerank,
-    find,
-    fit_networks,
-    format_report,
-    rerank_ranking,
-)
+from semhash.pipelines.benchmark import evaluate_database, evaluate_rerank, format_report, rerank_ranking
 from semhash.pipelines.evaluate import RetrievalReport, evaluate_vectors
 from semhash.baselines import TfidfCosine
 from semhash.codes import pack_bits
 from tests.conftest import REPO, TOPIC_WORDS, topic_counts
+
+# The scripts import their shared helpers as ``_common``, as they do when run from benchmarks/.
+if str(REPO / "benchmarks") not in sys.path:
+    sys.path.append(str(REPO / "benchmarks"))
+from _common import aggregate, find, fit_networks  # noqa: E402
 
 TINY = dict(hidden_layers=(32,), finetune_epochs=5, pretrain_epochs=1)
 
@@ -131,7 +129,7 @@ def test_fit_networks_in_worker_processes_match_in_process_fits_and_are_cached(t
 
     def codes(cache, workers):
         out, calls = {}, []
-        fits = fit_networks(jobs, counts, params, cache, "t", workers=workers, meanwhile=lambda: calls.append(1))
+        fits = fit_networks(jobs, counts, params, cache, workers=workers, meanwhile=lambda: calls.append(1))
         for job, model, seconds, cached in fits:
             assert seconds > 0
             out[job] = (model.transform_real(counts), cached)
@@ -154,7 +152,7 @@ def test_fit_networks_in_worker_processes_match_in_process_fits_and_are_cached(t
     assert all(cached for _, cached in again.values())
     np.testing.assert_array_equal(again[jobs[2]][0], parallel[jobs[2]][0])
     changed = {"hasher": dict(TINY, finetune_epochs=4), "map": params["map"]}
-    refit = {job[0]: cached for job, _, _, cached in fit_networks(jobs[:1] + jobs[2:], counts, changed, tmp_path / "a", "t")}
+    refit = {job[0]: cached for job, _, _, cached in fit_networks(jobs[:1] + jobs[2:], counts, changed, tmp_path / "a")}
     assert refit == {"hasher": False, "map": True}  # a changed setting is refit, never reused
 
 
@@ -177,7 +175,7 @@ def test_quick_pipeline_writes_json_markdown_and_plots(retrieval, tmp_path):
                                  "--out", str(tmp_path), "--cache", "none"])
     result = {"quick": True, "settings": {"bits": args.bits, "rerank_candidates": 100,
                                           "seed_plan": retrieval.seed_plan(args)},
-              "hardware": retrieval.hardware(), "seconds_total": 1.0, "vocabularies": {}}
+              "environment": retrieval.environment(), "seconds_total": 1.0, "vocabularies": {}}
     part = result["vocabularies"]["120"] = {"n_train": 240, "n_test": 120, "rows": []}
     neural = {"hasher": TINY, "map": dict(TINY, hidden_layers=(16,))}
     retrieval.run_vocabulary(data, 120, args, neural, part["rows"].append)
@@ -195,7 +193,7 @@ def test_quick_pipeline_writes_json_markdown_and_plots(retrieval, tmp_path):
             assert key in row
         assert 0 <= row["p_at_100"] <= 1 and len(row["precision"]) == len(row["recall"]) == 31
     assert find(table, "tfidf")["p_at_100"] > 0.5  # four topics: chance is 0.25
-    assert {"hardware", "settings"} <= saved.keys() and "torch_threads" in saved["hardware"]
+    assert {"environment", "settings"} <= saved.keys() and "torch_threads" in saved["environment"]
     markdown = paths["md"].read_text()
     assert "| TF-IDF cosine |" in markdown and "semhash-16 vs best hashing baseline" in markdown
     assert paths["pr"].stat().st_size > 1000 and paths["bits"].stat().st_size > 1000
@@ -279,9 +277,6 @@ def test_evaluate_database_refuses_bad_fractions(tiny_database):
 
 
 def test_hasher_validation_split_is_carved_from_train_only():
-    import sys
-
-    sys.path.insert(0, str(REPO / "benchmarks"))
     spec = importlib.util.spec_from_file_location("hasher_validation", REPO / "benchmarks" / "hasher_validation.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

@@ -7,7 +7,7 @@ import pytest
 
 from semhash.index.cells import CellIndex, default_cells, default_cells_path, load_or_build_cells
 from semhash.index.database import Database
-from semhash.index.faiss_index import sidecar_path
+from semhash.index.cache import sidecar_path
 from semhash.codes import pack_bits
 
 

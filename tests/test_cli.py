@@ -128,6 +128,30 @@ def test_errors_are_one_clear_line(database, tmp_path):
     assert not_a_db.read_text() == "my notes"
 
 
+def test_a_bug_is_not_dressed_up_as_bad_input(database, monkeypatch):
+    """Only errors semhash raises on purpose become one line; a failed lookup keeps its traceback."""
+    from semhash.index.search import SearchEngine
+
+    monkeypatch.setattr(SearchEngine, "search", lambda self, text, **options: {}["missing"])
+    result = run("search", "hockey", "--db", database)
+    assert result.exit_code == 1 and isinstance(result.exception, KeyError)
+    monkeypatch.setattr(SearchEngine, "search", lambda self, text, **options: np.zeros(2)[5])
+    assert isinstance(run("search", "hockey", "--db", database).exception, IndexError)
+    # the same KeyError type, raised with a message by the database, is one clear line
+    result = run("similar", "no/such", "--db", database)
+    assert result.exit_code == 1 and "no document" in result.output and not isinstance(result.exception, KeyError)
+
+
+def test_a_corrupt_index_file_is_rebuilt_with_a_warning_on_stderr(database):
+    index_file = database.parent / f"{database.name}.faiss" / "hasher.index"
+    index_file.write_bytes(b"not a faiss index")
+    result = run("search", "hockey playoff goalie", "--db", database, "-k", "2", "--json")
+    assert result.exit_code == 0, result.output
+    assert "warning:" in result.output and "rebuilding it now" in result.output
+    result = run("search", "hockey playoff goalie", "--db", database, "-k", "2", "--json")
+    assert "warning:" not in result.output and len(json.loads(result.output)) == 2
+
+
 def test_help_teaches(database):
     for command in ("index", "search", "similar", "add", "info", "map", "recall"):
         result = run(command, "--help")

@@ -1,7 +1,9 @@
 import numpy as np
 import pytest
 
-from semhash.codes import from_hex, hamming_distances, n_bytes, pack_bits, to_hex, unpack_bits
+from semhash import codes
+from semhash.codes import (as_words, from_hex, hamming_distances, n_bytes, pack_bits, popcount, to_hex, unpack_bits,
+                           word_distances)
 
 
 def test_pack_unpack_round_trip_for_lengths_not_multiple_of_8():
@@ -22,6 +24,40 @@ def test_hamming_distances_match_bit_counting():
     a, b = rng.integers(0, 2, (6, 37)), rng.integers(0, 2, (9, 37))
     expected = (a[:, None, :] != b[None, :, :]).sum(axis=2)
     assert np.array_equal(hamming_distances(pack_bits(a), pack_bits(b)), expected)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.uint32, np.uint64])
+def test_popcount_and_its_numpy_1_fallback_count_set_bits(dtype):
+    values = np.random.default_rng(3).integers(0, np.iinfo(dtype).max, (4, 5), dtype=dtype, endpoint=True)
+    values[0, 0], values[0, 1] = 0, np.iinfo(dtype).max
+    expected = np.array([[bin(int(v)).count("1") for v in row] for row in values])
+    for count in (popcount, codes._popcount_by_bytes):
+        result = count(values)
+        assert result.dtype == np.uint8 and np.array_equal(result, expected)
+    assert np.array_equal(codes._popcount_by_bytes(values[:, ::2]), expected[:, ::2])  # not contiguous
+
+
+def test_hamming_distances_without_bitwise_count(monkeypatch):
+    rng = np.random.default_rng(4)
+    a, b = pack_bits(rng.integers(0, 2, (5, 70))), pack_bits(rng.integers(0, 2, (8, 70)))
+    expected = hamming_distances(a, b)
+    monkeypatch.setattr(codes, "_popcount", codes._popcount_by_bytes)
+    assert np.array_equal(hamming_distances(a, b), expected)
+
+
+def test_words_are_zero_padded_and_distances_keep_their_dtype():
+    rng = np.random.default_rng(5)
+    for n_bits in (8, 20, 64, 72, 129):
+        a, b = rng.integers(0, 2, (3, n_bits)), rng.integers(0, 2, (6, n_bits))
+        words = as_words(pack_bits(a))
+        assert words.dtype == np.uint64 and words.shape == (3, -(-n_bits // 64)) and words.flags.c_contiguous
+        expected = (a[:, None, :] != b[None, :, :]).sum(axis=2)
+        for dtype in (np.int32, np.uint8, np.uint16):
+            distances = word_distances(words, as_words(pack_bits(b)), dtype)
+            assert distances.dtype == dtype and np.array_equal(distances, expected)
+    code = pack_bits(rng.integers(0, 2, (1, 64)))
+    assert np.shares_memory(as_words(code), code)  # whole words: a view, no copy
+    assert np.array_equal(as_words(code[0]), as_words(code))  # one code is one row
 
 
 def test_hex_round_trip_and_errors():

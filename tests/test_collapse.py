@@ -17,7 +17,8 @@ import torch
 
 import semhash.estimator as estimator
 from semhash.codes import code_spread
-from semhash.estimator import CodeCollapseWarning, dead_unit_share, lsa_neighbours, tfidf_neighbours
+from semhash.estimator import CodeCollapseWarning, dead_unit_share
+from semhash.neighbours import lsa_neighbours, tfidf_neighbours
 from semhash.hasher import SemanticHasher
 from semhash.rbm import RBM
 

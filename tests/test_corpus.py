@@ -465,7 +465,7 @@ def test_progress_bar_goes_to_stderr_only_when_asked(tmp_path, capsys):
     folder = write_folder(tmp_path / "corpus", NEWS_TREE)
     read_corpus(folder)
     assert capsys.readouterr().err == ""
-    read_corpus(folder, progress=True)
+    read_corpus(folder, verbose=True)
     captured = capsys.readouterr()
     assert "reading corpus" in captured.err and "4" in captured.err and captured.out == ""
 
@@ -608,7 +608,7 @@ def test_labels_file_size_is_bounded(tmp_path, monkeypatch):
 
     monkeypatch.setattr(corpus, "_MAX_LABELS_FILE_BYTES", 10)
     folder = write_folder(tmp_path / "corpus", {"a/1": b"one\n", "labels.tsv": b"a/1\tlonger,than,ten\n"})
-    with pytest.raises(CorpusError, match=r"labels\.tsv is 0 MiB; a labels\.tsv may hold at most 0 MiB"):
+    with pytest.raises(CorpusError, match=r"labels\.tsv is over 0 MiB; a labels\.tsv may hold at most 0 MiB"):
         read_corpus(folder)
 
 
@@ -624,3 +624,54 @@ def test_hf_maps_a_list_of_class_labels(monkeypatch):
     documents = read_corpus("hf:some/multi-label")
     assert [(d.label, d.labels) for d in documents] == [
         ("sci.space", ("sci.space", "sci.med")), ("alt.atheism", ("alt.atheism",)), (None, ())]
+
+
+# --------------------------------------------------------------------------- size bounds
+
+
+def test_an_oversized_document_is_a_clear_error_before_it_is_read_whole(tmp_path):
+    big = b"word " * 50_000  # 250 kB of text, a few hundred bytes compressed
+    for source in (write_zip(tmp_path / "c.zip", {"a/1": b"small one\n", "a/2": big}),
+                   write_tar(tmp_path / "c.tar.gz", {"a/1": b"small one\n", "a/2": big}),
+                   write_folder(tmp_path / "c", {"a/1": b"small one\n", "a/2": big})):
+        with pytest.raises(CorpusError, match=r"a/2 is over 0\.1 MiB; a document may hold at most that .*--max-document-mb"):
+            read_corpus(source, max_document_bytes=100_000)
+        assert len(read_corpus(source, max_document_bytes=300_000)) == 2  # the limit can be raised
+
+
+def test_a_corpus_over_its_total_bound_is_a_clear_error(tmp_path):
+    tree = {f"a/{i}": b"some words here " * 10 for i in range(5)}  # 160 bytes each
+    for source in (write_zip(tmp_path / "c.zip", tree), write_folder(tmp_path / "c", tree)):
+        with pytest.raises(CorpusError, match="more than .* of text .*--max-corpus-mb"):
+            read_corpus(source, max_corpus_bytes=500)
+        assert len(read_corpus(source, max_corpus_bytes=1000)) == 5
+
+
+def test_tables_are_measured_before_they_are_read_and_records_are_bounded(tmp_path):
+    path = tmp_path / "c.jsonl"
+    path.write_text("\n".join(json.dumps({"text": "x" * (200 + i)}) for i in range(3)), encoding="utf-8")
+    with pytest.raises(CorpusError, match="more than"):
+        read_corpus(path, max_corpus_bytes=100)
+    with pytest.raises(CorpusError, match=r"c\.jsonl.*is over"):
+        read_corpus(path, max_document_bytes=201)
+    with pytest.raises(ValueError, match="max_document_bytes must be a positive"):
+        read_corpus(path, max_document_bytes=0)
+
+
+def test_hf_reads_a_folder_written_by_save_to_disk(tmp_path):
+    """A real saved dataset (no network): one split, and a DatasetDict whose split is chosen."""
+    datasets = pytest.importorskip("datasets")
+    features = datasets.Features({"text": datasets.Value("string"),
+                                  "label": datasets.ClassLabel(names=["space", "hockey"])})
+    train = datasets.Dataset.from_dict({"text": ["shuttle orbit launch", "puck goal season"], "label": [0, 1]},
+                                       features=features)
+    train.save_to_disk(str(tmp_path / "one"))
+    datasets.DatasetDict({"train": train, "test": train.select([1])}).save_to_disk(str(tmp_path / "both"))
+    documents = read_corpus(f"hf:{tmp_path / 'one'}")
+    assert [(d.text, d.label) for d in documents] == [("shuttle orbit launch", "space"), ("puck goal season", "hockey")]
+    assert [d.label for d in read_corpus(f"hf:{tmp_path / 'both'}", split="test")] == ["hockey"]
+    with pytest.raises(CorpusError, match=r"has no split 'validation' \(splits: \['test', 'train'\]\)"):
+        read_corpus(f"hf:{tmp_path / 'both'}", split="validation")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CorpusError, match="cannot load .* as a saved dataset"):
+        read_corpus(f"hf:{tmp_path / 'empty'}")

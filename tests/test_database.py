@@ -471,3 +471,74 @@ def test_read_only_database_without_labels_column_is_a_clear_error(tmp_path: Pat
     with pytest.raises(DatabaseError, match="predates multi-label documents .* open it once with write access"):
         Database(f"sqlite:///file:{path}?mode=ro&uri=true", create=False)
     assert path.read_bytes() == before
+
+
+# --------------------------------------------------------------------------- pixels and vocabulary
+
+
+def test_pixels_round_trip_in_their_own_table(db: Database) -> None:
+    ids = db.add_documents(_docs(3, "img", kind="image"))
+    pixels = np.arange(3 * 12, dtype=np.uint8).reshape(3, 12)
+    db.put_pixels(ids, pixels)
+    db.put_pixels(ids[1:2], pixels[:1])  # overwrites
+    found, stored = db.get_pixels([ids[2], ids[1], 10_000])
+    assert found.tolist() == [ids[1], ids[2]] and stored.tolist() == [pixels[0].tolist(), pixels[2].tolist()]
+    assert db.stats()["pixels"] == 3 and db.list_models() == []  # pixels are data, not a model
+    with pytest.raises(KeyError, match="no document with id"):
+        db.put_pixels([10_000], pixels[:1])
+
+
+def test_legacy_pixel_model_moves_into_the_pixels_table_on_opening(tmp_path: Path) -> None:
+    """Databases from before the pixels table kept the pixels as codes of a pseudo-model."""
+    path = tmp_path / "old.db"
+    with Database(path) as old:
+        ids = old.add_documents(_docs(2, "img", kind="image"))
+        model = old.save_model("image-pixels", "binary", 16 * 8, {"class": "PixelStore"}, b"", None)
+        old.put_codes(model, ids, np.array([[1] * 16, [2] * 16], np.uint8))
+    with sqlite3.connect(path) as conn:
+        conn.execute("DROP TABLE pixels")
+    with Database(path, create=False) as db:
+        found, pixels = db.get_pixels()
+        assert found.tolist() == ids and pixels[:, 0].tolist() == [1, 2]
+        assert [row.name for row in db.list_models()] == []
+
+
+def test_the_vocabulary_is_stored_once_and_older_copies_are_still_read(db: Database) -> None:
+    assert db.get_vocabulary() is None
+    db.save_model("old", "binary", 8, {}, b"", {"words": ["legacy"]})
+    assert db.get_vocabulary() == {"words": ["legacy"]}  # a database written before
+    db.save_vocabulary({"words": ["cat", "dog"]})
+    db.save_vocabulary({"words": ["cat", "dog", "eel"]})
+    assert db.get_vocabulary() == {"words": ["cat", "dog", "eel"]}
+
+
+def test_stats_say_what_each_model_costs_a_search(db: Database) -> None:
+    db.save_model("long", "binary", 64, {"class": "SemanticHasher", "layers": [10, 64]}, b"", None)
+    db.save_model("map", "real", 2, {"class": "TopicMap"}, b"", None)
+    models = db.stats()["models"]
+    assert [(m["class"], m["code_bytes_per_document"]) for m in models] == [("SemanticHasher", 8), ("TopicMap", 8)]
+    assert db.stats()["search_bytes_per_document"] == (8 + 8) + (8 + 8)
+
+
+def test_altered_model_weights_fail_their_checksum(tmp_path: Path) -> None:
+    path = tmp_path / "m.db"
+    with Database(path) as db:
+        model_id = db.save_model("m", "binary", 8, {}, b"\x01" * 20_000, None)
+    with sqlite3.connect(path) as conn:  # 10,000 bytes altered behind semhash's back
+        conn.execute("UPDATE models SET weights = ? WHERE id = ?", (b"\x02" * 10_000 + b"\x01" * 10_000, model_id))
+    with Database(path, create=False) as db:
+        assert db.get_model("m", with_weights=False).name == "m"  # listing reads no weights
+        with pytest.raises(DatabaseError, match="do not match their SHA-256 checksum"):
+            db.get_model("m")
+
+
+def test_rows_from_before_checksums_still_load(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    with Database(path) as db:
+        db.save_model("m", "binary", 8, {}, b"weights", None)
+    with sqlite3.connect(path) as conn:
+        conn.execute("ALTER TABLE models DROP COLUMN weights_sha256")
+    with Database(path, create=False) as db:  # gains the column; the old row has no checksum
+        assert db.get_model("m").weights == b"weights"
+        db.save_model("n", "binary", 8, {}, b"new", None)
+        assert db.get_model("n").weights == b"new"

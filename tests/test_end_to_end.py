@@ -38,7 +38,8 @@ def test_index_stores_documents_models_and_codes(indexed):
         assert codes.shape == (800, 4) and codes.dtype == np.uint8
         _, points = db.get_codes(db.get_model(TEXT.map).id)
         assert points.shape == (800, 2)
-        assert db.get_model(TEXT.long).vocabulary["words"][:1]  # the vocabulary travels with the model
+        # the vocabulary is stored once, for every model of the collection
+        assert db.get_vocabulary()["words"][:1] and all(row.vocabulary is None for row in db.list_models())
     assert (path.parent / "news.db.faiss" / "hasher.index").exists()
 
 
@@ -122,7 +123,8 @@ def test_failed_overwrite_leaves_the_old_database(tmp_path, newsgroups_subset, m
         index_corpus(newsgroups_subset["test"], path, n_bits=16, map_dims=0, hasher_params=FAST, overwrite=True,
                      verbose=False)
     assert path.read_bytes() == before
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["small.db", "small.db.faiss"]
+    # nothing half-written is left: only the database, its search files and its writer lock
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["small.db", "small.db.faiss", "small.db.lock"]
 
 
 def test_add_is_incremental_and_resumable(tmp_path, newsgroups_subset, monkeypatch):

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from semhash.index.cache import sidecar_path
 from semhash.index.database import Database
 from semhash.index.faiss_index import (
     BinaryCodeIndex,
@@ -21,7 +22,6 @@ from semhash.index.faiss_index import (
     load_index,
     load_or_build,
     save_index,
-    sidecar_path,
 )
 from semhash.codes import hamming_distances, pack_bits, unpack_bits
 

@@ -23,23 +23,13 @@ from semhash.pipelines.images import (
     similar_image,
     stored_pixels,
 )
+from tests.conftest import two_class_images
 from semhash.baselines import ITQ, PCASign, RandomHyperplaneLSH, SpectralHashing
 from semhash.codes import hamming_distances
 from semhash.estimator import DeepCodeModel
 from semhash.image_hasher import ImageHasher
 
 FAST = dict(hidden_layers=(32,), pretrain_epochs=3, finetune_epochs=8, patience=20, batch_size=10)
-
-
-def two_class_images(n_per_class=40, seed=0):
-    """uint8 (n, 32, 32, 3): class 0 bright left half / red, class 1 bright right half / blue."""
-    rng = np.random.default_rng(seed)
-    labels = np.repeat([0, 1], n_per_class)
-    images = np.zeros((len(labels), 32, 32, 3), np.float32)
-    images[labels == 0, :, :16, 0] = 0.9
-    images[labels == 1, :, 16:, 2] = 0.9
-    images += 0.15 * rng.standard_normal(images.shape)
-    return (np.clip(images, 0, 1) * 255).astype(np.uint8), labels
 
 
 @pytest.fixture(scope="module")
@@ -329,3 +319,62 @@ def test_address_search_without_address_model_is_a_clear_error(tmp_path):
         assert len(search_image(db, pixels[0], k=3)) == 3
         with pytest.raises(ValueError, match="no address model"):
             search_image(db, pixels[0], k=3, mode="address")
+
+
+def _png_claiming(width: int, height: int) -> bytes:
+    """A PNG whose header (with a valid checksum) claims a size its few bytes do not hold."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+
+
+BAD_IMAGES = {
+    "text.png": b"this is a text file named like an image\n",
+    "truncated.png": None,  # filled in below: a real PNG cut in half
+    "huge.png": _png_claiming(30_000, 30_000),
+}
+
+
+def test_undecodable_images_are_one_clear_line_or_a_counted_skip(tmp_path):
+    from click.testing import CliRunner
+
+    from semhash.cli import main
+    from semhash.pipelines.images import ImageError
+
+    good = png_bytes("red")
+    files = dict(BAD_IMAGES, **{"truncated.png": good[: len(good) // 2]})
+    folder = tmp_path / "photos" / "cats"
+    folder.mkdir(parents=True)
+    (folder / "good.png").write_bytes(good)
+    for name, data in files.items():
+        (folder / name).write_bytes(data)
+        with pytest.raises(ImageError, match=name.replace(".", r"\.")):
+            read_images(folder / name)
+        for command in (["images", "index", str(folder / name), "--db", str(tmp_path / "x.db"), "-q"],
+                        ["images", "search", str(folder / name), "--db", str(tmp_path / "x.db")]):
+            result = CliRunner().invoke(main, command)
+            assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+            assert name in result.output and len(result.output.strip().splitlines()) == 1, result.output
+    with pytest.warns(UserWarning, match="3 image files .* could not be decoded"):
+        images = read_images(tmp_path / "photos")
+    assert images.ids == ["cats/good.png"]
+    assert not (tmp_path / "x.db").exists()
+
+
+def test_hf_images_from_a_folder_written_by_save_to_disk(tmp_path):
+    datasets = pytest.importorskip("datasets")
+    from PIL import Image
+
+    features = datasets.Features({"img": datasets.Image(), "label": datasets.ClassLabel(names=["red", "blue"])})
+    saved = datasets.Dataset.from_dict(
+        {"img": [Image.new("RGB", (48, 48), "red"), Image.new("RGB", (32, 32), "blue")], "label": [0, 1]},
+        features=features)
+    saved.save_to_disk(str(tmp_path / "saved"))
+    images = read_images(f"hf:{tmp_path / 'saved'}")
+    assert images.pixels.shape == (2, 32, 32, 3) and images.labels == ["red", "blue"]
+    assert images.pixels[0, 0, 0].tolist() == [255, 0, 0]

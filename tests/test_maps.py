@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 
 import matplotlib
@@ -17,6 +18,7 @@ from semhash.pipelines import maps
 from semhash import TopicMap
 from semhash.estimator import encoder_input
 from semhash.parametric_tsne import (
+    TSNEConfig,
     batch_affinities,
     fine_tune_tsne,
     knn_affinities,
@@ -200,8 +202,8 @@ def test_parametric_tsne_lowers_its_kl_on_clustered_data(small_topic_map, affini
             return model.model_.encode(torch.from_numpy(inputs.toarray())).numpy()
 
     before = tsne_kl(codes(), P)
-    result = fine_tune_tsne(model.model_, inputs, affinities=P, features=features, affinity=affinity,
-                            perplexity=10, n_epochs=15, batch_size=100, learning_rate=1e-2,
+    config = TSNEConfig(affinity=affinity, perplexity=10, n_epochs=15, batch_size=100, learning_rate=1e-2)
+    result = fine_tune_tsne(model.model_, inputs, config, affinities=P, features=features,
                             generator=torch.Generator().manual_seed(0))
     after = tsne_kl(codes(), P)
     assert len(result.history) == 15
@@ -236,16 +238,30 @@ def test_tsne_schedule_negatives_and_epoch_callback(small_topic_map):
         assert not model.model_.training  # scored in eval mode
         seen.append(epoch)
 
-    result = fine_tune_tsne(model.model_, inputs, affinities=P, perplexity=10, n_epochs=4, batch_size=100,
-                            schedule="cosine", n_negatives=50, input_dropout=0.2, on_epoch=on_epoch,
+    config = TSNEConfig(perplexity=10, n_epochs=4, batch_size=100, schedule="cosine", n_negatives=50,
+                        input_dropout=0.2)
+    result = fine_tune_tsne(model.model_, inputs, config, affinities=P, on_epoch=on_epoch,
                             generator=torch.Generator().manual_seed(0))
     assert seen == [1, 2, 3, 4] and len(result.history) == 4
     assert all(np.isfinite(result.history))
     with pytest.raises(ValueError, match="schedule"):
-        fine_tune_tsne(model.model_, inputs, affinities=P, n_epochs=1, schedule="linear")
+        TSNEConfig(n_epochs=1, schedule="linear")
 
 
-def test_tsne_collapse_guard_starts_over_and_at_worst_keeps_the_input_model(small_topic_map, monkeypatch):
+def test_tsne_config_checks_its_settings_and_is_frozen():
+    import dataclasses
+
+    config = TSNEConfig()
+    assert (config.affinity, config.perplexity, config.n_epochs, config.learning_rate) == ("knn", 30.0, 50, 1e-2)
+    with pytest.raises(ValueError, match="unknown affinity 'umap'"):
+        TSNEConfig(affinity="umap")
+    with pytest.raises(ValueError, match=re.escape("input_dropout must be in [0, 1), got 1.0")):
+        TSNEConfig(input_dropout=1.0)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.n_epochs = 3
+
+
+def test_tsne_collapse_guard_starts_over_and_at_worst_keeps_the_input_model(small_topic_map, monkeypatch, caplog):
     import copy
 
     from semhash import parametric_tsne
@@ -266,9 +282,9 @@ def test_tsne_collapse_guard_starts_over_and_at_worst_keeps_the_input_model(smal
 
     monkeypatch.setattr(parametric_tsne, "code_spread", spread_always_collapsing)
     model = copy.deepcopy(base)
+    config = TSNEConfig(perplexity=10, n_epochs=3, batch_size=100, learning_rate=3e-3)
     with pytest.warns(RuntimeWarning, match="collapsed the map 4 times"):
-        result = fine_tune_tsne(model.model_, inputs, affinities=P, perplexity=10, n_epochs=3, batch_size=100,
-                                learning_rate=3e-3, generator=torch.Generator().manual_seed(0))
+        result = fine_tune_tsne(model.model_, inputs, config, affinities=P, generator=torch.Generator().manual_seed(0))
     assert result.collapsed and result.restarts == parametric_tsne.MAX_RESTARTS
     for mine, theirs in zip(model.model_.state_dict().values(), base.model_.state_dict().values()):
         assert torch.equal(mine, theirs)
@@ -281,11 +297,10 @@ def test_tsne_collapse_guard_starts_over_and_at_worst_keeps_the_input_model(smal
 
     monkeypatch.setattr(parametric_tsne, "code_spread", spread_collapsing_once)
     model = copy.deepcopy(base)
-    lines = []
-    result = fine_tune_tsne(model.model_, inputs, affinities=P, perplexity=10, n_epochs=3, batch_size=100,
-                            learning_rate=3e-3, generator=torch.Generator().manual_seed(0), report=lines.append)
+    with caplog.at_level(logging.INFO, logger="semhash"):
+        result = fine_tune_tsne(model.model_, inputs, config, affinities=P, generator=torch.Generator().manual_seed(0))
     assert result.restarts == 1 and not result.collapsed and len(result.history) == 3
-    assert any("starting over at learning rate 0.00075" in line for line in lines)
+    assert any("starting over at learning rate 0.00075" in line for line in caplog.messages)
     assert real_spread(model.model_, dense) > 0.01
 
 

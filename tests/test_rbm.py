@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 import torch
+from sklearn.exceptions import NotFittedError
 
 from semhash.rbm import RBM
 from tests.conftest import topic_counts
@@ -65,16 +66,33 @@ def test_same_seed_same_weights_and_other_seed_differs():
 def test_bad_parameters_and_inputs_are_named():
     with pytest.raises(ValueError, match="unknown visible units"):
         RBM(4, visible="softmax").fit(_binary_patterns())
-    with pytest.raises(ValueError, match="zero samples"):
+    with pytest.raises(ValueError, match="Found array with 0 sample"):
         RBM(4).fit(np.zeros((0, 5), np.float32))
     rbm = RBM(4, n_epochs=1).fit(_binary_patterns())
-    with pytest.raises(ValueError, match="40"):
+    with pytest.raises(ValueError, match="X has 7 features, but RBM is expecting 40 features"):
         rbm.transform(np.zeros((2, 7), np.float32))
-    with pytest.raises(RuntimeError, match="not fitted"):
+    with pytest.raises(NotFittedError, match="not fitted"):
         RBM(4).transform(_binary_patterns())
+    with pytest.raises(ValueError, match="Negative values in data passed to RBM"):
+        RBM(4, visible="poisson").fit(-_binary_patterns())
 
 
 def test_divergence_is_reported_not_hidden():
     data = _binary_patterns() * 1e4
     with pytest.raises(FloatingPointError, match="learning rate"):
         RBM(8, visible="gaussian", learning_rate=10.0, n_epochs=5, random_state=0).fit(data)
+
+
+def test_progress_goes_to_the_logger_and_verbose_shows_it_on_stderr(capsys, caplog):
+    import logging
+
+    data = _binary_patterns()
+    RBM(8, n_epochs=2, verbose=True).fit(data)
+    out = capsys.readouterr()
+    assert "epoch   2/2  reconstruction error" in out.err and out.out == ""
+    RBM(8, n_epochs=2).fit(data)
+    assert capsys.readouterr().err == ""  # verbose=True above left nothing behind
+    with caplog.at_level(logging.INFO, logger="semhash"):
+        RBM(8, n_epochs=1).fit(data)
+    assert [r.name for r in caplog.records] == ["semhash.rbm"]
+    assert "epoch   1/1" in caplog.messages[0]

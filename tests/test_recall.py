@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 
@@ -223,7 +224,7 @@ def test_stats_of_a_database_memory(tiny_db):
     stats = DocumentMemory(tiny_db).stats()
     assert stats["documents"] == 800 and stats["n_bits"] == 32 and stats["block_bits"] == 1
     with Database(tiny_db, create=False) as db:
-        n_words = len(db.get_model(TEXT.long).vocabulary["words"])
+        n_words = len(db.get_vocabulary()["words"])
     assert stats["units_per_word"] == 1 and stats["word_units"] == n_words
     assert stats["input_units"] == 64 + stats["word_units"] and stats["input_active"] > 32
     assert stats["capacity_per_document"] >= 32 and 0 < stats["load"] < 0.5
@@ -274,6 +275,21 @@ def test_memory_is_rebuilt_for_another_configuration_or_a_damaged_file(db_copy):
         memory = DocumentMemory(db_copy, block_bits=8)
     assert memory.stats()["documents"] == 800
     assert DocumentMemory(db_copy, block_bits=8, words=False).stats()["word_units"] == 0
+
+
+def test_a_memory_saved_in_the_earlier_sidecar_layout_loads_without_a_rebuild(db_copy, monkeypatch):
+    memory = DocumentMemory(db_copy).memory
+    path = db_copy.with_name(db_copy.name + ".faiss") / "recall.npz"
+    with Database(db_copy, create=False) as db:
+        fingerprint = db.code_fingerprint(db.get_model(TEXT.long).id)
+    # As written before semhash.index.cache: these fields, in this order, then the SHA-256.
+    legacy = {"format": 1, "fingerprint": fingerprint, "config": memory.config(), "documents": len(memory.ids),
+              "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
+    text = json.dumps(legacy, indent=2) + "\n"
+    assert path.with_name("recall.npz.json").read_text() == text
+    path.with_name("recall.npz.json").write_text(text)
+    monkeypatch.setattr(CodeMemory, "fit", lambda *a, **k: pytest.fail("rebuilt"))
+    assert DocumentMemory(db_copy).stats()["documents"] == len(memory.ids)
 
 
 # --------------------------------------------------------------------------- errors
