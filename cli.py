@@ -305,7 +305,7 @@ def evaluate(database, queries_source, subdir, fraction, max_queries, seed, quie
 
     with _friendly_errors(quiet):
         report = evaluate_database(database, queries_source or fraction, seed=seed, subdir=subdir,
-                                   max_queries=max_queries, log=None if quiet else _progress)
+                                   max_queries=max_queries)
     click.echo(json.dumps(report, indent=2, default=float) if as_json else format_report(report))
 
 
@@ -638,7 +638,7 @@ class _friendly_errors:
         if exc is None or isinstance(exc, (click.ClickException, KeyboardInterrupt)):
             return False
         from semhash.index.database import DatabaseError
-        from semhash.index.faiss_index import IndexFileError
+        from semhash.index.cache import IndexFileError
         from semhash.index.search import QueryError
         from semhash.pipelines.corpus import CorpusError
         from semhash.estimator import ModelFormatError

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import io
 import json
 import math
 import os
@@ -38,6 +39,8 @@ from pathlib import Path
 
 import numpy as np
 import scipy.sparse as sp
+
+from semhash.files import atomic_write_bytes
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
@@ -105,10 +108,9 @@ def save_arrays(path: Path, arrays: dict) -> None:
                          f"{name}_indptr": value.indptr, f"{name}_shape": np.array(value.shape)})
         else:
             flat[name] = np.asarray(value)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.stem}.partial.npz")
-    np.savez(partial, **flat)
-    os.replace(partial, path)  # an interrupted run never leaves a half-written cache
+    buffer = io.BytesIO()
+    np.savez(buffer, **flat)
+    atomic_write_bytes(path, buffer.getvalue())  # an interrupted run never leaves a half-written cache
 
 
 def load_arrays(path: Path) -> dict:
@@ -213,9 +215,8 @@ def _fit_and_save(model, X, path: Path | None, threads: int | None = None):
     for message in model.fit_warnings_:
         log(f"warning while fitting {type(model).__name__}: {message}")
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
         record = {"finetune_history": model.finetune_history_, "fit_warnings": model.fit_warnings_}
-        path.with_suffix(".json").write_text(json.dumps(record))
+        write_text(path.with_suffix(".json"), json.dumps(record))
         model.save(path)  # last: a model file is only ever read with its record
     return model
 
@@ -385,9 +386,7 @@ def environment_line(env: dict) -> str:
 
 def write_text(path: Path, text: str) -> None:
     """Write ``text`` atomically: a reader (or an interrupted run) never sees half a file."""
-    partial = path.with_name(f".{path.name}.partial")
-    partial.write_text(text, encoding="utf-8")
-    os.replace(partial, path)
+    atomic_write_bytes(Path(path), text.encode("utf-8"))
 
 
 def write_results(out: Path, stem: str, result: dict, markdown: str | None = None) -> dict[str, Path]:

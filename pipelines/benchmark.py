@@ -18,10 +18,11 @@ aggregation) lives in ``benchmarks/_common.py``.
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from numbers import Real
 from pathlib import Path
@@ -38,6 +39,9 @@ from semhash.pipelines.evaluate import (
     rank_by_hamming,
 )
 from semhash.baselines import LSA, TfidfCosine
+from semhash.progress import reports_progress
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "evaluate_rerank",
@@ -114,14 +118,13 @@ def evaluate_real_baselines(
     *,
     tfidf: bool = True,
     random_state: int = 0,
-    log: Callable[[str], None] = lambda line: None,
 ) -> list[RetrievalReport]:
     """TF-IDF cosine and LSA (cosine) at each of ``lsa_dims``, idf and SVD fit on the database."""
     # (method, label, model factory): one fit-encode-evaluate path for every baseline.
     baselines = [("tfidf", "tfidf", TfidfCosine)] if tfidf else []
     for dims in map(int, lsa_dims):
         if dims >= min(db_counts.shape):
-            log(f"lsa-{dims}: skipped (needs fewer dimensions than {min(db_counts.shape)})")
+            log.info(f"lsa-{dims}: skipped (needs fewer dimensions than {min(db_counts.shape)})")
             continue
         baselines.append(("lsa", f"lsa-{dims}", lambda dims=dims: LSA(n_components=dims, random_state=random_state)))
     reports = []
@@ -133,7 +136,7 @@ def evaluate_real_baselines(
         encoded = time.perf_counter()
         report = evaluate_vectors(method, query_vectors, db_vectors, query_labels, db_labels)
         reports.append(timed_report(report, fitted - started, encoded - fitted))
-        log(f"{label}: p@100 {report.p_at_100:.3f}")
+        log.info(f"{label}: p@100 {report.p_at_100:.3f}")
     return reports
 
 
@@ -294,7 +297,7 @@ def _sample_queries(queries: _Queries, max_queries: int, rng: np.random.Generato
 
 def _score_methods(
     stored: _Stored, queries: _Queries, db_codes: dict, db_counts, q_labels, d_labels,
-    rerank_candidates: int, baselines: bool, say: Callable[[str], None],
+    rerank_candidates: int, baselines: bool,
 ) -> list[RetrievalReport]:
     """The stored hasher codes (and their TF-IDF re-ranking), the stored map codes, and the
     TF-IDF and LSA baselines of the same sizes, on the same queries and database."""
@@ -305,7 +308,7 @@ def _score_methods(
     n_bits = hasher.code_size
     report = evaluate_codes("semhash", queries.codes[TEXT.long], db_codes[TEXT.long], n_bits, q_labels, d_labels)
     reports.append(report)
-    say(f"semhash-{n_bits}: p@100 {report.p_at_100:.3f}")
+    log.info(f"semhash-{n_bits}: p@100 {report.p_at_100:.3f}")
     tfidf = TfidfCosine().fit(db_counts)
     if rerank_candidates:
         report = evaluate_rerank(
@@ -313,22 +316,23 @@ def _score_methods(
             tfidf.transform(queries.counts), tfidf.transform(db_counts), q_labels, d_labels, rerank_candidates,
         )
         reports.append(report)
-        say(f"semhash-{n_bits}+rerank: p@100 {report.p_at_100:.3f}")
+        log.info(f"semhash-{n_bits}+rerank: p@100 {report.p_at_100:.3f}")
     lsa_dims = [n_bits]
     if topic_map is not None:
         report = evaluate_vectors(
             "semhash-map", queries.codes[TEXT.map], db_codes[TEXT.map], q_labels, d_labels, metric="euclidean"
         )
         reports.append(report)
-        say(f"map-{topic_map.code_size}: p@100 {report.p_at_100:.3f}")
+        log.info(f"map-{topic_map.code_size}: p@100 {report.p_at_100:.3f}")
         lsa_dims.append(topic_map.code_size)
     if baselines:
         reports += evaluate_real_baselines(
-            db_counts, queries.counts, d_labels, q_labels, sorted(set(lsa_dims)), log=say
+            db_counts, queries.counts, d_labels, q_labels, sorted(set(lsa_dims))
         )
     return reports
 
 
+@reports_progress
 def evaluate_database(
     db_path: str | os.PathLike,
     queries: str | os.PathLike | float = 0.1,
@@ -339,7 +343,7 @@ def evaluate_database(
     max_queries: int | None = None,
     rerank_candidates: int = 100,
     baselines: bool = True,
-    log: Callable[[str], None] | None = None,
+    verbose: bool = False,
 ) -> dict:
     """Retrieval quality of a labelled semhash database.
 
@@ -363,7 +367,6 @@ def evaluate_database(
     and as the map's dimensions (fit on the database part). Returns a JSON-ready dict;
     ``methods`` is a list of :meth:`RetrievalReport.to_dict` rows.
     """
-    say = log or (lambda line: None)
     started = time.perf_counter()
     rng = np.random.default_rng(seed)  # one stream: the held-out draw first, then the sample
     stored = _read_stored(db_path)
@@ -386,10 +389,10 @@ def evaluate_database(
     missing = sum(1 for labels in chosen.labels if in_database.isdisjoint(labels))
     if missing:
         chosen.notes.append(f"{missing} queries have no label found in the database (they score 0)")
-    say(f"{len(q_labels)} queries against {len(db_docs)} labelled documents, {len(label_names)} labels"
+    log.info(f"{len(q_labels)} queries against {len(db_docs)} labelled documents, {len(label_names)} labels"
         f"{' (multi-label)' if multi_label else ''}")
 
-    reports = _score_methods(stored, chosen, db_codes, db_counts, q_labels, d_labels, rerank_candidates, baselines, say)
+    reports = _score_methods(stored, chosen, db_codes, db_counts, q_labels, d_labels, rerank_candidates, baselines)
     return {
         "database": str(Path(db_path)),
         "queries": chosen.source,

@@ -38,10 +38,9 @@ from semhash.codes import pack_bits
 
 # sublinear_tf (tf -> 1 + log tf) was chosen on a validation split carved from the
 # 20 Newsgroups training set (a stratified 20% of train as queries against the other
-# 80%, seed 0; the test split was never looked at). With it, precision@100 rose from
-# 0.351 to 0.370 for TF-IDF cosine (mAP 0.192 -> 0.197), from 0.388 to 0.417 for LSA-64,
-# and from 0.369 to 0.387 for ITQ-64, so it is the default wherever TF-IDF is computed,
-# except random-hyperplane LSH, which did better without it (0.116 vs 0.102 at 64 bits).
+# 80%, seed 0; the test split was never looked at), where it raised precision@100 of
+# TF-IDF cosine, LSA and ITQ (figures in benchmarks/README.md), so it is the default
+# wherever TF-IDF is computed, except random-hyperplane LSH, which did better without it.
 DEFAULT_SUBLINEAR_TF = True
 
 

@@ -141,6 +141,12 @@ class DeepCodeModel(TransformerMixin, BaseEstimator):
         """Units in the code layer: the ``n_bits`` or ``n_components`` parameter."""
         return getattr(self, self._code_size_param)
 
+    def _keep_params(self, given: dict) -> None:
+        """Store each ``__init__`` argument as given, under its own name (scikit-learn's
+        rule), from the ``locals()`` of a subclass's ``__init__``."""
+        for name in self._get_param_names():
+            setattr(self, name, given[name])
+
     @property
     def layer_sizes(self) -> list[int]:
         return [self.n_features_in_, *self.hidden_layers, int(self.code_size)]

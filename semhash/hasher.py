@@ -53,10 +53,9 @@ class SemanticHasher(DeepCodeModel):
         neighbour_targets: int = 10,
         neighbour_weight: float = 0.5,
         neighbour_similarity: str = "auto",
-        # Chosen on a validation split of 20 Newsgroups train (benchmarks/README.md):
-        # weighting the reconstruction target by idf raised precision@100 of 64-bit codes
-        # from 0.434 to 0.464; dropping half of the input words in each fine-tuning step
-        # (a denoising autoencoder) from 0.435 to 0.473 on the current split.
+        # Both chosen on a validation split of 20 Newsgroups train, where each raised
+        # precision@100 (benchmarks/README.md): an idf-weighted reconstruction target, and
+        # half of the input words dropped in each fine-tuning step (a denoising autoencoder).
         idf_target: bool = True,
         idf_input: bool = False,
         input_dropout: float = 0.5,
@@ -68,27 +67,7 @@ class SemanticHasher(DeepCodeModel):
         random_state: int | None = 0,
         verbose: bool = False,
     ):
-        self.n_bits = n_bits
-        self.hidden_layers = hidden_layers
-        self.pretrain_epochs = pretrain_epochs
-        self.pretrain_learning_rate = pretrain_learning_rate
-        self.finetune_epochs = finetune_epochs
-        self.finetune_learning_rate = finetune_learning_rate
-        self.batch_size = batch_size
-        self.code_noise = code_noise
-        self.neighbour_targets = neighbour_targets
-        self.neighbour_weight = neighbour_weight
-        self.neighbour_similarity = neighbour_similarity
-        self.idf_target = idf_target
-        self.idf_input = idf_input
-        self.input_dropout = input_dropout
-        self.pair_weight = pair_weight
-        self.pair_temperature = pair_temperature
-        self.validation_fraction = validation_fraction
-        self.patience = patience
-        self.packed = packed
-        self.random_state = random_state
-        self.verbose = verbose
+        self._keep_params(locals())
 
     def transform(self, X) -> np.ndarray:
         """Binary codes (code units thresholded at 0.5): packed, ``(n, ceil(n_bits / 8))``

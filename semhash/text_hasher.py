@@ -65,32 +65,7 @@ class TextHasher(SemanticHasher):
         random_state: int | None = 0,
         verbose: bool = False,
     ):
-        self.n_bits = n_bits
-        self.max_words = max_words
-        self.min_df = min_df
-        self.max_df = max_df
-        self.stop_words = stop_words
-        self.lowercase = lowercase
-        self.hidden_layers = hidden_layers
-        self.pretrain_epochs = pretrain_epochs
-        self.pretrain_learning_rate = pretrain_learning_rate
-        self.finetune_epochs = finetune_epochs
-        self.finetune_learning_rate = finetune_learning_rate
-        self.batch_size = batch_size
-        self.code_noise = code_noise
-        self.neighbour_targets = neighbour_targets
-        self.neighbour_weight = neighbour_weight
-        self.neighbour_similarity = neighbour_similarity
-        self.idf_target = idf_target
-        self.idf_input = idf_input
-        self.input_dropout = input_dropout
-        self.pair_weight = pair_weight
-        self.pair_temperature = pair_temperature
-        self.validation_fraction = validation_fraction
-        self.patience = patience
-        self.packed = packed
-        self.random_state = random_state
-        self.verbose = verbose
+        self._keep_params(locals())
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

@@ -152,6 +152,15 @@ def test_a_corrupt_index_file_is_rebuilt_with_a_warning_on_stderr(database):
     assert "warning:" not in result.output and len(json.loads(result.output)) == 2
 
 
+def test_progress_goes_through_logging_and_q_silences_it(database, newsgroups_subset):
+    shown = run("add", newsgroups_subset["train"], "--db", database)
+    assert shown.exit_code == 0 and "800 of 800 documents already stored; adding 0" in shown.output
+    quiet = run("add", newsgroups_subset["train"], "--db", database, "-q")
+    assert quiet.exit_code == 0 and "already stored; adding" not in quiet.output
+    evaluated = run("evaluate", "--db", database, "--fraction", "0.05", "--max-queries", "10")
+    assert evaluated.exit_code == 0 and "queries against" in evaluated.output, evaluated.output
+
+
 def test_help_teaches(database):
     for command in ("index", "search", "similar", "add", "info", "map", "recall"):
         result = run(command, "--help")
