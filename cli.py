@@ -17,13 +17,31 @@ from pathlib import Path
 
 import click
 
-DB_OPTION = click.option(
-    "--db",
-    "database",
-    required=True,
-    envvar="SEMHASH_DB",
-    help="Database file, or an SQLAlchemy URL such as postgresql+psycopg://user@host/db (or set SEMHASH_DB).",
-)
+def _use_index_dir(ctx: click.Context, _param, value) -> None:
+    """--index-dir: where every database opened by this command keeps its search files."""
+    if value is None:
+        return
+    import os
+
+    previous = os.environ.get("SEMHASH_INDEX_DIR")
+    os.environ["SEMHASH_INDEX_DIR"] = value
+    ctx.call_on_close(lambda: os.environ.pop("SEMHASH_INDEX_DIR") if previous is None
+                      else os.environ.__setitem__("SEMHASH_INDEX_DIR", previous))
+
+
+def DB_OPTION(function):
+    """--db (a file or an SQLAlchemy URL) and --index-dir, on every command that opens one."""
+    function = click.option(
+        "--index-dir", expose_value=False, callback=_use_index_dir, is_eager=True,
+        help="Folder for the derived search files (default: DB.faiss beside a file; for a server, "
+             "a per-URL folder of ~/.cache/semhash). Or set SEMHASH_INDEX_DIR.",
+    )(function)
+    return click.option(
+        "--db", "database", required=True, envvar="SEMHASH_DB",
+        help="Database file, or an SQLAlchemy URL such as postgresql+psycopg://user@host/db (or set SEMHASH_DB).",
+    )(function)
+
+
 QUIET_OPTION = click.option("--quiet", "-q", is_flag=True, help="Print no progress, only results and errors.")
 JSON_OPTION = click.option("--json", "as_json", is_flag=True, help="Print results as JSON, for scripts.")
 
@@ -489,7 +507,8 @@ def images_search(image, database, k, mode, radius, max_candidates, probes, use_
       semhash images search cat.jpg --db photos.db --cells --json
     """
     from semhash.index.database import Database
-    from semhash.pipelines.images import read_images, search_image
+    from semhash.pipelines.image_reading import read_images
+    from semhash.pipelines.images import search_image
 
     with _friendly_errors(progress=False):
         query = read_images(image).pixels[0]

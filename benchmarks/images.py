@@ -45,7 +45,8 @@ from semhash.index.address import AddressIndex
 from semhash.index.models import IMAGES
 from semhash.index.search import SearchOptions
 from semhash.pipelines.evaluate import mean_average_precision, precision_at_k, rank_by_hamming, rank_by_score
-from semhash.pipelines.images import montage, read_images
+from semhash.pipelines.image_reading import read_images
+from semhash.pipelines.images import montage
 
 IMAGE_ADDRESS_RADIUS, IMAGE_MAX_CANDIDATES = IMAGES.radius, SearchOptions().max_candidates
 DEFAULT_DATA = SHARED_DATA / "cifar10-jpg.tar.gz"

@@ -874,9 +874,12 @@ class UsesDatabase:
 
 
 def default_index_dir(url_text: str, path: Path | None) -> Path | None:
-    """Where a database's derived search files live unless told: ``<db file>.faiss`` beside a
-    file, a folder of the user's cache named after the URL for a server (so that every
-    process finds them), and nowhere (built in memory) for an in-memory database."""
+    """Where a database's derived search files live unless told: ``$SEMHASH_INDEX_DIR`` when
+    set; else ``<db file>.faiss`` beside a file, a folder of the user's cache named after the
+    URL for a server (so that every process finds them), and nowhere (built in memory) for
+    an in-memory database."""
+    if os.environ.get("SEMHASH_INDEX_DIR"):
+        return Path(os.environ["SEMHASH_INDEX_DIR"])
     if path is not None:
         return path.with_name(path.name + ".faiss")
     url = make_url(url_text)

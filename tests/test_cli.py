@@ -161,6 +161,16 @@ def test_progress_goes_through_logging_and_q_silences_it(database, newsgroups_su
     assert evaluated.exit_code == 0 and "queries against" in evaluated.output, evaluated.output
 
 
+def test_index_dir_holds_the_search_files_elsewhere(database, tmp_path):
+    import os
+
+    folder = tmp_path / "search-files"
+    result = run("similar", "1", "--db", database, "-k", "3", "--index-dir", folder, "--mode", "cells", "--json")
+    assert result.exit_code == 0, result.output
+    assert "cells.hasher.index" in {p.name for p in folder.iterdir()}
+    assert "SEMHASH_INDEX_DIR" not in os.environ  # the option lasts for its command only
+
+
 def test_help_teaches(database):
     for command in ("index", "search", "similar", "add", "info", "map", "recall"):
         result = run(command, "--help")

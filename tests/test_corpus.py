@@ -604,9 +604,9 @@ def test_malformed_labels_file_names_the_line(tmp_path, content, problem):
 
 
 def test_labels_file_size_is_bounded(tmp_path, monkeypatch):
-    from semhash.pipelines import corpus
+    from semhash.pipelines import corpus_files
 
-    monkeypatch.setattr(corpus, "_MAX_LABELS_FILE_BYTES", 10)
+    monkeypatch.setattr(corpus_files, "_MAX_LABELS_FILE_BYTES", 10)
     folder = write_folder(tmp_path / "corpus", {"a/1": b"one\n", "labels.tsv": b"a/1\tlonger,than,ten\n"})
     with pytest.raises(CorpusError, match=r"labels\.tsv is over 0 MiB; a labels\.tsv may hold at most 0 MiB"):
         read_corpus(folder)

@@ -13,12 +13,11 @@ import torch
 
 from semhash.index.database import Database
 from semhash.index.models import IMAGES
+from semhash.pipelines.image_reading import ImageWarning, read_images
 from semhash.pipelines.images import (
-    ImageWarning,
     index_images,
     montage,
     montage_size,
-    read_images,
     search_image,
     similar_image,
     stored_pixels,
@@ -344,7 +343,7 @@ def test_undecodable_images_are_one_clear_line_or_a_counted_skip(tmp_path):
     from click.testing import CliRunner
 
     from semhash.cli import main
-    from semhash.pipelines.images import ImageError
+    from semhash.pipelines.image_reading import ImageError
 
     good = png_bytes("red")
     files = dict(BAD_IMAGES, **{"truncated.png": good[: len(good) // 2]})

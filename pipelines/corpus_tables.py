@@ -1,0 +1,187 @@
+"""Corpora that are tables: ``.jsonl`` and ``.csv`` files, standard input, ``hf:`` datasets:
+one record per document, with configurable columns."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+from semhash.pipelines.hf import HubDatasetError, load_hf_dataset
+from semhash.pipelines.corpus_common import (
+    _Collector,
+    _Decoder,
+    _label_set,
+    CorpusError,
+    Document,
+)
+
+
+
+@dataclass(frozen=True)
+class _Record:
+    values: Mapping
+    default_id: str
+    source: str
+
+
+def _decode_whole_file(path: Path, decoder: _Decoder, collector: _Collector) -> str:
+    """A table is decoded as a whole: one undecodable byte makes the whole file unreadable."""
+    collector.budget.add(path.stat().st_size, str(path))  # measured before it is read
+    try:
+        text, used_fallback = decoder.decode(path.read_bytes())
+    except UnicodeDecodeError as error:
+        raise CorpusError(f"cannot decode {path} as {decoder.encoding}: {error}") from error
+    if used_fallback:
+        collector.latin1_fallbacks.append(str(path))
+    return text
+
+
+def _jsonl_records(path: Path | str, text: str) -> Iterator[_Record]:
+    # Split on "\n" only: str.splitlines would also break on U+2028, which JSON strings may hold.
+    for line_number, line in enumerate(text.split("\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            values = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise CorpusError(f"bad JSON on line {line_number} of {path}: {error.msg}") from error
+        if not isinstance(values, dict):
+            raise CorpusError(
+                f"line {line_number} of {path} is a JSON {type(values).__name__}, expected an object"
+            )
+        yield _Record(values, str(line_number), f"{path}:line {line_number}")
+
+
+def _csv_records(path: Path, text: str) -> Iterator[_Record]:
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    try:
+        if reader.fieldnames is None:
+            raise CorpusError(f"no documents in {path}: the file is empty (a CSV needs a header row)")
+        for row_number, row in enumerate(reader, start=1):
+            yield _Record(row, str(row_number), f"{path}:row {row_number}")
+    except csv.Error as error:
+        raise CorpusError(f"malformed CSV in {path} near line {reader.line_num}: {error}") from error
+
+
+def _class_label_names(feature: Any) -> list[str] | None:
+    """The names of a ``ClassLabel`` feature, or of the ``ClassLabel`` in a list feature; else None."""
+    if isinstance(feature, (list, tuple)) and feature:  # the plain-list form of a list feature
+        feature = feature[0]
+    feature = getattr(feature, "feature", feature)  # Sequence(...) / List(...) of a ClassLabel
+    return getattr(feature, "names", None)
+
+
+def _named_labels(value: Any, names: list[str]) -> Any:
+    """ClassLabel ids (alone or in a list) as names; ids out of range, like ClassLabel's -1 for
+    "no label", are dropped; other values are left for the converter to judge."""
+    if isinstance(value, list):
+        return [name for name in (_named_labels(item, names) for item in value) if name is not None]
+    if isinstance(value, int) and not isinstance(value, bool):
+        return names[value] if 0 <= value < len(names) else None
+    return value
+
+
+def _hf_records(dataset_name: str, split: str, label_columns: tuple[str | None, ...]) -> Iterator[_Record]:
+    try:
+        dataset = load_hf_dataset(dataset_name, split)
+    except HubDatasetError as error:
+        raise CorpusError(str(error)) from error
+    names_by_column = {
+        column: names
+        for column in label_columns
+        if column and (names := _class_label_names(dataset.features.get(column))) is not None
+    }
+    for index, row in enumerate(dataset):
+        if names_by_column:
+            row = {**row, **{column: _named_labels(row.get(column), names) for column, names in names_by_column.items()}}
+        yield _Record(row, str(index), f"hf:{dataset_name}[{split}]#{index}")
+
+
+@dataclass(frozen=True)
+class _Columns:
+    """Which columns of a table hold the text, label, labels, title and id (None: do not read it)."""
+
+    text: str
+    label: str | None
+    labels: str | None
+    title: str | None
+    id: str | None
+
+
+class _RecordConverter:
+    """One table record to a :class:`Document`, or None (and a tally) when its text is empty.
+
+    ``labels_separator`` splits a labels column that holds one string (CSV); without it, such a
+    string is a single label.
+    """
+
+    def __init__(self, columns: _Columns, collector: _Collector, labels_separator: str | None = None) -> None:
+        self.columns = columns
+        self.collector = collector
+        self.labels_separator = labels_separator
+        self.text_column_checked = False
+
+    def __call__(self, record: _Record) -> Document | None:
+        values, columns = record.values, self.columns
+        if not self.text_column_checked:
+            self._check_text_column(values, record.source)
+        text = values.get(columns.text)
+        if text is not None and not isinstance(text, str):
+            raise CorpusError(
+                f"{record.source}: column {columns.text!r} holds a {type(text).__name__}, expected text"
+            )
+        if not text or not text.strip():
+            self.collector.skip("empty", record.source)
+            return None
+        self.collector.budget.check_document(len(text), record.source)  # characters: at most the bytes
+        external_id = self._optional(values, columns.id)
+        if external_id is None:
+            if columns.id and values.get(columns.id) is not None:
+                raise CorpusError(f"{record.source}: blank id in column {columns.id!r}")
+            external_id = record.default_id
+        return Document(
+            external_id=external_id,
+            text=text,
+            label=self._optional(values, columns.label),
+            title=self._optional(values, columns.title),
+            source=record.source,
+            labels=self._labels(values, record.source),
+        )
+
+    def _labels(self, values: Mapping, source: str) -> tuple[str, ...]:
+        """The labels column's labels; () when the column is off, absent or null."""
+        column = self.columns.labels
+        value = values.get(column) if column else None
+        if value is None:
+            return ()
+        where = f"{source}: column {column!r}"
+        if isinstance(value, str):
+            value = value.split(self.labels_separator) if self.labels_separator else [value]
+        elif not isinstance(value, (list, tuple)):
+            raise CorpusError(f"{where} holds a {type(value).__name__}, expected a list of labels")
+        return _label_set(value, where)
+
+    def _check_text_column(self, values: Mapping, source: str) -> None:
+        if self.columns.text not in values:
+            found = ", ".join(repr(str(column)) for column in values if column is not None) or "none"
+            raise CorpusError(
+                f"{source}: no text column {self.columns.text!r}; columns found: {found} "
+                f"(choose one with text_column=...)"
+            )
+        self.text_column_checked = True
+
+    @staticmethod
+    def _optional(values: Mapping, column: str | None) -> str | None:
+        """The column's value as text; None when the column is off, absent, null or blank."""
+        value = values.get(column) if column else None
+        if value is None:
+            return None
+        value = str(value)
+        return value if value.strip() else None
+
