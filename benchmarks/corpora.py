@@ -220,7 +220,7 @@ def knn_accuracy(train_points, train_labels, query_points, query_labels, k: int 
 def run_corpus(corpus: Corpus, data: dict, args, cache: Path) -> dict:
     from semhash.baselines import ITQ, LSA, TfidfCosine
     from semhash.hasher import SemanticHasher
-    from semhash.pipelines.maps import LSAMap, UMAPMap
+    from semhash.pipelines.baseline_maps import LSAMap, UMAPMap
     from semhash.topic_map import TopicMap
 
     db, queries, ydb, yq = data["db"], data["queries"], data["db_labels"], data["query_labels"]

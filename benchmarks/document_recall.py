@@ -201,7 +201,8 @@ def main(argv=None) -> int:
 
     from _common import TMP, add_out_argument, write_results
     from semhash.index.recall import CodeMemory
-    from semhash.memory import SparseCodeMap, WillshawMemory
+    from semhash.memory import WillshawMemory
+    from semhash.sparse_codes import SparseCodeMap
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="CI: a small corpus, model and sample")

@@ -204,7 +204,7 @@ def select(quick: bool, suffix: str, out: Path, variants: dict | None = None) ->
     import torch
     from sklearn.model_selection import train_test_split
 
-    from semhash.pipelines import maps
+    from semhash.pipelines import baseline_maps
     from semhash.data import as_generator
     from semhash.parametric_tsne import TSNEConfig, fine_tune_tsne, knn_affinities, lsa_features
 
@@ -222,7 +222,7 @@ def select(quick: bool, suffix: str, out: Path, variants: dict | None = None) ->
         return {"val_10nn_accuracy": round(acc, 4), "val_precision_at_100": round(prec, 4)}
 
     try:
-        points, umap = maps.umap_map(X)
+        points, umap = baseline_maps.umap_map(X)
         scores["UMAP (reference)"] = score(points, umap.transform(V))
         log("UMAP", scores["UMAP (reference)"])
     except ImportError as err:
@@ -285,7 +285,7 @@ def run_part(part: str, quick: bool, cache: Path, wait_selection: float = 0.0) -
     processes; :func:`combine` then writes the results."""
     import torch
 
-    from semhash.pipelines import maps
+    from semhash.pipelines import baseline_maps
 
     torch.set_num_threads(1)
     data, _ = load(quick)
@@ -299,19 +299,19 @@ def run_part(part: str, quick: bool, cache: Path, wait_selection: float = 0.0) -
 
     if part == "baselines":
         started = time.perf_counter()
-        lsa_points, lsa = maps.lsa_map(train)
+        lsa_points, lsa = baseline_maps.lsa_map(train)
         record("LSA-2", lsa_points, time.perf_counter() - started, lsa.transform(test),
                time_placement(lsa.transform, test))
         try:
             started = time.perf_counter()
-            umap_points, umap = maps.umap_map(train)
+            umap_points, umap = baseline_maps.umap_map(train)
             fit_seconds = time.perf_counter() - started
             record("UMAP (LSA-50, cosine)", umap_points, fit_seconds, umap.transform(test),
                    time_placement(umap.transform, test), note="fit includes numba compilation")
         except ImportError as err:
             log(f"skipping UMAP: {err}")
         started = time.perf_counter()
-        tsne_points = maps.tsne_map(train)
+        tsne_points = baseline_maps.tsne_map(train)
         record("t-SNE (LSA-50, cosine)", tsne_points, time.perf_counter() - started,
                note="non-parametric: cannot place new documents")
     else:

@@ -42,7 +42,8 @@ from pathlib import Path
 import numpy as np
 
 from _common import add_out_argument, write_results
-from semhash.memory import WillshawMemory, sparse_address, willshaw_capacity, willshaw_load
+from semhash.memory import WillshawMemory, willshaw_capacity, willshaw_load
+from semhash.sparse_codes import sparse_address
 
 FULL_GRID = [1_000, 2_000, 5_000, 10_000, 15_000, 20_000, 25_000, 30_000, 35_000, 40_000]
 QUICK_GRID = [5_000, 10_000, 20_000, 30_000, 40_000]

@@ -80,7 +80,8 @@ from semhash.index.cache import CacheFile, cache_dir
 from semhash.index.models import TEXT, load_vocabulary
 from semhash.index.search import QueryError, SearchEngine, snippet
 from semhash.codes import from_hex, hamming_distances
-from semhash.memory import SparseCodeMap, WillshawMemory, sparse_address
+from semhash.memory import WillshawMemory
+from semhash.sparse_codes import SparseCodeMap, sparse_address
 
 DEFAULT_UNITS_PER_WORD = 1  # chosen on the validation split, see the module docstring
 DEFAULT_BLOCK_BITS = 1  # chosen on the validation split, see the module docstring

@@ -17,8 +17,8 @@ from semhash.index.database import Database, DatabaseError
 from semhash.index.models import TEXT
 from semhash.index.search import SearchEngine, snippet
 from semhash.pipelines.images import image_map_codes, stored_pixels
-from semhash.pipelines.maps import (draw_comparison, draw_map, draw_thumbnail_map, lsa_map, map_title, umap_map,
-                                    write_html_map)
+from semhash.pipelines.baseline_maps import lsa_map, umap_map
+from semhash.pipelines.maps import draw_comparison, draw_map, draw_thumbnail_map, map_title, write_html_map
 
 COMPARISONS = {"lsa": ("LSA", lsa_map), "umap": ("UMAP over LSA-50", umap_map)}
 

@@ -14,7 +14,7 @@ import pytest
 import torch
 from matplotlib.collections import PathCollection
 
-from semhash.pipelines import maps
+from semhash.pipelines import baseline_maps, maps
 from semhash import TopicMap
 from semhash.estimator import encoder_input
 from semhash.parametric_tsne import (
@@ -139,7 +139,7 @@ def test_network_reference_check_catches_cdn_scripts():
 
 def test_lsa_map_places_new_documents_consistently():
     counts, _ = topic_counts(n_docs=120)
-    points, mapper = maps.lsa_map(counts)
+    points, mapper = baseline_maps.lsa_map(counts)
     assert points.shape == (120, 2)
     np.testing.assert_allclose(mapper.transform(counts[:5]), points[:5], rtol=1e-4, atol=1e-5)
 
@@ -157,7 +157,7 @@ def test_umap_missing_gives_install_hint(monkeypatch):
     monkeypatch.setattr(builtins, "__import__", fake_import)
     counts, _ = topic_counts(n_docs=50)
     with pytest.raises(ImportError, match="pip install umap-learn"):
-        maps.umap_map(counts)
+        baseline_maps.umap_map(counts)
 
 
 @pytest.fixture(scope="module")

@@ -9,15 +9,8 @@ import pytest
 
 import semhash.memory as memory_module
 from semhash.codes import pack_bits
-from semhash.memory import (
-    SparseCodeMap,
-    WillshawMemory,
-    false_positive_rate,
-    nearest_addresses,
-    sparse_address,
-    willshaw_capacity,
-    willshaw_load,
-)
+from semhash.memory import WillshawMemory, false_positive_rate, willshaw_capacity, willshaw_load
+from semhash.sparse_codes import SparseCodeMap, nearest_addresses, sparse_address
 
 
 def dense(indices: list[list[int]], n: int) -> np.ndarray:
