@@ -586,7 +586,7 @@ def _text_argument(text: str) -> str:
     """TEXT as given, or read from standard input when it is "-" (at most a MiB)."""
     if text != "-":
         return text
-    data = click.get_text_stream("stdin").read(MAX_QUERY_BYTES + 1)
+    data = sys.stdin.read(MAX_QUERY_BYTES + 1)
     if len(data) > MAX_QUERY_BYTES:
         raise click.ClickException(f"the query on standard input is over {MAX_QUERY_BYTES // 2**20} MiB")
     return data

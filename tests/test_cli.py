@@ -250,3 +250,57 @@ def test_index_and_evaluate_a_multi_label_corpus(tmp_path):
     assert report["multi_label"] is True and report["n_queries"] == 30 and report["n_database"] == 120
     tfidf = next(m for m in report["methods"] if m["method"] == "tfidf")
     assert tfidf["p_at_10"] > 0.9  # topics with disjoint words: a shared label is easy to find
+
+
+def test_standard_input_feeds_index_add_search_and_recall(tmp_path):
+    from tests.conftest import write_topic_posts
+
+    db = tmp_path / "stdin.db"
+    posts = write_topic_posts(tmp_path / "posts.jsonl", "post", 80, seed=0).read_text()
+    more = write_topic_posts(tmp_path / "more.jsonl", "more", 12, seed=1).read_text()
+    fit = ["--bits", "16", "--epochs", "2", "--pretrain-epochs", "1", "--vocab", "40", "--map-dims", "0",
+           "--address-bits", "0", "-q"]
+    runner = CliRunner()
+    result = runner.invoke(main, ["index", "-", "--db", str(db), *fit], input=posts)
+    assert result.exit_code == 0 and "Indexed 80 documents" in result.output, result.output
+    result = runner.invoke(main, ["add", "-", "--db", str(db), "-q", "--json"], input=more)
+    assert result.exit_code == 0 and json.loads(result.output)["added"] == 12, result.output
+    result = runner.invoke(main, ["search", "-", "--db", str(db), "-k", "3", "--json"], input="orbit shuttle launch\n")
+    assert result.exit_code == 0 and len(json.loads(result.output)) == 3, result.output
+    result = runner.invoke(main, ["recall", "-", "--db", str(db), "--json"], input="puck goal team season playoff\n")
+    assert result.exit_code == 0 and json.loads(result.output), result.output
+
+
+def test_hits_print_as_newline_delimited_json_and_csv(database):
+    import csv
+    import io
+
+    lines = run("search", "hockey playoff goalie", "--db", database, "-k", "4", "--nl").output.strip().splitlines()
+    rows = [json.loads(line) for line in lines]
+    assert len(rows) == 4 and {"id", "external_id", "distance", "label", "snippet"} <= set(rows[0])
+    table = list(csv.DictReader(io.StringIO(run("similar", "1", "--db", database, "-k", "4", "--csv").output)))
+    assert len(table) == 4 and table[0]["external_id"] and int(table[0]["distance"]) >= 0
+    recalled = run("recall", "hockey playoff goalie", "--db", database, "--csv").output.splitlines()
+    assert recalled[0].startswith("id,") and len(recalled) >= 2
+
+
+def test_every_result_has_a_json_form(database, tmp_path):
+    code = json.loads(run("encode", "nasa shuttle orbit", "--db", database, "--json").output)
+    assert code["space"] == "hamming" and len(code["code"]) == 4  # 16 bits in hex
+    point = json.loads(run("encode", "nasa shuttle orbit", "--db", database, "--space", "euclidean", "--json").output)
+    assert len(point["code"]) == 2
+    drawn = json.loads(run("map", "--db", database, "--out", tmp_path / "m.png", "-q", "--json").output)
+    assert drawn == {"out": str(tmp_path / "m.png"), "html": None, "documents": 800}
+
+
+def test_sample_spreads_across_labels_where_limit_takes_the_first(newsgroups_subset):
+    from semhash.pipelines.corpus import read_corpus, sample_documents
+
+    documents = read_corpus(newsgroups_subset["train"])
+    first = read_corpus(newsgroups_subset["train"], limit=100)
+    sample = sample_documents(documents, 100, seed=0)
+    assert [d.external_id for d in first] == [d.external_id for d in documents[:100]]
+    counts = {label: sum(d.label == label for d in sample) for label in {d.label for d in documents}}
+    assert sorted(counts.values()) == [25, 25, 25, 25]  # 200 of each group: equal shares
+    assert sample == sample_documents(documents, 100, seed=0) != sample_documents(documents, 100, seed=1)
+    assert [d.external_id for d in sample] == sorted((d.external_id for d in sample), key=[x.external_id for x in documents].index)
