@@ -27,48 +27,24 @@ import hashlib
 import json
 import os
 import threading
-from collections import Counter
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sqlalchemy import (
-    Engine,
-    Integer,
-    Text,
-    cast,
-    create_engine,
-    delete,
-    event,
-    exists,
-    func,
-    insert,
-    inspect,
-    select,
-    text,
-    update,
-)
+from sqlalchemy import Engine, create_engine, delete, event, func, insert, inspect, select, text
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, make_url
 
+from semhash.index.code_store import CodeStore
+from semhash.index.document_store import DocumentStore
 from semhash.index.locks import database_file, remove_leftovers
-
-from semhash.index.schema import (  # noqa: F401 (DatabaseError and the rows are part of this module's API)
+from semhash.index.schema import (  # noqa: F401 - DatabaseError and the rows are imported from here
     _ADDED_COLUMNS,
     _ADDED_FOR,
     _ADDED_TABLES,
     _as_id,
-    _as_id_array,
-    _as_utc,
-    _chunks,
-    _code_blobs,
     _code_layout,
     _codes,
-    _document_row,
-    _document_values,
     _documents,
     _LEGACY_PIXELS_MODEL,
     _meta,
@@ -77,8 +53,6 @@ from semhash.index.schema import (  # noqa: F401 (DatabaseError and the rows are
     _models,
     _pixels,
     _preview,
-    _REAL_DTYPE,
-    _select_documents,
     _to_json,
     _utcnow,
     _VOCABULARY_KEY,
@@ -95,7 +69,7 @@ SQLITE_BUSY_SECONDS = 60.0
 # --------------------------------------------------------------------------- database
 
 
-class Database:
+class Database(DocumentStore, CodeStore):
     """Documents, models and codes in one SQLite file (or any SQLAlchemy URL).
 
     ``url_or_path`` is a file path (becomes ``sqlite:///path``) or an SQLAlchemy URL
@@ -263,163 +237,6 @@ class Database:
     def __repr__(self) -> str:
         return f"Database({self._name!r})"
 
-    # ---------------------------------------------------------------- documents
-
-    def add_documents(self, docs: Sequence[dict[str, Any] | object]) -> list[int]:
-        """Insert documents in one transaction; return their new ids, in input order.
-
-        Each document is a dict or an object with attributes ``external_id``
-        (required, non-empty string) and optionally ``text``, ``label``, ``title``,
-        ``source`` (strings or None), ``labels`` (a list or tuple of strings, the first of
-        which is ``label`` when both are given) and ``kind`` (default ``"text"``). Other keys or
-        attributes are ignored. If any ``external_id`` is repeated in the batch or
-        already stored, :class:`DatabaseError` lists them and nothing is written.
-        """
-        rows = [_document_values(doc, position) for position, doc in enumerate(docs)]
-        if not rows:
-            return []
-        external_ids = [row["external_id"] for row in rows]
-        repeated = [key for key, count in Counter(external_ids).items() if count > 1]
-        if repeated:
-            raise DatabaseError(
-                f"duplicate external_id within the batch: {_preview(repeated)}; nothing was written"
-            )
-        now = _utcnow()
-        for row in rows:
-            row["created_at"] = now
-
-        try:
-            with self._engine.begin() as conn:
-                # One executemany INSERT (SQLite would run INSERT ... RETURNING with
-                # sort_by_parameter_order one row at a time); a stored external_id breaks
-                # the unique index, the transaction rolls back and it is named below.
-                if conn.dialect.name == "sqlite" and conn.dialect.driver == "pysqlite":
-                    # Straight to the driver's executemany (SQLAlchemy's per-row parameter
-                    # processing cost as much as the insert); created_at is the same for
-                    # every row, converted once by the column type itself.
-                    process = _documents.c.created_at.type.dialect_impl(conn.dialect).bind_processor(conn.dialect)
-                    stamp = process(now) if process is not None else now
-                    columns = ("external_id", "kind", "source", "title", "label", "text", "labels")
-                    conn.exec_driver_sql(
-                        f"INSERT INTO documents ({', '.join(columns)}, created_at) "
-                        f"VALUES ({', '.join('?' * (len(columns) + 1))})",
-                        [(*(row[c] for c in columns), stamp) for row in rows],
-                    )
-                else:
-                    conn.execute(insert(_documents), rows)
-                if conn.dialect.name == "sqlite":
-                    # AUTOINCREMENT gives the rows of one INSERT, under the transaction's
-                    # write lock, consecutive ids ending at the table's sequence number.
-                    last = conn.execute(
-                        text("SELECT seq FROM sqlite_sequence WHERE name = :table"), {"table": _documents.name}
-                    ).scalar_one()
-                    return list(range(int(last) - len(rows) + 1, int(last) + 1))
-                new_ids: dict[str, int] = {}
-                for chunk in _chunks(external_ids):
-                    query = select(_documents.c.external_id, _documents.c.id).where(
-                        _documents.c.external_id.in_(chunk)
-                    )
-                    new_ids.update((key, doc_id) for key, doc_id in conn.execute(query))
-                return [int(new_ids[key]) for key in external_ids]
-        except sa_exc.IntegrityError as err:
-            with self._engine.connect() as conn:
-                stored = self._existing_external_ids(conn, external_ids)
-            if stored:
-                raise DatabaseError(
-                    f"external_id already stored: {_preview(stored)}; nothing was written"
-                ) from None
-            # a concurrent writer got there first, or another constraint
-            raise DatabaseError(f"could not add documents, nothing was written: {err.orig}") from err
-
-    def stored_external_ids(self, external_ids: Sequence[str]) -> set[str]:
-        """Which of ``external_ids`` are already stored (for resumable indexing)."""
-        with self._engine.connect() as conn:
-            return set(self._existing_external_ids(conn, list(external_ids)))
-
-    @staticmethod
-    def _existing_external_ids(conn: Connection, external_ids: Sequence[str]) -> list[str]:
-        found: list[str] = []
-        for chunk in _chunks(external_ids):
-            found += conn.execute(
-                select(_documents.c.external_id).where(_documents.c.external_id.in_(chunk))
-            ).scalars()
-        return sorted(found)
-
-    def count_documents(self, kind: str | None = None) -> int:
-        """Number of documents, optionally of one ``kind``."""
-        query = select(func.count()).select_from(_documents)
-        if kind is not None:
-            query = query.where(_documents.c.kind == kind)
-        with self._engine.connect() as conn:
-            return int(conn.execute(query).scalar_one())
-
-    def get_documents(self, ids: Sequence[int]) -> list[DocumentRow]:
-        """Documents by id, in the order of ``ids``; KeyError naming any missing id."""
-        wanted = [_as_id(doc_id, "document id") for doc_id in ids]
-        found: dict[int, DocumentRow] = {}
-        with self._engine.connect() as conn:
-            for chunk in _chunks(sorted(set(wanted))):
-                for row in conn.execute(_select_documents().where(_documents.c.id.in_(chunk))):
-                    found[row.id] = _document_row(row)
-        missing = [doc_id for doc_id in wanted if doc_id not in found]
-        if missing:
-            raise KeyError(f"no document with id {_preview(missing)}")
-        return [found[doc_id] for doc_id in wanted]
-
-    def find_document(self, key: str | int) -> DocumentRow:
-        """One document by numeric id (int) or external_id (str).
-
-        A string is looked up as an external_id first, then, if it is all digits,
-        as a numeric id (so command-line input like ``"42"`` works).
-        """
-        if isinstance(key, bool) or not isinstance(key, (str, int, np.integer)):
-            raise TypeError(
-                f"document key must be an id (int) or external_id (str), got {type(key).__name__}"
-            )
-        by_external_id = _select_documents().where(_documents.c.external_id == str(key))
-        with self._engine.connect() as conn:
-            row = conn.execute(by_external_id).first() if isinstance(key, str) else None
-            if row is None and (not isinstance(key, str) or key.strip().isdigit()):
-                row = conn.execute(_select_documents().where(_documents.c.id == int(key))).first()
-        if row is None:
-            raise KeyError(f"no document with id or external_id {key!r}")
-        return _document_row(row)
-
-    def iter_documents(self, kind: str | None = None, batch_size: int = 1000) -> Iterator[DocumentRow]:
-        """All documents (optionally of one kind), ordered by id, read ``batch_size`` at a time.
-
-        Pages by id rather than holding one cursor open, so the caller may write
-        to the database between items.
-        """
-        if batch_size <= 0:
-            raise ValueError(f"batch_size must be positive, got {batch_size}")
-        last_id = 0
-        while True:
-            query = _select_documents().where(_documents.c.id > last_id)
-            if kind is not None:
-                query = query.where(_documents.c.kind == kind)
-            with self._engine.connect() as conn:
-                batch = conn.execute(query.order_by(_documents.c.id).limit(batch_size)).all()
-            yield from (_document_row(row) for row in batch)
-            if len(batch) < batch_size:
-                return
-            last_id = batch[-1].id
-
-    def documents_without_codes(self, model_id: int, kind: str | None = None) -> list[int]:
-        """Ids (ascending) of documents that have no code yet under ``model_id``.
-
-        What remains to encode; lets incremental indexing resume after an interruption.
-        """
-        model_id = self._model_id(model_id)
-        has_code = exists().where(
-            (_codes.c.document_id == _documents.c.id) & (_codes.c.model_id == model_id)
-        )
-        query = select(_documents.c.id).where(~has_code)
-        if kind is not None:
-            query = query.where(_documents.c.kind == kind)
-        with self._engine.connect() as conn:
-            return [int(doc_id) for doc_id in conn.execute(query.order_by(_documents.c.id)).scalars()]
-
     # ---------------------------------------------------------------- models
 
     def save_model(
@@ -534,160 +351,6 @@ class Database:
     def _model_id(self, model_id: int) -> int:
         return self._model_header(model_id).id
 
-    # ---------------------------------------------------------------- codes
-
-    @contextmanager
-    def codes_batch(self) -> Iterator[None]:
-        """Run several :meth:`put_codes` calls (of this thread) in one transaction.
-
-        One commit instead of one per call: each commit of a file database waits for the
-        disk, which is most of what storing a batch of codes costs. An exception inside
-        the block rolls all of them back. Nested blocks join the outer one.
-        """
-        if getattr(self._local, "conn", None) is not None:
-            yield
-            return
-        with self._engine.begin() as conn:
-            self._local.conn = conn
-            try:
-                yield
-            finally:
-                self._local.conn = None
-
-    @contextmanager
-    def _writing(self) -> Iterator[Connection]:
-        """The open :meth:`codes_batch` transaction, or a new one committed on exit."""
-        conn = getattr(self._local, "conn", None)
-        if conn is not None:
-            yield conn
-            return
-        with self._engine.begin() as conn:
-            yield conn
-
-    def put_codes(self, model_id: int, document_ids: Sequence[int], codes: np.ndarray) -> None:
-        """Store (or overwrite) the codes of ``document_ids`` under a model, in one transaction.
-
-        ``codes`` must be uint8 ``(n, n_bytes(n_dims))`` packed bits for a binary model,
-        or float32 ``(n, n_dims)`` (finite) for a real one; ``n == len(document_ids)``.
-        """
-        model = self._model_header(model_id)
-        ids = _as_id_array(document_ids, "document_ids")
-        blobs = _code_blobs(model, ids, codes)
-        if len(ids) == 0:
-            return
-        repeated = [int(v) for v, c in zip(*np.unique(ids, return_counts=True)) if c > 1]
-        if repeated:
-            raise ValueError(f"document_ids repeats {_preview(repeated)}")
-
-        id_list = ids.tolist()
-        rows = [
-            {"model_id": model.id, "document_id": doc_id, "code": blob}
-            for doc_id, blob in zip(id_list, blobs)
-        ]
-        try:
-            with self._writing() as conn:
-                self._upsert_codes(conn, model.id, id_list, rows)
-                self._bump_codes_revision(conn, model.id)
-        except sa_exc.IntegrityError as err:
-            # The transaction is rolled back; the foreign key caught unknown documents
-            # (checked here, off the fast path, only to name them).
-            missing = self._missing_document_ids(id_list)
-            if missing:
-                raise KeyError(f"no document with id {_preview(missing)}; no codes were written") from err
-            raise DatabaseError(f"could not store codes, nothing was written: {err.orig}") from err
-
-    @staticmethod
-    def _bump_codes_revision(conn: Connection, model_id: int) -> None:
-        """Count one more write of a model's codes (part of :meth:`code_fingerprint`).
-
-        Kept in the small ``meta`` table (key ``codes_revision/<model id>``): updating the
-        ``models`` row instead rewrote its multi-megabyte weights blob on every batch.
-        """
-        key = f"codes_revision/{model_id}"
-        if conn.dialect.name == "sqlite":
-            statement = sqlite_insert(_meta).values(key=key, value="1")
-            conn.execute(statement.on_conflict_do_update(
-                index_elements=[_meta.c.key], set_={"value": cast(cast(_meta.c.value, Integer) + 1, Text)}))
-            return
-        current = conn.execute(select(_meta.c.value).where(_meta.c.key == key)).scalar()
-        if current is None:
-            conn.execute(insert(_meta).values(key=key, value="1"))
-        else:
-            conn.execute(update(_meta).where(_meta.c.key == key).values(value=str(int(current) + 1)))
-
-    def _upsert_codes(self, conn: Connection, model_id: int, id_list: list[int], rows: list[dict]) -> None:
-        if conn.dialect.name == "sqlite" and conn.dialect.driver == "pysqlite":
-            # Straight to the driver's executemany: SQLAlchemy's per-row parameter
-            # processing cost more than SQLite's insert itself (blobs need none).
-            conn.exec_driver_sql(
-                "INSERT INTO codes (model_id, document_id, code) VALUES (?, ?, ?) "
-                "ON CONFLICT (model_id, document_id) DO UPDATE SET code = excluded.code",
-                [(row["model_id"], row["document_id"], row["code"]) for row in rows],
-            )
-            return
-        if conn.dialect.name == "sqlite":
-            statement = sqlite_insert(_codes)
-            conn.execute(
-                statement.on_conflict_do_update(
-                    index_elements=[_codes.c.model_id, _codes.c.document_id],
-                    set_={"code": statement.excluded.code},
-                ),
-                rows,
-            )
-            return
-        # Portable upsert: drop the old codes of these documents, then insert.
-        for chunk in _chunks(id_list):
-            conn.execute(
-                delete(_codes).where(_codes.c.model_id == model_id, _codes.c.document_id.in_(chunk))
-            )
-        conn.execute(insert(_codes), rows)
-
-    def _missing_document_ids(self, ids: list[int]) -> list[int]:
-        present: set[int] = set()
-        with self._engine.connect() as conn:
-            for chunk in _chunks(sorted(set(ids))):
-                query = select(_documents.c.id).where(_documents.c.id.in_(chunk))
-                present.update(conn.execute(query).scalars())
-        return [doc_id for doc_id in ids if doc_id not in present]
-
-    def get_codes(
-        self, model_id: int, document_ids: Sequence[int] | None = None
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """``(ids, codes)`` of a model: int64 ids ascending, codes row-aligned with them.
-
-        With ``document_ids=None`` all the model's codes; otherwise those of the given
-        documents that have a code (absent ones are simply not returned — compare
-        ``ids`` to see which). ``codes`` is uint8 ``(n, n_bytes)`` or float32 ``(n, n_dims)``.
-        """
-        model = self._model_header(model_id)
-        dtype, width = _code_layout(model.kind, model.n_dims)
-        row_bytes = width * dtype.itemsize
-        base = select(_codes.c.document_id, _codes.c.code).where(_codes.c.model_id == model.id)
-
-        with self._engine.connect() as conn:
-            if document_ids is None:
-                rows = conn.execute(base.order_by(_codes.c.document_id)).all()
-            else:
-                wanted = sorted(set(_as_id_array(document_ids, "document_ids").tolist()))
-                rows = []
-                for chunk in _chunks(wanted):  # chunks are ascending, so rows stay sorted
-                    rows += conn.execute(
-                        base.where(_codes.c.document_id.in_(chunk)).order_by(_codes.c.document_id)
-                    ).all()
-
-        ids = np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
-        # One join and one frombuffer: fast for 100k+ rows. bytearray keeps it writable.
-        raw = bytearray().join(row[1] for row in rows)
-        if len(raw) != len(rows) * row_bytes:
-            bad = [int(row[0]) for row in rows if len(row[1]) != row_bytes]
-            raise DatabaseError(
-                f"{self._name}: codes of model {model.name!r} have the wrong size "
-                f"(expected {row_bytes} bytes) for documents {_preview(bad)}"
-            )
-        stored = _REAL_DTYPE if model.kind == "real" else dtype
-        codes = np.frombuffer(raw, dtype=stored).reshape(len(rows), width)
-        return ids, codes.astype(dtype, copy=False)
-
     def clear(self) -> None:
         """Delete every document, model, code and fact but the schema's, in one transaction
         (what rebuilding a collection in place on a server starts with)."""
@@ -716,67 +379,6 @@ class Database:
                 raw = conn.execute(select(_models.c.vocabulary).where(_models.c.vocabulary.is_not(None))
                                    .order_by(_models.c.id).limit(1)).scalar()
         return None if raw is None else json.loads(raw)
-
-    # ---------------------------------------------------------------- pixels
-
-    def put_pixels(self, document_ids: Sequence[int], pixels: np.ndarray) -> None:
-        """Store (or overwrite) the raw pixels of image documents: uint8 ``(n, ...)``, one row each."""
-        ids = _as_id_array(document_ids, "document_ids")
-        pixels = np.ascontiguousarray(pixels)
-        if pixels.dtype != np.uint8 or len(pixels) != len(ids):
-            raise ValueError(f"pixels must be uint8 with one row per document, got {pixels.dtype} {pixels.shape}")
-        rows = [{"document_id": int(i), "data": row.tobytes()} for i, row in zip(ids, pixels.reshape(len(ids), -1))]
-        if not rows:
-            return
-        try:
-            with self._writing() as conn:
-                conn.execute(delete(_pixels).where(_pixels.c.document_id.in_([row["document_id"] for row in rows])))
-                conn.execute(insert(_pixels), rows)
-        except sa_exc.IntegrityError as err:
-            missing = self._missing_document_ids([row["document_id"] for row in rows])
-            raise KeyError(f"no document with id {_preview(missing)}; no pixels were written") from err
-
-    def get_pixels(self, document_ids: Sequence[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """``(ids ascending, uint8 (n, bytes))`` of the stored pixels (of ``document_ids`` that have some)."""
-        base = select(_pixels.c.document_id, _pixels.c.data)
-        with self._engine.connect() as conn:
-            if document_ids is None:
-                rows = conn.execute(base.order_by(_pixels.c.document_id)).all()
-            else:
-                wanted = sorted(set(_as_id_array(document_ids, "document_ids").tolist()))
-                rows = [row for chunk in _chunks(wanted) for row in conn.execute(
-                    base.where(_pixels.c.document_id.in_(chunk)).order_by(_pixels.c.document_id)).all()]
-        ids = np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
-        width = len(rows[0][1]) if rows else 0
-        if any(len(row[1]) != width for row in rows):
-            raise DatabaseError(f"{self._name}: stored pixels differ in size")
-        return ids, np.frombuffer(bytearray().join(row[1] for row in rows), np.uint8).reshape(len(rows), width)
-
-    def code_fingerprint(self, model_id: int) -> str:
-        """A cheap summary of a model's code set, to tell whether a saved index is stale.
-
-        Changes when the model is replaced (new id and created_at), when codes are
-        written (revision counter) or deleted (count, id range).
-        """
-        model_id = _as_id(model_id, "model id")
-        with self._engine.connect() as conn:
-            model = conn.execute(
-                select(_models.c.id, _models.c.created_at).where(_models.c.id == model_id)
-            ).first()
-            if model is None:
-                self.get_model(model_id, with_weights=False)  # raises a helpful KeyError
-            writes = conn.execute(
-                select(_meta.c.value).where(_meta.c.key == f"codes_revision/{model_id}")
-            ).scalar()
-            count, first, last = conn.execute(
-                select(func.count(), func.min(_codes.c.document_id), func.max(_codes.c.document_id))
-                .where(_codes.c.model_id == model_id)
-            ).one()
-        created = _as_utc(model.created_at).isoformat()
-        return (
-            f"model={model.id};created={created};revision={writes or 0};"
-            f"count={count};min_id={first or 0};max_id={last or 0}"
-        )
 
     # ---------------------------------------------------------------- summary
 

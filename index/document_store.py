@@ -1,0 +1,186 @@
+"""The documents of a database: added in bulk (ids in order, duplicates refused whole), found
+by id or external id, counted, paged through; part of :class:`~semhash.index.database.Database`."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+from sqlalchemy import exists, func, insert, select, text
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.engine import Connection
+
+from semhash.index.schema import (
+    _as_id,
+    _chunks,
+    _codes,
+    _document_row,
+    _document_values,
+    _documents,
+    _preview,
+    _select_documents,
+    _utcnow,
+    DatabaseError,
+    DocumentRow,
+)
+
+
+class DocumentStore:
+    """Documents; mixed into :class:`~semhash.index.database.Database`, whose engine it uses."""
+
+    def add_documents(self, docs: Sequence[dict[str, Any] | object]) -> list[int]:
+        """Insert documents in one transaction; return their new ids, in input order.
+
+        Each document is a dict or an object with attributes ``external_id``
+        (required, non-empty string) and optionally ``text``, ``label``, ``title``,
+        ``source`` (strings or None), ``labels`` (a list or tuple of strings, the first of
+        which is ``label`` when both are given) and ``kind`` (default ``"text"``). Other keys or
+        attributes are ignored. If any ``external_id`` is repeated in the batch or
+        already stored, :class:`DatabaseError` lists them and nothing is written.
+        """
+        rows = [_document_values(doc, position) for position, doc in enumerate(docs)]
+        if not rows:
+            return []
+        external_ids = [row["external_id"] for row in rows]
+        repeated = [key for key, count in Counter(external_ids).items() if count > 1]
+        if repeated:
+            raise DatabaseError(
+                f"duplicate external_id within the batch: {_preview(repeated)}; nothing was written"
+            )
+        now = _utcnow()
+        for row in rows:
+            row["created_at"] = now
+
+        try:
+            with self._engine.begin() as conn:
+                # One executemany INSERT (SQLite would run INSERT ... RETURNING with
+                # sort_by_parameter_order one row at a time); a stored external_id breaks
+                # the unique index, the transaction rolls back and it is named below.
+                if conn.dialect.name == "sqlite" and conn.dialect.driver == "pysqlite":
+                    # Straight to the driver's executemany (SQLAlchemy's per-row parameter
+                    # processing cost as much as the insert); created_at is the same for
+                    # every row, converted once by the column type itself.
+                    process = _documents.c.created_at.type.dialect_impl(conn.dialect).bind_processor(conn.dialect)
+                    stamp = process(now) if process is not None else now
+                    columns = ("external_id", "kind", "source", "title", "label", "text", "labels")
+                    conn.exec_driver_sql(
+                        f"INSERT INTO documents ({', '.join(columns)}, created_at) "
+                        f"VALUES ({', '.join('?' * (len(columns) + 1))})",
+                        [(*(row[c] for c in columns), stamp) for row in rows],
+                    )
+                else:
+                    conn.execute(insert(_documents), rows)
+                if conn.dialect.name == "sqlite":
+                    # AUTOINCREMENT gives the rows of one INSERT, under the transaction's
+                    # write lock, consecutive ids ending at the table's sequence number.
+                    last = conn.execute(
+                        text("SELECT seq FROM sqlite_sequence WHERE name = :table"), {"table": _documents.name}
+                    ).scalar_one()
+                    return list(range(int(last) - len(rows) + 1, int(last) + 1))
+                new_ids: dict[str, int] = {}
+                for chunk in _chunks(external_ids):
+                    query = select(_documents.c.external_id, _documents.c.id).where(
+                        _documents.c.external_id.in_(chunk)
+                    )
+                    new_ids.update((key, doc_id) for key, doc_id in conn.execute(query))
+                return [int(new_ids[key]) for key in external_ids]
+        except sa_exc.IntegrityError as err:
+            with self._engine.connect() as conn:
+                stored = self._existing_external_ids(conn, external_ids)
+            if stored:
+                raise DatabaseError(
+                    f"external_id already stored: {_preview(stored)}; nothing was written"
+                ) from None
+            # a concurrent writer got there first, or another constraint
+            raise DatabaseError(f"could not add documents, nothing was written: {err.orig}") from err
+
+    def stored_external_ids(self, external_ids: Sequence[str]) -> set[str]:
+        """Which of ``external_ids`` are already stored (for resumable indexing)."""
+        with self._engine.connect() as conn:
+            return set(self._existing_external_ids(conn, list(external_ids)))
+
+    @staticmethod
+    def _existing_external_ids(conn: Connection, external_ids: Sequence[str]) -> list[str]:
+        found: list[str] = []
+        for chunk in _chunks(external_ids):
+            found += conn.execute(
+                select(_documents.c.external_id).where(_documents.c.external_id.in_(chunk))
+            ).scalars()
+        return sorted(found)
+
+    def count_documents(self, kind: str | None = None) -> int:
+        """Number of documents, optionally of one ``kind``."""
+        query = select(func.count()).select_from(_documents)
+        if kind is not None:
+            query = query.where(_documents.c.kind == kind)
+        with self._engine.connect() as conn:
+            return int(conn.execute(query).scalar_one())
+
+    def get_documents(self, ids: Sequence[int]) -> list[DocumentRow]:
+        """Documents by id, in the order of ``ids``; KeyError naming any missing id."""
+        wanted = [_as_id(doc_id, "document id") for doc_id in ids]
+        found: dict[int, DocumentRow] = {}
+        with self._engine.connect() as conn:
+            for chunk in _chunks(sorted(set(wanted))):
+                for row in conn.execute(_select_documents().where(_documents.c.id.in_(chunk))):
+                    found[row.id] = _document_row(row)
+        missing = [doc_id for doc_id in wanted if doc_id not in found]
+        if missing:
+            raise KeyError(f"no document with id {_preview(missing)}")
+        return [found[doc_id] for doc_id in wanted]
+
+    def find_document(self, key: str | int) -> DocumentRow:
+        """One document by numeric id (int) or external_id (str).
+
+        A string is looked up as an external_id first, then, if it is all digits,
+        as a numeric id (so command-line input like ``"42"`` works).
+        """
+        if isinstance(key, bool) or not isinstance(key, (str, int, np.integer)):
+            raise TypeError(
+                f"document key must be an id (int) or external_id (str), got {type(key).__name__}"
+            )
+        by_external_id = _select_documents().where(_documents.c.external_id == str(key))
+        with self._engine.connect() as conn:
+            row = conn.execute(by_external_id).first() if isinstance(key, str) else None
+            if row is None and (not isinstance(key, str) or key.strip().isdigit()):
+                row = conn.execute(_select_documents().where(_documents.c.id == int(key))).first()
+        if row is None:
+            raise KeyError(f"no document with id or external_id {key!r}")
+        return _document_row(row)
+
+    def iter_documents(self, kind: str | None = None, batch_size: int = 1000) -> Iterator[DocumentRow]:
+        """All documents (optionally of one kind), ordered by id, read ``batch_size`` at a time.
+
+        Pages by id rather than holding one cursor open, so the caller may write
+        to the database between items.
+        """
+        if batch_size <= 0:
+            raise ValueError(f"batch_size must be positive, got {batch_size}")
+        last_id = 0
+        while True:
+            query = _select_documents().where(_documents.c.id > last_id)
+            if kind is not None:
+                query = query.where(_documents.c.kind == kind)
+            with self._engine.connect() as conn:
+                batch = conn.execute(query.order_by(_documents.c.id).limit(batch_size)).all()
+            yield from (_document_row(row) for row in batch)
+            if len(batch) < batch_size:
+                return
+            last_id = batch[-1].id
+
+    def documents_without_codes(self, model_id: int, kind: str | None = None) -> list[int]:
+        """Ids (ascending) of documents that have no code yet under ``model_id``.
+
+        What remains to encode; lets incremental indexing resume after an interruption.
+        """
+        model_id = self._model_id(model_id)
+        has_code = exists().where(
+            (_codes.c.document_id == _documents.c.id) & (_codes.c.model_id == model_id)
+        )
+        query = select(_documents.c.id).where(~has_code)
+        if kind is not None:
+            query = query.where(_documents.c.kind == kind)
+        with self._engine.connect() as conn:
+            return [int(doc_id) for doc_id in conn.execute(query.order_by(_documents.c.id)).scalars()]
