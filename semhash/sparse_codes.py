@@ -12,7 +12,7 @@ import numpy as np
 import scipy.sparse
 
 from semhash.codes import pack_bits, unpack_bits
-from semhash.memory import Patterns, _Sparse, _to_sparse
+from semhash.patterns import Patterns, _Sparse, _to_sparse
 
 
 class SparseCodeMap:
