@@ -423,8 +423,7 @@ class Database(DocumentStore, CodeStore):
                     "codes": int(row.n or 0),
                     "class": json.loads(row.config).get("class"),
                     "layers": json.loads(row.config).get("layers"),
-                    "code_bytes_per_document": _code_layout(row.kind, row.n_dims)[1]
-                    * _code_layout(row.kind, row.n_dims)[0].itemsize,
+                    "code_bytes_per_document": _code_bytes(row.kind, row.n_dims),
                 }
                 for row in conn.execute(
                     select(_models.c.id, _models.c.name, _models.c.kind, _models.c.n_dims, _models.c.config,
@@ -451,6 +450,11 @@ class Database(DocumentStore, CodeStore):
             "pixels": pixel_count,
             "file_size": file_size,
         }
+
+
+def _code_bytes(kind: str, n_dims: int) -> int:
+    dtype, width = _code_layout(kind, n_dims)
+    return width * dtype.itemsize
 
 
 class UsesDatabase:

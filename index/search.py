@@ -196,7 +196,7 @@ class SearchEngine(UsesDatabase):
     def _space_model(self, options: SearchOptions) -> str:
         name = self.collection.long if options.space == "hamming" else self.collection.map
         if not self._has(name):
-            known = sorted(row.name for row in self.db.list_models())
+            known = sorted(self._stored_names)
             raise QueryError(f"this database has no {name!r} model for {options.space} search (models: {known})")
         return name
 
@@ -239,7 +239,12 @@ class SearchEngine(UsesDatabase):
         return ids[order], 1.0 - similarity[order]
 
     def _has(self, name: str) -> bool:
-        return name in self._models or name in {row.name for row in self.db.list_models()}
+        return name in self._stored_names
+
+    @cached_property
+    def _stored_names(self) -> frozenset[str]:
+        """The database's model names, read once: a query would otherwise list them each time."""
+        return frozenset(row.name for row in self.db.list_models())
 
     def _model(self, name: str) -> StoredModel:
         if name not in self._models:

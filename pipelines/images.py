@@ -173,12 +173,18 @@ def stored_pixels(db: Database, ids: Sequence[int]) -> np.ndarray:
     return codes[[position[i] for i in wanted]].reshape(len(wanted), IMAGE_SIDE, IMAGE_SIDE, 3)
 
 
-def load_image_models(db: Database) -> tuple[dict[str, ImageHasher], dict[str, int]]:
-    """The stored image hashers (the long one and, if any, the address one) and their ids."""
-    models, ids = {}, {}
+def _image_model_names(db: Database) -> set[str]:
+    """The database's model names; DatabaseError when no image has been indexed."""
     known = {row.name for row in db.list_models()}
     if IMAGES.long not in known:
         raise DatabaseError(f"{db!r} has no image model yet: index images first")
+    return known
+
+
+def load_image_models(db: Database) -> tuple[dict[str, ImageHasher], dict[str, int]]:
+    """The stored image hashers (the long one and, if any, the address one) and their ids."""
+    models, ids = {}, {}
+    known = _image_model_names(db)
     for name in (IMAGES.long, IMAGES.address):
         if name in known:
             stored = load_model(db, name)
@@ -255,7 +261,7 @@ def _query_pixels(image) -> np.ndarray:
 
 def image_search_engine(db: Database) -> SearchEngine:
     """The search engine over a database's images (a clear error if it has none)."""
-    load_image_models(db)  # DatabaseError when no image has been indexed
+    _image_model_names(db)  # the names only: the engine loads the weights it needs, once
     return SearchEngine(db, IMAGES)
 
 
