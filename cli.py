@@ -10,7 +10,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import linecache
 import sys
 import warnings
 from pathlib import Path
@@ -578,6 +577,44 @@ def images_map(database, out, max_thumbnails, epochs, retrain, title, quiet, as_
         click.echo(f"Wrote {out} ({n} images, {shown} thumbnails).")
 
 
+# --------------------------------------------------------------------------- serve
+@main.command()
+@DB_OPTION
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on: 127.0.0.1 is this machine only; 0.0.0.0 opens it to the network.")
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535), help="Port to listen on.")
+@click.option("--token", envvar="SEMHASH_TOKEN",
+              help="Accept writes (POST /api/documents) that send this bearer token (or set SEMHASH_TOKEN); "
+                   "without one the server is read-only.")
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64),
+              help="Processes answering requests; each loads the collection once.")
+@click.option("--poll", default=1.0, show_default=True, type=click.FloatRange(0),
+              help="Seconds between looks for documents other processes added (0: never).")
+@click.option("--max-k", default=1000, show_default=True, type=click.IntRange(1), help="Most hits one request may ask for.")
+@click.option("--max-upload-mb", default=8, show_default=True, type=click.IntRange(1, 64), help="Largest image upload.")
+@QUIET_OPTION
+def serve(database, host, port, token, workers, poll, max_k, max_upload_mb, quiet):
+    """Serve a search page and a JSON API over the collection, until interrupted.
+
+    Models and indexes are loaded once; documents that `semhash add` writes meanwhile
+    become searchable without a restart. The API's schema and docs are at /docs.
+
+    \b
+      semhash serve --db news.db                       # then open http://127.0.0.1:8000
+      curl 'http://127.0.0.1:8000/api/search?q=shuttle+launch&k=5'
+      SEMHASH_TOKEN=s3cret semhash serve --db news.db --port 9000
+    """
+    from semhash.server.app import ServerConfig, serve as run_server
+
+    with _friendly_errors(quiet):
+        config = ServerConfig(database=database, token=token or None, poll_seconds=poll, max_k=max_k,
+                              max_upload_bytes=max_upload_mb * 2**20)
+        if not quiet:
+            click.echo(f"Serving {database} on http://{host}:{port} ({'writes need the token' if token else 'read-only'}); "
+                       "Ctrl-C stops it.", err=True)
+        run_server(config, host=host, port=port, workers=workers, log_level="warning" if quiet else "info")
+
+
 # --------------------------------------------------------------------------- helpers
 MAX_QUERY_BYTES = 2**20
 
@@ -656,38 +693,12 @@ class _friendly_errors:
         self._progress.__exit__(exc_type, exc, tb)
         if exc is None or isinstance(exc, (click.ClickException, KeyboardInterrupt)):
             return False
-        from semhash.index.database import DatabaseError
-        from semhash.index.cache import IndexFileError
-        from semhash.index.search import QueryError
-        from semhash.pipelines.corpus import CorpusError
-        from semhash.estimator import ModelFormatError
+        from semhash.pipelines.errors import user_message
 
-        expected = (CorpusError, DatabaseError, IndexFileError, QueryError, ModelFormatError, FileNotFoundError)
-        if isinstance(exc, expected) or (isinstance(exc, (KeyError, ValueError)) and _raised_on_purpose(exc)):
-            message = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
-            raise click.ClickException(str(message)) from None
+        message = user_message(exc)
+        if message is not None:
+            raise click.ClickException(message) from None
         return False
-
-
-def _raised_on_purpose(exc: BaseException) -> bool:
-    """Whether semhash's own code raised ``exc`` with a ``raise`` statement (a message for the
-    user), rather than, say, a failed lookup: a bug, whose traceback must stay visible."""
-    tb = exc.__traceback__
-    while tb is not None and tb.tb_next is not None:
-        tb = tb.tb_next
-    if tb is None:
-        return False
-    filename = Path(tb.tb_frame.f_code.co_filename).resolve()
-    ours = filename == Path(__file__).resolve() or any(filename.is_relative_to(folder) for folder in _package_folders())
-    return ours and linecache.getline(str(filename), tb.tb_lineno).lstrip().startswith("raise")
-
-
-def _package_folders() -> list[Path]:
-    """The folders of semhash's modules (side by side in a checkout, nested when installed)."""
-    import semhash.index
-    import semhash.pipelines
-
-    return [Path(package.__file__).resolve().parent for package in (semhash, semhash.index, semhash.pipelines)]
 
 
 if __name__ == "__main__":

@@ -249,3 +249,25 @@ class CodeStore:
             f"model={model.id};created={created};revision={writes or 0};"
             f"count={count};min_id={first or 0};max_id={last or 0}"
         )
+
+    def revision(self) -> str:
+        """A cheap summary of every model and its codes, in one round trip: it changes
+        whenever a model is stored or replaced and whenever codes are written or deleted.
+        A long-running reader (the server) polls it to notice another process's writes."""
+        per_model = (
+            select(_codes.c.model_id, func.count().label("n"), func.max(_codes.c.document_id).label("last"))
+            .group_by(_codes.c.model_id).subquery()
+        )
+        with self._engine.connect() as conn:
+            models = conn.execute(
+                select(_models.c.id, _models.c.created_at, per_model.c.n, per_model.c.last)
+                .outerjoin(per_model, per_model.c.model_id == _models.c.id).order_by(_models.c.id)
+            ).all()
+            writes = dict(conn.execute(
+                select(_meta.c.key, _meta.c.value).where(_meta.c.key.like("codes_revision/%"))
+            ).all())
+        return ";".join(
+            f"{row.id}@{_as_utc(row.created_at).isoformat()}:{writes.get(f'codes_revision/{row.id}', 0)}"
+            f"/{row.n or 0}/{row.last or 0}"
+            for row in models
+        )

@@ -176,6 +176,19 @@ class SearchEngine(UsesDatabase):
         name = self._space_model(SearchOptions(space=space))
         return self._model(name).model.transform(self.word_counts(text))
 
+    def warm(self) -> SearchEngine:
+        """Load now what the usual queries need (models, vocabulary, the exhaustive and address
+        indexes), rather than on the first query that needs each: a server does this before it
+        answers. Cell indexes (k-means, trained on first use) stay lazy."""
+        for name in self.collection.code_models:
+            if self.has_model(name):
+                self._model(name)
+                self._index("address" if name == self.collection.address else name)
+        if self.collection.kind == TEXT.kind and self.has_model(self.collection.long):
+            _ = self.tfidf
+            self.encode(" ".join(self.vocabulary.words_[:3]))  # compiles the counting kernel
+        return self
+
     # ------------------------------------------------------------ internals
     def _options(self, options: SearchOptions | None, **overrides) -> SearchOptions:
         options = SearchOptions.given(options or self.defaults, **overrides)
@@ -187,7 +200,7 @@ class SearchEngine(UsesDatabase):
         """The models whose codes of the query the search needs."""
         names = [self._space_model(options)]
         if options.mode == "address":
-            if not self._has(self.collection.address):
+            if not self.has_model(self.collection.address):
                 raise QueryError("this database has no address model: re-index it with an address code "
                                  "(`semhash index ... --address-bits`, `semhash images index ... --retrain`)")
             names.append(self.collection.address)
@@ -195,7 +208,7 @@ class SearchEngine(UsesDatabase):
 
     def _space_model(self, options: SearchOptions) -> str:
         name = self.collection.long if options.space == "hamming" else self.collection.map
-        if not self._has(name):
+        if not self.has_model(name):
             known = sorted(self._stored_names)
             raise QueryError(f"this database has no {name!r} model for {options.space} search (models: {known})")
         return name
@@ -238,7 +251,8 @@ class SearchEngine(UsesDatabase):
         order = np.lexsort((np.arange(len(ids)), -similarity))[:k]  # ties keep Hamming order
         return ids[order], 1.0 - similarity[order]
 
-    def _has(self, name: str) -> bool:
+    def has_model(self, name: str) -> bool:
+        """Whether the database holds a model of this name."""
         return name in self._stored_names
 
     @cached_property

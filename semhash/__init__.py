@@ -1,10 +1,11 @@
 """semhash: semantic hashing of documents and images with deep autoencoders.
 
-One installed namespace holds four layers, each importing only those before it:
+One installed namespace holds five layers, each importing only those before it:
 ``semhash`` (models, codes, memory) <- ``semhash.index`` (storage and search) <-
-``semhash.pipelines`` (reading, training, indexing, evaluation) <- ``semhash.cli``.
-In the source tree the last three sit beside this folder (``index/``, ``pipelines/``,
-``cli.py``); ``pyproject.toml`` maps them into the package when it is built.
+``semhash.pipelines`` (reading, training, indexing, evaluation) <- ``semhash.server``
+(the web API and page) <- ``semhash.cli``. In the source tree the last four sit beside
+this folder (``index/``, ``pipelines/``, ``server/``, ``cli.py``); ``pyproject.toml`` maps
+them into the package when it is built.
 """
 
 import os as _os

@@ -70,3 +70,38 @@ def _wait_until_accepting(port: int, seconds: float = 30.0) -> None:
                 return
         time.sleep(0.1)
     raise RuntimeError(f"PostgreSQL did not accept connections on 127.0.0.1:{port}")
+
+
+@contextmanager
+def semhash_server(database: str | Path, *args: str, env: dict | None = None, timeout: float = 120) -> Iterator[str]:
+    """`semhash serve` on a free port of 127.0.0.1 in its own process; yields its base URL
+    once /api/health answers, and stops it afterwards."""
+    import sys
+    import urllib.error
+    import urllib.request
+
+    port = _free_port()
+    command = [sys.executable, "-m", "semhash.cli", "serve", "--db", str(database), "--port", str(port), "-q", *args]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               env={**os.environ, **(env or {})})
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"semhash serve exited with {process.returncode}: {process.stdout.read()[-2000:]}")
+            try:
+                with urllib.request.urlopen(f"{url}/api/health", timeout=5):
+                    break
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"semhash serve did not answer within {timeout:.0f}s") from None
+                time.sleep(0.2)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()

@@ -9,14 +9,15 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 # Source folder (or file) -> its layer; a module may import its own layer and those below.
-LAYERS = {"semhash": 0, "index": 1, "pipelines": 2, "cli.py": 3}
-PACKAGE_OF = {"semhash": "semhash", "index": "semhash.index", "pipelines": "semhash.pipelines", "cli.py": "semhash.cli"}
+LAYERS = {"semhash": 0, "index": 1, "pipelines": 2, "server": 3, "cli.py": 4}
+PACKAGE_OF = {"semhash": "semhash", "index": "semhash.index", "pipelines": "semhash.pipelines",
+              "server": "semhash.server", "cli.py": "semhash.cli"}
 
 
 def _modules() -> dict[str, tuple[Path, int]]:
     """Every module of the package, by its installed dotted name: (file, layer)."""
     found = {"semhash.cli": (REPO / "cli.py", LAYERS["cli.py"])}
-    for folder in ("semhash", "index", "pipelines"):
+    for folder in ("semhash", "index", "pipelines", "server"):
         for path in sorted((REPO / folder).glob("*.py")):
             name = PACKAGE_OF[folder] if path.stem == "__init__" else f"{PACKAGE_OF[folder]}.{path.stem}"
             found[name] = (path, LAYERS[folder])
@@ -74,7 +75,7 @@ def test_nothing_imports_the_source_folders_by_their_bare_names():
     bare = [f"{path.relative_to(REPO)} imports {other}"
             for path in [*REPO.glob("*.py"), *REPO.glob("*/*.py")] if ".venv" not in path.parts
             for other in _imports(path, "x")
-            if other.split(".")[0] in ("index", "pipelines", "cli")]
+            if other.split(".")[0] in ("index", "pipelines", "server", "cli")]
     assert bare == []
 
 
@@ -91,13 +92,14 @@ def test_a_build_installs_only_the_semhash_namespace(tmp_path):
                          cwd=REPO, capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr[-2000:]
     assert sorted(p.name for p in out.iterdir()) == ["semhash"]
-    for part in ("cli.py", "index/search.py", "index/models.py", "pipelines/images.py", "vectorize.py"):
+    for part in ("cli.py", "index/search.py", "index/models.py", "pipelines/images.py", "vectorize.py",
+                 "server/app.py", "server/static/index.html", "server/static/app.js"):
         assert (out / "semhash" / part).is_file(), part
 
 
 def test_installed_names_resolve_and_generic_ones_do_not(tmp_path):
-    code = ("import importlib.util as u, semhash.cli, semhash.index.search, semhash.pipelines.indexing\n"
-            "print([u.find_spec(n) is None for n in ('index', 'pipelines', 'cli')])")
+    code = ("import importlib.util as u, semhash.cli, semhash.index.search, semhash.pipelines.indexing, semhash.server.app\n"
+            "print([u.find_spec(n) is None for n in ('index', 'pipelines', 'server', 'cli')])")
     run = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr[-2000:]
-    assert run.stdout.strip() == "[True, True, True]"
+    assert run.stdout.strip() == "[True, True, True, True]"
