@@ -609,9 +609,6 @@ def serve(database, host, port, token, workers, poll, max_k, max_upload_mb, quie
     with _friendly_errors(quiet):
         config = ServerConfig(database=database, token=token or None, poll_seconds=poll, max_k=max_k,
                               max_upload_bytes=max_upload_mb * 2**20)
-        if not quiet:
-            click.echo(f"Serving {database} on http://{host}:{port} ({'writes need the token' if token else 'read-only'}); "
-                       "Ctrl-C stops it.", err=True)
         run_server(config, host=host, port=port, workers=workers, log_level="warning" if quiet else "info")
 
 

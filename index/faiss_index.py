@@ -99,9 +99,10 @@ class _CodeIndex:
     def reconstruct(self, doc_id: int) -> np.ndarray:
         """The stored code of one document id; KeyError if it is not in the index."""
         doc_id = int(doc_id)
-        if doc_id not in set(self.ids.tolist()):
-            raise KeyError(f"id {doc_id} is not in the index")
-        return np.asarray(self._index.reconstruct(doc_id))
+        try:
+            return np.asarray(self._index.reconstruct(doc_id))  # IDMap2 keeps a reverse map: no scan
+        except RuntimeError:
+            raise KeyError(f"id {doc_id} is not in the index") from None
 
     def remove_ids(self, ids: np.ndarray) -> int:
         """Remove codes by document id (unknown ids are ignored); return how many went."""

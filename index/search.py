@@ -39,11 +39,13 @@ from semhash.index.cells import load_or_build_cells
 from semhash.index.database import Database, DocumentRow, UsesDatabase
 from semhash.index.faiss_index import load_or_build
 from semhash.index.models import TEXT, Collection, StoredModel, collection_of, load_model, load_vocabulary
+from semhash.index.pgvector_codes import database_index
 
 SPACES = ("hamming", "euclidean")
 MODES = ("exhaustive", "address", "cells")
 MAX_RADIUS = 8  # a ball of radius 8 around a 24-bit address already holds 1.1 million addresses
 SNIPPET_CHARS = 200
+HIT_CACHE_SIZE = 100_000  # stored items' hits kept in memory (a few hundred bytes each)
 
 
 class QueryError(ValueError):
@@ -121,6 +123,7 @@ class SearchEngine(UsesDatabase):
         self.defaults = defaults or SearchOptions()
         self._models: dict[str, StoredModel] = {}
         self._indexes: dict[tuple, object] = {}
+        self._hit_cache: dict[int, Hit] = {}
         # Candidates and fallback of the latest address search, for diagnostics.
         self.last_address_result: AddressResult | None = None
 
@@ -141,13 +144,7 @@ class SearchEngine(UsesDatabase):
         """The stored items nearest to a stored one (by id or external id), itself excluded."""
         options = self._options(options, k=k, **overrides)
         document = self.db.find_document(key)
-        codes = {}
-        for name in self._query_models(options):
-            _, code = self.db.get_codes(self._model(name).id, [document.id])
-            if len(code) == 0:
-                raise QueryError(f"{document.external_id!r} has no {name!r} code: is it a "
-                                 f"{self.collection.kind}, and has `semhash add` encoded it?")
-            codes[name] = code
+        codes = {name: self._stored_code(name, document) for name in self._query_models(options)}
         counts = self.word_counts(document.text or "", allow_empty=True) if options.rerank else None
         return self._nearest(codes, options, query_counts=counts, exclude=document.id)
 
@@ -238,10 +235,37 @@ class SearchEngine(UsesDatabase):
         if options.rerank and len(ids):
             ids, distances = self._rerank_by_tfidf(query_counts, ids, options.k)
         ids, distances = ids[: options.k], distances[: options.k]
-        documents = self.db.get_documents(ids.tolist())
         whole = options.space == "hamming" and not options.rerank
-        return [_hit(doc, int(distance) if whole else round(float(distance), 4))
-                for doc, distance in zip(documents, distances)]
+        return [replace(hit, distance=int(distance) if whole else round(float(distance), 4))
+                for hit, distance in zip(self._stored_hits(ids.tolist()), distances) if hit is not None]
+
+    def _stored_code(self, name: str, document: DocumentRow) -> np.ndarray:
+        """A stored item's code under model ``name``: from its loaded index when that holds
+        it (no database round trip), else from the database."""
+        index = self._indexes.get(name)
+        if hasattr(index, "reconstruct"):
+            try:
+                return index.reconstruct(document.id).reshape(1, -1)
+            except KeyError:
+                pass  # stored after the index was loaded
+        _, code = self.db.get_codes(self._model(name).id, [document.id])
+        if len(code) == 0:
+            raise QueryError(f"{document.external_id!r} has no {name!r} code: is it a "
+                             f"{self.collection.kind}, and has `semhash add` encoded it?")
+        return code
+
+    def _stored_hits(self, ids: list[int]) -> list[Hit | None]:
+        """The hits of stored items (distance 0; None for an id no longer stored), read from
+        the database once each and kept: stored items never change (re-indexing makes a new
+        database), and reading them was most of a query's time."""
+        cache = self._hit_cache
+        missing = [doc_id for doc_id in ids if doc_id not in cache]
+        if missing:
+            for doc in self.db.get_documents(missing):
+                cache[doc.id] = _hit(doc, 0)
+            while len(cache) > HIT_CACHE_SIZE:
+                del cache[next(iter(cache))]  # the oldest: a bound, not a policy
+        return [cache.get(doc_id) for doc_id in ids]
 
     def _rerank_by_tfidf(self, query_counts, ids: np.ndarray, k: int):
         """Order candidate documents by TF-IDF cosine to the query (the accurate ranker)."""
@@ -266,11 +290,15 @@ class SearchEngine(UsesDatabase):
         return self._models[name]
 
     def _index(self, what: str):
-        """The search structure ``what``: "address", "cells", or a model's FAISS index."""
+        """The search structure ``what``: "address", "cells", or a model's index. The long
+        codes' (exhaustive and cells) are searched in the database where it can
+        (PostgreSQL with pgvector), else from local FAISS files; the address table is local."""
         if what not in self._indexes:
             long, address = self.collection.long, self.collection.address
             if what == "address":
                 self._indexes[what] = load_or_build_address(self.db, address_model=address, long_model=long)
+            elif what in ("cells", long) and (found := database_index(self.db, long, cells=what == "cells")) is not None:
+                self._indexes[what] = found
             elif what == "cells":
                 self._indexes[what] = load_or_build_cells(self.db, long)
             else:

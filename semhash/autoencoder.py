@@ -111,9 +111,21 @@ class DeepAutoencoder(nn.Module):
         go through the first layer as a sparse product (several times faster than
         densifying them); a few rows are faster dense.
         """
-        if sp.issparse(X) and X.shape[0] >= SPARSE_MIN_ROWS:
-            return self.encode(sp.csr_matrix(X, dtype=np.float32))
-        return self.encode(to_dense_tensor(X))
+        if not sp.issparse(X):
+            return self.encode(to_dense_tensor(X))
+        X = sp.csr_matrix(X, dtype=np.float32)
+        if X.shape[0] >= SPARSE_MIN_ROWS:
+            return self.encode(X)
+        # A few rows (a query) meet only the first layer's columns of their words: a dozen
+        # of thousands, where a dense product would multiply every other column by zero.
+        columns, positions = np.unique(X.indices, return_inverse=True)
+        dense = np.zeros((X.shape[0], len(columns)), np.float32)
+        dense[np.repeat(np.arange(X.shape[0]), np.diff(X.indptr)), positions] = X.data
+        first = self.encoder[0]
+        total = torch.addmm(first.bias, torch.from_numpy(dense), first.weight[:, torch.from_numpy(columns)].T)
+        for layer in self.encoder[1:]:
+            total = layer(torch.sigmoid(total))
+        return torch.sigmoid(total) if self.code == "binary" else total
 
     def decode(self, code: torch.Tensor) -> torch.Tensor:
         """Output total inputs (logits for softmax and logistic outputs)."""

@@ -469,7 +469,9 @@ def serve(config: ServerConfig, *, host: str = "127.0.0.1", port: int = 8000, wo
     import uvicorn
 
     os.environ[_CONFIG_VARIABLE] = json.dumps(config.__dict__)
-    Database(config.database, create=False).close()  # no such database: say so here, once
+    with Database(config.database, create=False) as db:  # no such database: say so here, once
+        log.info(f"serving {db.location} on http://{host}:{port} "
+                 f"({'writes need the token' if config.token else 'read-only'}); Ctrl-C stops it")
     uvicorn.run(f"{__name__}:app_from_environment", factory=True, host=host, port=port, workers=workers,
                 log_level=log_level, access_log=False)
 

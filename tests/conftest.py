@@ -89,6 +89,22 @@ def newsgroups_subset(tmp_path_factory):
     return paths
 
 
+@pytest.fixture(scope="session")
+def indexed_news(newsgroups_subset, tmp_path_factory):
+    """The 800 train posts of :func:`newsgroups_subset` indexed with quick settings (16-bit
+    codes, 8-bit addresses, a 2-D map), once per run: tests that write copy the file."""
+    from click.testing import CliRunner
+
+    from semhash.cli import main
+
+    path = tmp_path_factory.mktemp("indexed") / "news.db"
+    result = CliRunner().invoke(main, ["index", str(newsgroups_subset["train"]), "--db", str(path), "--bits", "16",
+                                       "--epochs", "10", "--pretrain-epochs", "2", "--map-dims", "2",
+                                       "--address-bits", "8", "-q"])
+    assert result.exit_code == 0, result.output
+    return path
+
+
 def precision_at_k(neighbour_labels: np.ndarray, query_labels: np.ndarray) -> float:
     return float((neighbour_labels == np.asarray(query_labels)[:, None]).mean())
 

@@ -14,3 +14,4 @@ if [ ${#missing[@]} -gt 0 ]; then
     apt-get update -q >/dev/null
     apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
 fi
+bash "$(dirname "$0")/install-pgvector.sh"
