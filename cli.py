@@ -16,22 +16,32 @@ from pathlib import Path
 
 import click
 
-def _use_index_dir(ctx: click.Context, _param, value) -> None:
-    """--index-dir: where every database opened by this command keeps its search files."""
-    if value is None:
-        return
-    import os
+def _sets_environment(variable: str):
+    """An option callback that sets ``variable`` for the command (and what it starts), then
+    restores it: how --index-dir and --codes reach every database the command opens."""
 
-    previous = os.environ.get("SEMHASH_INDEX_DIR")
-    os.environ["SEMHASH_INDEX_DIR"] = value
-    ctx.call_on_close(lambda: os.environ.pop("SEMHASH_INDEX_DIR") if previous is None
-                      else os.environ.__setitem__("SEMHASH_INDEX_DIR", previous))
+    def callback(ctx: click.Context, _param, value) -> None:
+        if value is None:
+            return
+        import os
+
+        previous = os.environ.get(variable)
+        os.environ[variable] = value
+        ctx.call_on_close(lambda: os.environ.pop(variable) if previous is None
+                          else os.environ.__setitem__(variable, previous))
+
+    return callback
 
 
 def DB_OPTION(function):
-    """--db (a file or an SQLAlchemy URL) and --index-dir, on every command that opens one."""
+    """--db (a file or an SQLAlchemy URL), --index-dir and --codes, on every command that opens one."""
     function = click.option(
-        "--index-dir", expose_value=False, callback=_use_index_dir, is_eager=True,
+        "--codes", expose_value=False, callback=_sets_environment("SEMHASH_CODES"), is_eager=True,
+        help="Keep and search the codes in a vector database: milvus://HOST:PORT, or a milvus-lite file "
+             "(a path ending in .db). Default: beside the documents. Or set SEMHASH_CODES.",
+    )(function)
+    function = click.option(
+        "--index-dir", expose_value=False, callback=_sets_environment("SEMHASH_INDEX_DIR"), is_eager=True,
         help="Folder for the derived search files (default: DB.faiss beside a file; for a server, "
              "a per-URL folder of ~/.cache/semhash). Or set SEMHASH_INDEX_DIR.",
     )(function)
