@@ -8,7 +8,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
-from sqlalchemy import exists, func, insert, select, text
+from sqlalchemy import delete, exists, func, insert, select, text
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Connection
 
@@ -19,6 +19,7 @@ from semhash.index.schema import (
     _document_row,
     _document_values,
     _documents,
+    _models,
     _preview,
     _select_documents,
     _utcnow,
@@ -95,6 +96,22 @@ class DocumentStore:
                 ) from None
             # a concurrent writer got there first, or another constraint
             raise DatabaseError(f"could not add documents, nothing was written: {err.orig}") from err
+
+    def delete_documents(self, keys: Sequence[str | int]) -> list[int]:
+        """Delete documents (by id or external id, as :meth:`find_document` takes them) with
+        their codes and pixels, in one transaction; return their ids. An unknown key is a
+        KeyError naming it, and then nothing is deleted. Every model's code revision moves
+        on, so derived search files and long-running readers see the change."""
+        ids = sorted({self.find_document(key).id for key in keys})
+        if not ids:
+            return []
+        with self._writing() as conn:
+            for chunk in _chunks(ids):
+                # Codes and pixels go by ON DELETE CASCADE (SQLite: foreign keys are on per connection).
+                conn.execute(delete(_documents).where(_documents.c.id.in_(chunk)))
+            for model_id in conn.execute(select(_models.c.id)).scalars():
+                self._bump_codes_revision(conn, model_id)
+        return ids
 
     def stored_external_ids(self, external_ids: Sequence[str]) -> set[str]:
         """Which of ``external_ids`` are already stored (for resumable indexing)."""

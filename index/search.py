@@ -173,6 +173,17 @@ class SearchEngine(UsesDatabase):
         name = self._space_model(SearchOptions(space=space))
         return self._model(name).model.transform(self.word_counts(text))
 
+    def adopt_models(self, other: SearchEngine) -> None:
+        """Take ``other``'s loaded models (and vocabulary) that are still the stored ones:
+        an engine reloaded after documents were added needs new indexes, not new models."""
+        for name, model in other._models.items():
+            if name in self._stored_models and self._stored_models[name] == other._stored_models.get(name):
+                self._models[name] = model
+        if self.collection.long in self._models and self.collection.long in other._models:
+            for name in ("vocabulary", "tfidf"):  # they change only with the models
+                if name in other.__dict__:
+                    self.__dict__[name] = other.__dict__[name]
+
     def warm(self) -> SearchEngine:
         """Load now what the usual queries need (models, vocabulary, the exhaustive and address
         indexes), rather than on the first query that needs each: a server does this before it
@@ -206,7 +217,7 @@ class SearchEngine(UsesDatabase):
     def _space_model(self, options: SearchOptions) -> str:
         name = self.collection.long if options.space == "hamming" else self.collection.map
         if not self.has_model(name):
-            known = sorted(self._stored_names)
+            known = sorted(self._stored_models)
             raise QueryError(f"this database has no {name!r} model for {options.space} search (models: {known})")
         return name
 
@@ -277,12 +288,14 @@ class SearchEngine(UsesDatabase):
 
     def has_model(self, name: str) -> bool:
         """Whether the database holds a model of this name."""
-        return name in self._stored_names
+        return name in self._stored_models
 
     @cached_property
-    def _stored_names(self) -> frozenset[str]:
-        """The database's model names, read once: a query would otherwise list them each time."""
-        return frozenset(row.name for row in self.db.list_models())
+    def _stored_models(self) -> dict[str, tuple]:
+        """The database's models by name, as (id, created at), read once: a query would
+        otherwise list them each time. A replaced model differs in both; a model of a
+        rebuilt database file, which may reuse the id, in the time."""
+        return {row.name: (row.id, row.created_at) for row in self.db.list_models()}
 
     def _model(self, name: str) -> StoredModel:
         if name not in self._models:
@@ -290,12 +303,18 @@ class SearchEngine(UsesDatabase):
         return self._models[name]
 
     def _index(self, what: str):
-        """The search structure ``what``: "address", "cells", or a model's index. The long
-        codes' (exhaustive and cells) are searched in the database where it can
-        (PostgreSQL with pgvector), else from local FAISS files; the address table is local."""
+        """The search structure ``what``: "address", "cells", or a model's index. In Milvus
+        when ``SEMHASH_CODES`` (``--codes``) names one (every model's codes and the address
+        search: :mod:`semhash.index.milvus_codes`); else the long codes' (exhaustive and
+        cells) are searched in the database where it can (PostgreSQL with pgvector), else
+        from local FAISS files; the address table is local."""
         if what not in self._indexes:
+            from semhash.index.milvus_codes import milvus_index
+
             long, address = self.collection.long, self.collection.address
-            if what == "address":
+            if (found := milvus_index(self.db, what, long=long, address=address)) is not None:
+                self._indexes[what] = found
+            elif what == "address":
                 self._indexes[what] = load_or_build_address(self.db, address_model=address, long_model=long)
             elif what in ("cells", long) and (found := database_index(self.db, long, cells=what == "cells")) is not None:
                 self._indexes[what] = found

@@ -135,6 +135,7 @@ class HitsOut(BaseModel):
 # ----------------------------------------------------------------------------- the app
 def create_app(config: ServerConfig, collection: LiveCollection | None = None) -> FastAPI:
     """The app over ``config.database`` (or an already open ``collection``)."""
+    _one_thread_per_request()
     live = collection or LiveCollection(config.database, poll_seconds=config.poll_seconds, index_dir=config.index_dir)
 
     @asynccontextmanager
@@ -265,7 +266,8 @@ def create_app(config: ServerConfig, collection: LiveCollection | None = None) -
     @app.get("/api/map", summary="Every item's 2-D map code, label and title (for the page's map)")
     def map_points():
         current = generation()
-        return current.derive("map", lambda: _map_points(current))
+        # The body is kept, not the Response: middleware (gzip) rewrites a response's headers.
+        return Response(current.derive("map", lambda: _map_points(current)), media_type="application/json")
 
     # ------------------------------------------------------------------ writes
     def writer(authorization: Annotated[str | None, Header()] = None) -> None:
@@ -331,6 +333,16 @@ def create_app(config: ServerConfig, collection: LiveCollection | None = None) -
 
 
 # ----------------------------------------------------------------------------- helpers
+def _one_thread_per_request() -> None:
+    """A query's work is a few small products: thread pools only add hand-offs, and in
+    several workers on few cores their spinning threads starve each other."""
+    import faiss
+    import torch
+
+    torch.set_num_threads(1)
+    faiss.omp_set_num_threads(1)
+
+
 def _json(body) -> Response:
     return Response(json.dumps(body, ensure_ascii=False, default=str), media_type="application/json")
 
@@ -359,7 +371,7 @@ def _read_body(http: Request, limit: int) -> bytes:
     return data
 
 
-def _map_points(current: Generation) -> Response:
+def _map_points(current: Generation) -> bytes:
     """The map of the collection as compact JSON: parallel lists, labels as indexes."""
     engine = current.engine
     name = engine.collection.map
@@ -373,14 +385,14 @@ def _map_points(current: Generation) -> Response:
     documents = engine.db.get_documents(ids.tolist())
     names = sorted({doc.label for doc in documents if doc.label is not None})
     index = {label: i for i, label in enumerate(names)}
-    return _json({
+    return json.dumps({
         "ids": ids.tolist(),
         "x": np.round(points[:, 0].astype(float), 4).tolist(),
         "y": np.round(points[:, 1].astype(float), 4).tolist(),
         "labels": [index.get(doc.label, -1) for doc in documents],
         "label_names": names,
         "titles": [(doc.title or doc.external_id)[:120] for doc in documents],
-    })
+    }, ensure_ascii=False).encode()
 
 
 def _add_error_handlers(app: FastAPI) -> None:
@@ -469,6 +481,8 @@ def serve(config: ServerConfig, *, host: str = "127.0.0.1", port: int = 8000, wo
     import uvicorn
 
     os.environ[_CONFIG_VARIABLE] = json.dumps(config.__dict__)
+    for variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(variable, "1")  # for the workers, before they load numpy and torch
     with Database(config.database, create=False) as db:  # no such database: say so here, once
         log.info(f"serving {db.location} on http://{host}:{port} "
                  f"({'writes need the token' if config.token else 'read-only'}); Ctrl-C stops it")

@@ -59,8 +59,10 @@ class LiveCollection:
         self._thread: threading.Thread | None = None
         self.current = self._load(self.db.revision())
 
-    def _load(self, revision: str) -> Generation:
+    def _load(self, revision: str, previous: Generation | None = None) -> Generation:
         engine = SearchEngine(self.db, collection_of(self.db))
+        if previous is not None:
+            engine.adopt_models(previous.engine)  # new codes, same models: only the indexes reload
         generation = Generation(revision, engine)
         if generation.ready:
             engine.warm()
@@ -72,7 +74,7 @@ class LiveCollection:
             revision = self.db.revision()
             if revision == self.current.revision:
                 return False
-            self.current = self._load(revision)
+            self.current = self._load(revision, self.current)
             log.info("the collection changed: reloaded its models and indexes")
             return True
 

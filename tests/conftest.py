@@ -105,6 +105,34 @@ def indexed_news(newsgroups_subset, tmp_path_factory):
     return path
 
 
+def colour_photos(folder: Path, per_colour: int = 30) -> Path:
+    """``per_colour`` noisy red and blue 32x32 PNGs in ``folder/red`` and ``folder/blue``."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for label, colour in (("red", (200, 30, 30)), ("blue", (30, 30, 200))):
+        (folder / label).mkdir(parents=True)
+        for i in range(per_colour):
+            pixels = np.clip(np.array(colour) + rng.normal(0, 25, (32, 32, 3)), 0, 255).astype(np.uint8)
+            Image.fromarray(pixels).save(folder / label / f"{i:03d}.png")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def indexed_photos(tmp_path_factory):
+    """(database, folder): :func:`colour_photos` indexed by `semhash images index`, once per run."""
+    from click.testing import CliRunner
+
+    from semhash.cli import main
+
+    folder = colour_photos(tmp_path_factory.mktemp("photos") / "photos")
+    database = folder.parent / "photos.db"
+    result = CliRunner().invoke(main, ["images", "index", str(folder), "--db", str(database), "--bits", "16",
+                                       "--address-bits", "8", "--epochs", "3", "-q"])
+    assert result.exit_code == 0, result.output
+    return database, folder
+
+
 def precision_at_k(neighbour_labels: np.ndarray, query_labels: np.ndarray) -> float:
     return float((neighbour_labels == np.asarray(query_labels)[:, None]).mean())
 

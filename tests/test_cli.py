@@ -4,7 +4,7 @@ import json
 
 import numpy as np
 
-from tests.conftest import TOPIC_WORDS
+from tests.conftest import TOPIC_WORDS, colour_photos
 
 import pytest
 from click.testing import CliRunner
@@ -179,14 +179,7 @@ def test_help_teaches(database):
 
 
 def test_images_index_search_similar_and_montage(tmp_path):
-    from PIL import Image
-
-    rng = np.random.default_rng(0)
-    for label, colour in (("red", (200, 30, 30)), ("blue", (30, 30, 200))):
-        (tmp_path / "photos" / label).mkdir(parents=True)
-        for i in range(30):
-            pixels = np.clip(np.array(colour) + rng.normal(0, 25, (32, 32, 3)), 0, 255).astype(np.uint8)
-            Image.fromarray(pixels).save(tmp_path / "photos" / label / f"{i:03d}.png")
+    colour_photos(tmp_path / "photos")
     db = tmp_path / "photos.db"
     result = run("images", "index", tmp_path / "photos", "--db", db, "--bits", "16", "--address-bits", "8",
                  "--epochs", "3", "-q")

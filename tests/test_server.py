@@ -296,26 +296,10 @@ def test_another_process_writes_are_seen_without_a_restart_and_reads_never_fail(
 
 
 # ----------------------------------------------------------------------------- images
-@pytest.fixture(scope="module")
-def images_db(tmp_path_factory):
+def test_image_search_by_upload_similar_and_pixels(indexed_photos):
     from PIL import Image
 
-    folder = tmp_path_factory.mktemp("photos")
-    rng = np.random.default_rng(0)
-    for label, colour in (("red", (200, 30, 30)), ("blue", (30, 30, 200))):
-        (folder / "photos" / label).mkdir(parents=True)
-        for i in range(30):
-            pixels = np.clip(np.array(colour) + rng.normal(0, 25, (32, 32, 3)), 0, 255).astype(np.uint8)
-            Image.fromarray(pixels).save(folder / "photos" / label / f"{i:03d}.png")
-    db = folder / "photos.db"
-    run("images", "index", folder / "photos", "--db", db, "--bits", "16", "--address-bits", "8", "--epochs", "3", "-q")
-    return db, folder / "photos"
-
-
-def test_image_search_by_upload_similar_and_pixels(images_db):
-    from PIL import Image
-
-    db, photos = images_db
+    db, photos = indexed_photos
     with client_for(db, poll_seconds=0, max_upload_bytes=2**20) as client:
         assert client.get("/api/health").json()["collection"] == "image"
         upload = (photos / "red" / "000.png").read_bytes()

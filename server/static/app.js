@@ -12,8 +12,9 @@ const state = { info: null, map: null, marks: { hits: new Set(), query: null, it
 
 async function api(path, options) {
   const response = await fetch(path, options);
-  const body = await response.json().catch(() => ({ detail: `HTTP ${response.status}` }));
-  if (!response.ok) throw new Error(body.detail || `HTTP ${response.status}`);
+  const body = await response.json().catch(() => null);  // also a body cut short
+  if (!response.ok) throw new Error((body && body.detail) || `HTTP ${response.status}`);
+  if (body === null) throw new Error(`${path.split("?")[0]}: the server's answer was not JSON`);
   return body;
 }
 
@@ -34,6 +35,20 @@ function element(tag, attributes = {}, ...children) {
 
 const isImages = () => state.info && state.info.collection === "image";
 const fragment = (key, value) => `#${key}=${encodeURIComponent(value)}`;
+
+// The results area emptied (hits, images, document) and the map's marks cleared.
+function clearResults() {
+  $("document").hidden = true;
+  $("hits").replaceChildren();
+  $("montage").replaceChildren();
+  mark({ hits: [], query: null, item: null });
+}
+
+// A failed request: its one line, and no results of an earlier request under it.
+function failed(error) {
+  clearResults();
+  status(error.message, true);
+}
 
 // ------------------------------------------------------------------------- views
 function showHits(hits, heading) {
@@ -129,8 +144,9 @@ async function route() {
     if (key === "q" && value) await searchText(value);
     else if (key === "similar" && value) await similar(value);
     else if (key === "doc" && value) await showDocument(value);
+    else { clearResults(); status(""); }  // no fragment (the brand's link, or back to the start)
   } catch (error) {
-    status(error.message, true);
+    failed(error);
   }
 }
 
@@ -140,19 +156,25 @@ const map = {
 
   async load() {
     this.canvas = $("map");
+    let data;
     try {
-      state.map = await api("/api/map");
-    } catch (error) {
+      data = await api("/api/map");
+      if (!Array.isArray(data.x) || !Array.isArray(data.y) || !data.ids.length) throw new Error("no points");
+    } catch (error) {  // no map model (404), or an answer the page cannot draw
       $("map-panel").hidden = true;
       return;
     }
-    const data = state.map;
+    state.map = data;
     const xs = data.x, ys = data.y;
-    const [minX, maxX] = [Math.min(...xs), Math.max(...xs)], [minY, maxY] = [Math.min(...ys), Math.max(...ys)];
+    // (a loop, not Math.min(...xs): spreading a collection's worth of arguments overflows the stack)
+    const range = (values) => values.reduce(([low, high], v) => [Math.min(low, v), Math.max(high, v)], [Infinity, -Infinity]);
+    const [[minX, maxX], [minY, maxY]] = [range(xs), range(ys)];
     this.bounds = { minX, minY, spanX: maxX - minX || 1, spanY: maxY - minY || 1 };
     this.index = new Map(data.ids.map((id, i) => [id, i]));
     $("map-note").textContent = `${data.ids.length} items at their 2-D codes` +
       (data.label_names.length ? `, coloured by label (${data.label_names.length})` : "") + ". Hover for titles; click to open.";
+    $("legend").replaceChildren(...data.label_names.map((name, label) => element("li", { title: name },
+      element("span", { class: "swatch", style: `background: ${PALETTE[label % PALETTE.length]}` }), name)));
     this.resize();
     new ResizeObserver(() => this.resize()).observe(this.canvas);
     this.canvas.addEventListener("mousemove", (event) => this.hover(event));
@@ -192,38 +214,55 @@ const map = {
     context.setTransform(this.scale, 0, 0, this.scale, 0, 0);
     context.clearRect(0, 0, this.canvas.width, this.canvas.height);
     const faded = marks.hits.size > 0 || marks.query !== null;
-    context.globalAlpha = faded ? 0.25 : 0.7;
+    const colour = (i) => state.map.labels[i] < 0 ? "#7f7f7f" : PALETTE[state.map.labels[i] % PALETTE.length];
+    context.globalAlpha = faded ? 0.45 : 0.8;
     this.points.forEach(([px, py], i) => {
-      const label = state.map.labels[i];
-      context.fillStyle = label < 0 ? "#7f7f7f" : PALETTE[label % PALETTE.length];
+      context.fillStyle = colour(i);
       context.fillRect(px - 1.5, py - 1.5, 3, 3);
     });
+    // The hits: dots of their label's colour, ringed in black
     context.globalAlpha = 1;
     context.strokeStyle = "#111";
+    context.lineWidth = 1.25;
     for (const id of marks.hits) {
       const i = this.index.get(id);
       if (i === undefined) continue;
+      context.fillStyle = colour(i);
       context.beginPath();
       context.arc(this.points[i][0], this.points[i][1], 4.5, 0, 2 * Math.PI);
+      context.fill();
       context.stroke();
     }
-    const star = (px, py, colour) => {
-      context.fillStyle = colour;
+    // The query (or the item shown): an orange star with a white halo, seen over any dots
+    const star = (px, py, fill) => {
       context.beginPath();
       for (let k = 0; k < 10; k++) {
-        const radius = k % 2 ? 4 : 10, angle = Math.PI / 5 * k - Math.PI / 2;
+        const radius = k % 2 ? 5 : 12, angle = Math.PI / 5 * k - Math.PI / 2;
         context.lineTo(px + radius * Math.cos(angle), py + radius * Math.sin(angle));
       }
       context.closePath();
+      context.lineJoin = "round";
+      context.strokeStyle = "#fff";
+      context.lineWidth = 4;
+      context.stroke();
+      context.fillStyle = fill;
       context.fill();
+      context.strokeStyle = "#111";
+      context.lineWidth = 1;
       context.stroke();
     };
     if (marks.query) star(...this.toScreen(marks.query[0], marks.query[1]), "#e8710a");
     if (marks.item !== null && this.index.has(marks.item)) star(...this.points[this.index.get(marks.item)], "#e8710a");
   },
 
+  // The canvas's content box (inside its border), where the points are drawn, on the page.
+  origin() {
+    const box = this.canvas.getBoundingClientRect();
+    return [box.left + this.canvas.clientLeft, box.top + this.canvas.clientTop];
+  },
+
   nearest(event) {
-    const box = this.canvas.getBoundingClientRect(), x = event.clientX - box.left, y = event.clientY - box.top;
+    const [left, top] = this.origin(), x = event.clientX - left, y = event.clientY - top;
     let best = -1, bestDistance = 8 * 8;
     const cx = Math.floor(x / this.cell), cy = Math.floor(y / this.cell);
     for (let gx = cx - 1; gx <= cx + 1; gx++) {
@@ -243,15 +282,18 @@ const map = {
     const label = state.map.labels[i];
     tip.replaceChildren(element("strong", { text: state.map.titles[i] }),
       label >= 0 ? element("div", { text: state.map.label_names[label] }) : null);
-    tip.style.left = `${this.points[i][0] + this.canvas.offsetLeft + 12}px`;
-    tip.style.top = `${this.points[i][1] + this.canvas.offsetTop + 12}px`;
-    tip.hidden = false;
+    const x = this.points[i][0] + this.canvas.offsetLeft + this.canvas.clientLeft;
+    const y = this.points[i][1] + this.canvas.offsetTop + this.canvas.clientTop;
+    tip.hidden = false;  // shown before it is measured; beside the point, on its left near the right edge
+    const right = x + 12 + tip.offsetWidth > $("map-panel").clientWidth;
+    tip.style.left = `${right ? Math.max(0, x - 12 - tip.offsetWidth) : x + 12}px`;
+    tip.style.top = `${y + 12}px`;
   },
 
   // Where item number i is drawn, in the page's CSS pixels (for tests and tools).
   pointOnPage(i) {
-    const box = this.canvas.getBoundingClientRect();
-    return { x: box.left + this.points[i][0], y: box.top + this.points[i][1], id: state.map.ids[i] };
+    const [left, top] = this.origin();
+    return { x: left + this.points[i][0], y: top + this.points[i][1], id: state.map.ids[i] };
   },
 };
 
@@ -285,7 +327,7 @@ async function start() {
   });
   $("image-file").addEventListener("change", () => {
     const file = $("image-file").files[0];
-    if (file) searchImage(file).catch((error) => status(error.message, true));
+    if (file) searchImage(file).catch(failed);
   });
   window.addEventListener("hashchange", route);
   await map.load();
