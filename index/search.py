@@ -27,7 +27,7 @@ stored item ("more like this", itself excluded), or a binary code in hex.
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import dataclass, fields, replace
 from functools import cached_property
 
 import numpy as np
@@ -110,7 +110,14 @@ class Hit:
     snippet: str  # the start of a document's text; empty for images
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {name: getattr(self, name) for name in _HIT_FIELDS}  # asdict deep-copies: a tenth of a query
+
+    def at(self, distance: float) -> Hit:
+        """The same item at another distance."""
+        return Hit(self.id, self.external_id, distance, self.title, self.label, self.source, self.snippet)
+
+
+_HIT_FIELDS = tuple(field.name for field in fields(Hit))
 
 
 class SearchEngine(UsesDatabase):
@@ -247,7 +254,7 @@ class SearchEngine(UsesDatabase):
             ids, distances = self._rerank_by_tfidf(query_counts, ids, options.k)
         ids, distances = ids[: options.k], distances[: options.k]
         whole = options.space == "hamming" and not options.rerank
-        return [replace(hit, distance=int(distance) if whole else round(float(distance), 4))
+        return [hit.at(int(distance) if whole else round(float(distance), 4))
                 for hit, distance in zip(self._stored_hits(ids.tolist()), distances) if hit is not None]
 
     def _stored_code(self, name: str, document: DocumentRow) -> np.ndarray:

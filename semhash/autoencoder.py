@@ -116,16 +116,30 @@ class DeepAutoencoder(nn.Module):
         X = sp.csr_matrix(X, dtype=np.float32)
         if X.shape[0] >= SPARSE_MIN_ROWS:
             return self.encode(X)
-        # A few rows (a query) meet only the first layer's columns of their words: a dozen
+        # A few rows (a query) meet only the first layer's weights of their words: a dozen
         # of thousands, where a dense product would multiply every other column by zero.
-        columns, positions = np.unique(X.indices, return_inverse=True)
-        dense = np.zeros((X.shape[0], len(columns)), np.float32)
-        dense[np.repeat(np.arange(X.shape[0]), np.diff(X.indptr)), positions] = X.data
-        first = self.encoder[0]
-        total = torch.addmm(first.bias, torch.from_numpy(dense), first.weight[:, torch.from_numpy(columns)].T)
+        if X.shape[0] == 1:
+            columns, dense = X.indices, X.data[None, :]  # a repeated column adds up the same way
+        else:
+            columns, positions = np.unique(X.indices, return_inverse=True)
+            dense = np.zeros((X.shape[0], len(columns)), np.float32)
+            dense[np.repeat(np.arange(X.shape[0]), np.diff(X.indptr)), positions] = X.data
+        rows = self._input_rows().index_select(0, torch.from_numpy(columns.astype(np.int64)))
+        total = torch.addmm(self.encoder[0].bias, torch.from_numpy(np.ascontiguousarray(dense)), rows)
         for layer in self.encoder[1:]:
             total = layer(torch.sigmoid(total))
         return torch.sigmoid(total) if self.code == "binary" else total
+
+    def _input_rows(self) -> torch.Tensor:
+        """The first layer's weights as one contiguous row per input unit, so that a query
+        gathers its words' rows rather than strided columns; kept while the weights are
+        unchanged (an optimiser step bumps the tensor's version)."""
+        weight = self.encoder[0].weight
+        key = (weight.data_ptr(), weight._version)
+        if self.__dict__.get("_rows_key") != key:
+            self.__dict__["_rows"] = weight.detach().T.contiguous()
+            self.__dict__["_rows_key"] = key
+        return self.__dict__["_rows"]
 
     def decode(self, code: torch.Tensor) -> torch.Tensor:
         """Output total inputs (logits for softmax and logistic outputs)."""

@@ -152,7 +152,7 @@ def create_app(config: ServerConfig, collection: LiveCollection | None = None) -
                     '`{"detail": "one line"}`. Writes need `Authorization: Bearer <token>`.',
     )
     app.state.live, app.state.config = live, config
-    app.add_middleware(GZipMiddleware, minimum_size=4096)
+    app.add_middleware(GZipMiddleware, minimum_size=64 * 1024)  # the map, not a page of hits: not worth its time
     app.add_middleware(BodyLimit, limit=config.max_body_bytes)
     _add_error_handlers(app)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
