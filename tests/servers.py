@@ -4,6 +4,9 @@ PostgreSQL: a throw-away cluster (``initdb``) in a temporary folder, on a free p
 trust authentication for local connections only. As root (CI), the server runs as the
 ``postgres`` user, since PostgreSQL refuses to run as root. `tests/install-servers.sh`
 installs the binaries on a fresh machine.
+
+Milvus: the standalone server of the ``milvus`` PyPI package (``pip install milvus==2.3.5``),
+in a temporary folder, on free ports.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Iterator
 
@@ -105,3 +108,58 @@ def semhash_server(database: str | Path, *args: str, env: dict | None = None, ti
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+@contextmanager
+def milvus_server() -> Iterator[str]:
+    """A running standalone Milvus from the ``milvus`` PyPI package (a real server, no
+    network needed); yields its URI for ``--codes``, ``milvus://127.0.0.1:PORT``.
+
+    Its data and logs go to a temporary folder, removed afterwards; every port it may choose
+    is a free one of 127.0.0.1 (the package binds its gRPC ports on every interface, and
+    its embedded etcd's peer port is always 2380: one such server at a time). The package's
+    binaries (~250 MB unpacked from the wheel, most of a cold start) are unpacked once into
+    ``~/.cache/semhash/milvus-server-<version>`` and linked from each server's folder.
+    """
+    import milvus
+
+    folder = Path(tempfile.mkdtemp(prefix="semhash-milvus-"))
+    try:
+        (folder / "bin").symlink_to(_milvus_binaries(milvus), target_is_directory=True)
+        config = milvus.MilvusServerConfig(data_dir=str(folder))
+        ports = {key: _free_port() for key in config.configurable_items if key.endswith("_port")}
+        config.update(**ports)
+        server = milvus.MilvusServer(config)
+        pid = None
+        try:
+            server.start()  # waits until its health check answers
+            pid = server.server_proc.pid
+            yield f"milvus://127.0.0.1:{server.listen_port}"
+        finally:
+            server.stop()
+            if pid is not None:  # the one file it writes outside its folder, whatever it is told
+                Path(f"/tmp/milvus/server_id_{pid}").unlink(missing_ok=True)
+                with suppress(OSError):
+                    Path("/tmp/milvus").rmdir()  # when empty
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _milvus_binaries(milvus) -> Path:
+    """The ``milvus`` package's server binaries, unpacked once (atomically) into the user's cache."""
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "semhash"
+    target = cache / f"milvus-server-{milvus.__version__}"
+    if not (target / "bin" / "milvus.lzma.md5").exists():
+        cache.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix="milvus-unpack-", dir=cache))
+        try:
+            milvus._initialize_data_files(str(staging))  # writes staging/bin, the checksums last
+            try:
+                staging.rename(target)
+            except OSError:  # another process got there first, or a partial leftover
+                if not (target / "bin" / "milvus.lzma.md5").exists():
+                    shutil.rmtree(target, ignore_errors=True)
+                    staging.rename(target)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    return target / "bin"
