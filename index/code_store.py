@@ -251,23 +251,17 @@ class CodeStore:
         )
 
     def revision(self) -> str:
-        """A cheap summary of every model and its codes, in one round trip: it changes
-        whenever a model is stored or replaced and whenever codes are written or deleted.
-        A long-running reader (the server) polls it to notice another process's writes."""
-        per_model = (
-            select(_codes.c.model_id, func.count().label("n"), func.max(_codes.c.document_id).label("last"))
-            .group_by(_codes.c.model_id).subquery()
-        )
+        """A cheap summary of the models and their code writes: it changes whenever a model
+        is stored or replaced and whenever semhash writes or deletes codes (each bumps the
+        model's write counter). It reads the models and meta tables only, so its cost does
+        not grow with the collection: a long-running reader (the server) polls it to notice
+        another process's writes."""
         with self._engine.connect() as conn:
-            models = conn.execute(
-                select(_models.c.id, _models.c.created_at, per_model.c.n, per_model.c.last)
-                .outerjoin(per_model, per_model.c.model_id == _models.c.id).order_by(_models.c.id)
-            ).all()
+            models = conn.execute(select(_models.c.id, _models.c.created_at).order_by(_models.c.id)).all()
             writes = dict(conn.execute(
                 select(_meta.c.key, _meta.c.value).where(_meta.c.key.like("codes_revision/%"))
             ).all())
         return ";".join(
             f"{row.id}@{_as_utc(row.created_at).isoformat()}:{writes.get(f'codes_revision/{row.id}', 0)}"
-            f"/{row.n or 0}/{row.last or 0}"
             for row in models
         )

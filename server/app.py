@@ -486,8 +486,10 @@ def serve(config: ServerConfig, *, host: str = "127.0.0.1", port: int = 8000, wo
     with Database(config.database, create=False) as db:  # no such database: say so here, once
         log.info(f"serving {db.location} on http://{host}:{port} "
                  f"({'writes need the token' if config.token else 'read-only'}); Ctrl-C stops it")
+    # A worker loading a large collection on a busy machine answers the supervisor's ping late:
+    # the default 5 s had workers killed and restarted in a loop.
     uvicorn.run(f"{__name__}:app_from_environment", factory=True, host=host, port=port, workers=workers,
-                log_level=log_level, access_log=False)
+                log_level=log_level, access_log=False, timeout_worker_healthcheck=120)
 
 
 _CONFIG_VARIABLE = "SEMHASH_SERVER_CONFIG"
