@@ -202,9 +202,11 @@ def test_hovering_the_map_shows_the_title_of_the_point_and_a_click_opens_it(page
     served = page.execute_script("return window.semhashPage.state.map")  # as /api/map gave it
     assert served["ids"][i] == point["id"]
     tooltip = page.find_element("id", "tooltip")
+    title = served["titles"][i].strip()
     browser.move_mouse_to(page, point["x"], point["y"])
-    browser.wait_for(page, lambda d: tooltip.is_displayed(), message="no tooltip on hovering a point")
-    assert tooltip.find_element("css selector", "strong").text == served["titles"][i].strip()
+    # Wait for this point's title: a tooltip left from an earlier hover may still be showing.
+    browser.wait_for(page, lambda d: tooltip.is_displayed() and tooltip.find_element("css selector", "strong").text == title,
+                     message=f"no tooltip with {title!r} on hovering its point")
     assert tooltip.text.splitlines()[-1] == served["label_names"][served["labels"][i]]
     box = page.execute_script("return document.getElementById('tooltip').getBoundingClientRect().toJSON()")
     assert abs(box["top"] - (point["y"] + 12)) < 1.5, (box, point)  # just below the point, beside it

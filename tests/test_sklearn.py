@@ -248,14 +248,21 @@ def test_model_files_of_the_previous_version_load_and_give_the_same_codes(name, 
     X = _saved_inputs()[name]
     old = DeepCodeModel.load(DATA / f"{name}-0.1.model")
     assert type(old) is cls
-    assert np.array_equal(old.transform(X), expected[name])
-    assert np.array_equal(old.transform_real(X), expected[name + "_real"])
+    # Binary codes are equal; real outputs to float32 rounding (a few rows of word counts
+    # now meet the first layer through their words' weights only: sums in another order).
+    same = np.array_equal if old.code_units == "binary" else _close
+    assert same(old.transform(X), expected[name])
+    assert _close(old.transform_real(X), expected[name + "_real"])
     if "packed" in old.get_params():
         assert old.packed is True  # the files predate the parameter: its default
     old.save(tmp_path / "again.model")  # and saved by this version, it loads again
     again = DeepCodeModel.load(tmp_path / "again.model")
     assert again.get_params() == old.get_params()
-    assert np.array_equal(again.transform(X), expected[name])
+    assert same(again.transform(X), expected[name])
+
+
+def _close(a, b) -> bool:
+    return a.shape == b.shape and np.allclose(a, b, rtol=1e-5, atol=1e-5)
 
 
 def test_numpy_parameter_values_are_saved(topic_corpus, tmp_path):
