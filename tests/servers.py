@@ -163,3 +163,14 @@ def _milvus_binaries(milvus) -> Path:
         finally:
             shutil.rmtree(staging, ignore_errors=True)
     return target / "bin"
+
+
+def new_database(server_url: str, name: str, owner: str | None = None) -> str:
+    """Create database ``name`` on the server of ``server_url`` (owned by ``owner``); its URL."""
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(server_url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.execute(sa.text(f"CREATE DATABASE {name}" + (f" OWNER {owner}" if owner else "")))
+    engine.dispose()
+    return server_url.rsplit("/", 1)[0] + f"/{name}"

@@ -23,7 +23,7 @@ from semhash.index.database import Database
 from semhash.index.pgvector_codes import DatabaseCodeIndex, default_lists, support
 from semhash.index.search import SearchEngine
 from tests.conftest import write_topic_posts
-from tests.servers import postgres_server
+from tests.servers import new_database, postgres_server
 
 pytestmark = pytest.mark.slow
 FIT = ["--bits", "32", "--epochs", "3", "--pretrain-epochs", "1", "--vocab", "40", "--address-bits", "0",
@@ -39,14 +39,6 @@ def _extension_installed(url: str) -> bool:
             return conn.execute(sa.text("SELECT count(*) FROM pg_available_extensions WHERE name = 'vector'")).scalar() > 0
     finally:
         engine.dispose()
-
-
-def _new_database(server_url: str, name: str, owner: str | None = None) -> str:
-    engine = sa.create_engine(server_url, isolation_level="AUTOCOMMIT")
-    with engine.connect() as conn:
-        conn.execute(sa.text(f"CREATE DATABASE {name}" + (f" OWNER {owner}" if owner else "")))
-    engine.dispose()
-    return server_url.rsplit("/", 1)[0] + f"/{name}"
 
 
 def run(*args, **kwargs):
@@ -67,7 +59,7 @@ def server():
 def collection(server, tmp_path_factory):
     """A database URL: 120 indexed posts and NOISE documents with random 32-bit codes."""
     folder = tmp_path_factory.mktemp("pgvector")
-    url = _new_database(server, "posts")
+    url = new_database(server, "posts")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("SEMHASH_CACHE_DIR", str(folder / "indexing-cache"))
         run("index", write_topic_posts(folder / "train.jsonl", "train", 120, 0), "--db", url, *FIT)
@@ -205,7 +197,7 @@ def test_cells_are_ivfflat_lists_searched_by_probes(collection, fresh_cache):
 
 
 def test_ivfflat_is_rebuilt_when_the_collection_outgrows_it(server, fresh_cache):
-    url = _new_database(server, "growing")
+    url = new_database(server, "growing")
     with Database(url) as db:
         model = db.save_model("hasher", "binary", 16, {"class": "test"}, b"w", None)
         ids = db.add_documents([{"external_id": f"d{i}", "text": "x"} for i in range(200)])
@@ -235,7 +227,7 @@ def test_without_pgvector_search_falls_back_to_local_files_with_one_warning(serv
     with admin.connect() as conn:
         conn.execute(sa.text("CREATE ROLE app LOGIN"))
     admin.dispose()
-    url = _new_database(server, "plain", owner="app").replace("semhash@", "app@")
+    url = new_database(server, "plain", owner="app").replace("semhash@", "app@")
     with Database(collection) as source, Database(url) as target:
         _copy_collection(source, target)
     monkeypatch.setattr(pgvector_codes, "_warned", False)

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from semhash.cli import main
 from tests.conftest import two_class_images, write_topic_posts
-from tests.servers import postgres_server
+from tests.servers import new_database, postgres_server
 
 pytestmark = pytest.mark.slow
 FIT = ["--bits", "16", "--epochs", "3", "--pretrain-epochs", "1", "--vocab", "40", "--address-bits", "8", "-q"]
@@ -22,16 +22,6 @@ def server():
         yield url
 
 
-def _new_database(server_url: str, name: str) -> str:
-    import sqlalchemy as sa
-
-    engine = sa.create_engine(server_url, isolation_level="AUTOCOMMIT")
-    with engine.connect() as conn:
-        conn.execute(sa.text(f"CREATE DATABASE {name}"))
-    engine.dispose()
-    return server_url.rsplit("/", 1)[0] + f"/{name}"
-
-
 def run(*args, **kwargs):
     result = CliRunner().invoke(main, [str(a) for a in args], **kwargs)
     assert result.exit_code == 0, (args, result.output, result.exception)
@@ -40,7 +30,7 @@ def run(*args, **kwargs):
 
 def test_text_commands_on_postgresql(server, tmp_path, monkeypatch):
     monkeypatch.setenv("SEMHASH_CACHE_DIR", str(tmp_path / "cache"))
-    url = _new_database(server, "posts")
+    url = new_database(server, "posts")
     run("index", write_topic_posts(tmp_path / "train.jsonl", "train", 120, 0), "--db", url, *FIT)
     assert not list(tmp_path.glob("postgresql*")), "the URL must not become a local file"
     added = json.loads(run("add", write_topic_posts(tmp_path / "more.jsonl", "more", 20, 1), "--db", url, "-q", "--json"))
@@ -71,7 +61,7 @@ def test_text_commands_on_postgresql(server, tmp_path, monkeypatch):
 
 def test_image_commands_on_postgresql(server, tmp_path, monkeypatch):
     monkeypatch.setenv("SEMHASH_CACHE_DIR", str(tmp_path / "cache"))
-    url = _new_database(server, "photos")
+    url = new_database(server, "photos")
     pixels, labels = two_class_images(20)
     np.savez(tmp_path / "set.npz", images=pixels, labels=labels)
     stored = json.loads(run("images", "index", tmp_path / "set.npz", "--db", url, "--bits", "16", "--address-bits", "8",
