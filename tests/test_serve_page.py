@@ -202,11 +202,17 @@ def test_hovering_the_map_shows_the_title_of_the_point_and_a_click_opens_it(page
     served = page.execute_script("return window.semhashPage.state.map")  # as /api/map gave it
     assert served["ids"][i] == point["id"]
     tooltip = page.find_element("id", "tooltip")
-    title = served["titles"][i].strip()
+    # A quickly trained map may draw several items on one pixel: the tooltip names one of them.
+    same_place = page.execute_script(f"""
+        const map = window.semhashPage.map, [x, y] = map.points[{i}];
+        return map.points.flatMap(([u, v], j) => Math.hypot(u - x, v - y) < 1 ? [j] : []);""")
+    titles = {served["titles"][j].strip() for j in same_place}
     browser.move_mouse_to(page, point["x"], point["y"])
-    # Wait for this point's title: a tooltip left from an earlier hover may still be showing.
-    browser.wait_for(page, lambda d: tooltip.is_displayed() and tooltip.find_element("css selector", "strong").text == title,
-                     message=f"no tooltip with {title!r} on hovering its point")
+    # Wait for such a title: a tooltip left from an earlier hover may still be showing.
+    browser.wait_for(page, lambda d: tooltip.is_displayed() and tooltip.find_element("css selector", "strong").text in titles,
+                     message=f"no tooltip with one of {sorted(titles)[:5]} on hovering the point")
+    i = next(j for j in same_place if served["titles"][j].strip() == tooltip.find_element("css selector", "strong").text)
+    point = page.execute_script(f"return window.semhashPage.map.pointOnPage({i})")
     assert tooltip.text.splitlines()[-1] == served["label_names"][served["labels"][i]]
     box = page.execute_script("return document.getElementById('tooltip').getBoundingClientRect().toJSON()")
     assert abs(box["top"] - (point["y"] + 12)) < 1.5, (box, point)  # just below the point, beside it
