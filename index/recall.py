@@ -469,10 +469,12 @@ class DocumentMemory(UsesDatabase):
     """
 
     def __init__(self, database: Database | str | os.PathLike, *, model_name: str = TEXT.long,
-                 path: Path | None = None, words: bool = True, **options) -> None:
+                 path: Path | None = None, words: bool = True, engine: SearchEngine | None = None,
+                 **options) -> None:
         self.db = self._open(database)
         self.model_name = model_name
-        self.engine = SearchEngine(self.db)
+        # An open engine of the same database (a server's) lends its loaded models and vocabulary.
+        self.engine = engine if engine is not None and engine.db is self.db else SearchEngine(self.db)
         vocabulary = self.engine.vocabulary if words else None
         self.memory = load_or_build_memory(self.db, model_name, path, words=words, vocabulary=vocabulary, **options)
         self.model_id = self.db.get_model(model_name, with_weights=False).id

@@ -13,6 +13,7 @@ and without one the server is read-only.
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import io
 import json
@@ -37,7 +38,7 @@ from starlette.middleware.gzip import GZipMiddleware
 from semhash.codes import to_hex
 from semhash.index.database import Database, DatabaseError
 from semhash.index.models import IMAGES, TEXT
-from semhash.index.search import MAX_RADIUS, QueryError, SearchOptions, snippet
+from semhash.index.search import MAX_RADIUS, SearchOptions, snippet
 from semhash.pipelines.corpus_common import Document
 from semhash.pipelines.errors import user_message
 from semhash.pipelines.image_reading import decode_image
@@ -352,8 +353,6 @@ def _hits(hits) -> Response:
 
 
 def _document(item: NewDocument, position: int) -> Document:
-    import hashlib
-
     if not item.text.strip():
         raise ApiError(400, f"document {position} has no text")
     external_id = item.id or f"sha256:{hashlib.sha256(item.text.encode()).hexdigest()[:16]}"

@@ -45,7 +45,7 @@ class Generation:
             return self.derived[key]
 
     def memory(self, codes_only: bool) -> DocumentMemory:
-        return self.derive(("memory", codes_only), lambda: DocumentMemory(self.engine.db, words=not codes_only))
+        return self.derive(("memory", codes_only), lambda: DocumentMemory(self.engine.db, words=not codes_only, engine=self.engine))
 
 
 class LiveCollection:

@@ -9,7 +9,6 @@ import json
 import re
 import urllib.request
 
-import numpy as np
 import pytest
 
 from tests import browser

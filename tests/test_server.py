@@ -10,7 +10,6 @@ import threading
 import time
 import urllib.request
 
-import numpy as np
 import pytest
 from click.testing import CliRunner
 from fastapi.testclient import TestClient
