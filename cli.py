@@ -96,6 +96,25 @@ def main() -> None:
 
 
 # --------------------------------------------------------------------------- index / add
+RAY_OPTION = click.option(
+    "--ray", "ray_address", is_flag=False, flag_value="local", default=None, metavar="[ADDRESS]",
+    help="Encode on Ray workers (pip install ray): alone, a local cluster of 2 CPUs started for the run; "
+         "with an ADDRESS (auto, ray://HOST:10001), an existing cluster with semhash installed. Same codes.",
+)
+
+
+def train_sample_option(function):
+    """--train-sample: how many documents the vocabulary and the models are fitted on."""
+    from semhash.pipelines.streaming import DEFAULT_TRAIN_SAMPLE
+
+    return click.option(
+        "--train-sample", type=click.IntRange(1), default=DEFAULT_TRAIN_SAMPLE, show_default=True,
+        help="Fit the vocabulary and the models on a seeded sample of N documents: all documents of a corpus of up "
+             "to N, else a uniform sample of N, so that training time stays bounded (about 7 min for 11k posts on "
+             "2 cores, and it grows with N); every document is then encoded and stored.",
+    )(function)
+
+
 @main.command()
 @click.argument("corpus")
 @DB_OPTION
@@ -115,14 +134,16 @@ def main() -> None:
 @click.option("--split", default="train", show_default=True, help="hf: which split of the dataset.")
 @click.option("--limit", type=click.IntRange(1), help="Read only the first N documents (in the corpus's order).")
 @click.option("--sample", type=click.IntRange(1), help="Index a seeded sample of N documents, spread across labels as the corpus is.")
-@click.option("--seed", default=0, show_default=True, help="Random seed (of the models and of --sample): same seed and corpus, same result.")
+@train_sample_option
+@click.option("--seed", default=0, show_default=True, help="Random seed (of the models and of the samples): same seed and corpus, same result.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing database (atomically, once the new one is complete).")
+@RAY_OPTION
 @corpus_bounds
 @QUIET_OPTION
 @JSON_OPTION
 def index(corpus, database, subdir, bits, address_bits, vocab, map_dims, epochs, pretrain_epochs, text_column, label_column,
-          labels_column, title_column, id_column, split, limit, sample, seed, overwrite, max_document_mb, max_corpus_mb,
-          quiet, as_json):
+          labels_column, title_column, id_column, split, limit, sample, train_sample, seed, overwrite, ray_address,
+          max_document_mb, max_corpus_mb, quiet, as_json):
     """Read CORPUS, train the models, and store documents and codes in a new database.
 
     \b
@@ -142,6 +163,10 @@ def index(corpus, database, subdir, bits, address_bits, vocab, map_dims, epochs,
     Trains a semantic hasher (binary codes, Hamming search) and a map model (2-D code,
     for `semhash map` and Euclidean search), pretraining each as a stack of RBMs and
     fine-tuning it as a deep autoencoder (the README gives timings).
+
+    The corpus is read twice and never held: once for the training sample, once to
+    encode and store every document in batches. An interrupted run leaves the new
+    database's temporary file; the same command run again resumes it.
     """
     from semhash.pipelines.indexing import index_corpus
 
@@ -153,7 +178,7 @@ def index(corpus, database, subdir, bits, address_bits, vocab, map_dims, epochs,
         report = index_corpus(
             corpus, database, subdir=subdir, n_bits=bits, address_bits=address_bits, map_dims=map_dims, vocabulary_size=vocab,
             overwrite=overwrite, hasher_params=fine_tuning, map_params=fine_tuning, read_options=read_options,
-            sample=sample, random_state=seed,
+            sample=sample, train_sample=train_sample, ray=ray_address, random_state=seed,
         )
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2))
@@ -166,6 +191,10 @@ def index(corpus, database, subdir, bits, address_bits, vocab, map_dims, epochs,
         )
         if report.skipped_empty:
             click.echo(f"Skipped {report.skipped_empty} documents with no vocabulary word.")
+        if report.resumed:
+            click.echo(f"Resumed an interrupted build: {report.resumed} documents were already stored.")
+        elif report.trained_on < report.documents + report.skipped_empty:
+            click.echo(f"The models were trained on a seeded sample of {report.trained_on} documents (--train-sample).")
 
 
 @main.command()
@@ -173,10 +202,11 @@ def index(corpus, database, subdir, bits, address_bits, vocab, map_dims, epochs,
 @DB_OPTION
 @click.option("--subdir", help="Only read this sub-folder of a folder or archive.")
 @click.option("--batch-size", default=2000, show_default=True, type=click.IntRange(1), help="Documents stored per transaction.")
+@RAY_OPTION
 @corpus_bounds
 @QUIET_OPTION
 @JSON_OPTION
-def add(corpus, database, subdir, batch_size, max_document_mb, max_corpus_mb, quiet, as_json):
+def add(corpus, database, subdir, batch_size, ray_address, max_document_mb, max_corpus_mb, quiet, as_json):
     """Encode the documents of CORPUS with the stored models and add them (no retraining).
 
     Documents whose id is already stored are skipped, so an interrupted run can simply
@@ -189,7 +219,7 @@ def add(corpus, database, subdir, batch_size, max_document_mb, max_corpus_mb, qu
     from semhash.pipelines.indexing import add_documents
 
     with _friendly_errors(quiet):
-        result = add_documents(database, corpus, subdir=subdir, batch_size=batch_size,
+        result = add_documents(database, corpus, subdir=subdir, batch_size=batch_size, ray=ray_address,
                                read_options=_bounds(max_document_mb, max_corpus_mb))
     if as_json:
         click.echo(json.dumps(result))

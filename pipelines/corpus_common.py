@@ -9,7 +9,7 @@ import logging
 import sys
 import warnings
 from collections import Counter
-from collections.abc import Callable, Generator, Iterable
+from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -217,6 +217,58 @@ class _Collector:
         self._warn()
         return documents
 
+    def stream(self, items: Generator, convert: Callable[[Any], Document | None], *, check_ids: bool = True,
+               confirm: Callable[[set[str], int], set[str]] | None = None, warn: bool = True) -> Iterator[Document]:
+        """:meth:`collect` one document at a time, holding none of them: the same limit,
+        checks and warnings (issued once the items are exhausted).
+
+        Repeated ids are found through :class:`_SeenIds` (8 bytes an id): a suspected
+        repeat is confirmed by ``confirm(ids, n)`` (which of ``ids`` occur twice among the
+        first ``n`` documents, read again) when the source can be read again, so that a
+        hash collision is never taken for a repeat. It is reported within a few thousand
+        documents of the repeat; ``check_ids=False`` skips the check."""
+        count = 0
+        seen = _SeenIds() if check_ids else None
+        bar = tqdm(
+            total=self.limit, unit="doc", desc="reading corpus", disable=not self.show_bar, file=sys.stderr
+        )
+
+        def check() -> None:
+            suspects = seen.flush()
+            repeated = (confirm(suspects, count) if confirm is not None else suspects) if suspects else set()
+            if repeated:
+                self._raise_duplicates(sorted(repeated))
+
+        with bar, contextlib.closing(items):
+            for item in items:
+                document = convert(item)
+                if document is None:
+                    continue
+                count += 1
+                if seen is not None:
+                    seen.add(document.external_id)
+                    if seen.full():
+                        check()
+                yield document
+                bar.update()
+                if self.limit is not None and count >= self.limit:
+                    break
+        if seen is not None:
+            check()
+        if not count:
+            raise CorpusError(f"no documents in {self.source_name}: {self._why_empty()}")
+        if warn:
+            self._warn()
+
+    def _raise_duplicates(self, duplicates: list[str]) -> None:
+        shown = ", ".join(repr(d) for d in duplicates[:_MAX_DUPLICATES_SHOWN])
+        hidden = len(duplicates) - _MAX_DUPLICATES_SHOWN
+        more = f" and {hidden} more" if hidden > 0 else ""
+        raise CorpusError(
+            f"duplicate document ids in {self.source_name}: {_plural(len(duplicates), 'id')} "
+            f"occur more than once: {shown}{more}"
+        )
+
     def _check_ids(self, documents: list[Document]) -> None:
         counts = Counter(document.external_id for document in documents)
         duplicates = [external_id for external_id, count in counts.items() if count > 1]
@@ -264,6 +316,53 @@ class _Collector:
                 CorpusWarning,
                 stacklevel=4,
             )
+
+
+class _SeenIds:
+    """The ids of a corpus read so far, as 64-bit hashes in sorted numpy runs (8 bytes an id,
+    where a set of the ids themselves takes some 80), to find repeats without holding the ids.
+
+    :meth:`add` buffers ids; :meth:`flush` checks the buffer against the runs, all at once,
+    and returns the ids whose hash was seen before (in the buffer or a run): repeats, or
+    (about N^2 / 2^65 of the time, 3 in a million at 10 million ids) a hash collision,
+    which the caller confirms. Runs merge like a binary counter, so each
+    hash is sorted O(log N) times."""
+
+    BUFFER = 4096
+
+    def __init__(self) -> None:
+        self._runs: list = []  # sorted int64 arrays, longest first
+        self._buffer: dict[int, str] = {}
+        self._suspects: set[str] = set()
+
+    def add(self, key: str) -> None:
+        digest = hash(key)
+        if digest in self._buffer:
+            self._suspects.add(key)
+        else:
+            self._buffer[digest] = key
+
+    def full(self) -> bool:
+        return len(self._buffer) >= self.BUFFER
+
+    def flush(self) -> set[str]:
+        """The ids added since the last flush whose hash was seen before (then forgets them)."""
+        import numpy as np
+
+        suspects, self._suspects = self._suspects, set()
+        if not self._buffer:
+            return suspects
+        digests = np.fromiter(self._buffer, dtype=np.int64, count=len(self._buffer))
+        for run in self._runs:
+            where = np.minimum(np.searchsorted(run, digests), len(run) - 1)
+            for digest in digests[run[where] == digests]:
+                suspects.add(self._buffer[int(digest)])
+        run = np.sort(digests)
+        while self._runs and len(self._runs[-1]) <= 2 * len(run):
+            run = np.sort(np.concatenate([self._runs.pop(), run]), kind="mergesort")
+        self._runs.append(run)
+        self._buffer = {}
+        return suspects
 
 
 class _Decoder:

@@ -3,10 +3,12 @@ one record per document, with configurable columns."""
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 import json
-from collections.abc import Iterator, Mapping
+import sys
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,11 +17,16 @@ from typing import Any
 from semhash.pipelines.hf import HubDatasetError, load_hf_dataset
 from semhash.pipelines.corpus_common import (
     _Collector,
+    _CP1252_TABLE,
     _Decoder,
     _label_set,
     CorpusError,
     Document,
 )
+
+_SCAN_BYTES = 2**20  # a table is scanned for its encoding a chunk at a time
+_CP1252 = "cp1252 (semhash's table)"  # the "auto" fallback: every byte decodes
+_LATIN1_TO_CP1252 = {byte: _CP1252_TABLE[byte] for byte in range(0x80, 0xA0)}
 
 
 
@@ -42,9 +49,73 @@ def _decode_whole_file(path: Path, decoder: _Decoder, collector: _Collector) -> 
     return text
 
 
+def _file_codec(path: Path, decoder: _Decoder, collector: _Collector) -> str:
+    """The codec to stream a table with, chosen as :func:`_decode_whole_file` decodes it (one
+    undecodable byte makes the whole file unreadable, or latin-1 with ``"auto"``), by
+    reading the file once in chunks, without holding it."""
+    collector.budget.add(path.stat().st_size, str(path))  # measured before it is read
+    codec = "utf-8-sig" if decoder.encoding == "auto" else decoder.encoding
+    incremental = codecs.getincrementaldecoder(codec)()
+    try:
+        with path.open("rb") as file:
+            while chunk := file.read(_SCAN_BYTES):
+                incremental.decode(chunk)
+            incremental.decode(b"", final=True)
+    except UnicodeDecodeError as error:
+        if decoder.encoding != "auto":
+            raise CorpusError(f"cannot decode {path} as {decoder.encoding}: {error}") from error
+        collector.latin1_fallbacks.append(str(path))
+        return _CP1252
+    return codec
+
+
+def _text_lines(path: Path, codec: str, newline: str) -> Iterator[str]:
+    """The lines of a text file (with their ends), decoded one at a time."""
+    if codec == _CP1252:  # latin-1 then the 32 code points where cp1252 differs: the fallback table
+        with path.open("r", encoding="latin-1", newline=newline) as file:
+            for line in file:
+                yield line.translate(_LATIN1_TO_CP1252)
+        return
+    with path.open("r", encoding=codec, newline=newline) as file:
+        yield from file
+
+
+def _stdin_lines(decoder: _Decoder, collector: _Collector) -> Iterator[str]:
+    """Standard input's lines, decoded one at a time; with ``"auto"``, each line that is not
+    UTF-8 is read as latin-1 (cp1252): the whole input cannot be scanned first."""
+    budget, stream = collector.budget, sys.stdin.buffer
+    if decoder.encoding != "auto":
+        text = io.TextIOWrapper(stream, encoding=decoder.encoding, newline="\n")
+        try:
+            for line in text:
+                budget.add(len(line), "standard input")
+                yield line
+        except UnicodeDecodeError as error:
+            raise CorpusError(f"cannot decode standard input as {decoder.encoding}: {error}") from error
+        finally:
+            text.detach()  # leave sys.stdin's buffer open
+        return
+    first, fallback = True, False
+    for raw in stream:
+        budget.add(len(raw), "standard input")
+        if first and raw.startswith(codecs.BOM_UTF8):
+            raw = raw[len(codecs.BOM_UTF8):]
+        first = False
+        text, used_fallback = decoder.decode(raw)
+        if used_fallback and not fallback:
+            collector.latin1_fallbacks.append("standard input")
+            fallback = True
+        yield text
+
+
 def _jsonl_records(path: Path | str, text: str) -> Iterator[_Record]:
     # Split on "\n" only: str.splitlines would also break on U+2028, which JSON strings may hold.
-    for line_number, line in enumerate(text.split("\n"), start=1):
+    return _jsonl_line_records(path, text.split("\n"))
+
+
+def _jsonl_line_records(path: Path | str, lines: Iterable[str]) -> Iterator[_Record]:
+    """The records of JSONL ``lines`` (split on "\n" only, with or without it)."""
+    for line_number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:
@@ -59,7 +130,12 @@ def _jsonl_records(path: Path | str, text: str) -> Iterator[_Record]:
 
 
 def _csv_records(path: Path, text: str) -> Iterator[_Record]:
-    reader = csv.DictReader(io.StringIO(text, newline=""))
+    return _csv_line_records(path, io.StringIO(text, newline=""))
+
+
+def _csv_line_records(path: Path | str, lines: Iterable[str]) -> Iterator[_Record]:
+    """The records of a CSV file's ``lines`` (read with ``newline=""``, as the csv module wants)."""
+    reader = csv.DictReader(lines)
     try:
         if reader.fieldnames is None:
             raise CorpusError(f"no documents in {path}: the file is empty (a CSV needs a header row)")
