@@ -35,6 +35,37 @@ from semhash.index.schema import (
 )
 
 
+# Rows fetched at a time when a model's codes are read whole.
+_READ_BATCH = 65_536
+
+
+def _fill(partitions, expected: int, row_bytes: int, name: str, model_name: str
+          ) -> tuple[np.ndarray, np.ndarray]:
+    """Ids and raw code bytes of row batches, in arrays that grow only if ``expected`` was short."""
+    ids = np.empty(expected, dtype=np.int64)
+    raw = np.empty((expected, row_bytes), dtype=np.uint8)
+    n = 0
+    for rows in partitions:
+        if not rows:
+            continue
+        if n + len(rows) > len(ids):  # rows added since the count, or no count given
+            size = max(n + len(rows), 2 * len(ids))
+            ids = np.resize(ids, size)
+            raw = np.resize(raw, (size, row_bytes))
+        block = b"".join(row[1] for row in rows)
+        if len(block) != len(rows) * row_bytes:
+            bad = [int(row[0]) for row in rows if len(row[1]) != row_bytes]
+            raise DatabaseError(
+                f"{name}: codes of model {model_name!r} have the wrong size "
+                f"(expected {row_bytes} bytes) for documents {_preview(bad)}"
+            )
+        ids[n:n + len(rows)] = [row[0] for row in rows]
+        raw[n:n + len(rows)] = np.frombuffer(block, dtype=np.uint8).reshape(len(rows), row_bytes)
+        n += len(rows)
+    # Copies keep the result writable and no larger than it is.
+    return ids[:n].copy() if n < len(ids) else ids, raw[:n].copy() if n < len(raw) else raw
+
+
 class CodeStore:
     """Codes, pixels and code fingerprints; mixed into :class:`~semhash.index.database.Database`,
     whose engine, name and model look-ups it uses."""
@@ -165,30 +196,28 @@ class CodeStore:
         model = self._model_header(model_id)
         dtype, width = _code_layout(model.kind, model.n_dims)
         row_bytes = width * dtype.itemsize
+        stored = _REAL_DTYPE if model.kind == "real" else dtype
         base = select(_codes.c.document_id, _codes.c.code).where(_codes.c.model_id == model.id)
 
         with self._engine.connect() as conn:
             if document_ids is None:
-                rows = conn.execute(base.order_by(_codes.c.document_id)).all()
+                # Streamed into arrays sized up front: holding 10M rows as Python
+                # tuples first would make memory grow with the collection.
+                expected = conn.execute(
+                    select(func.count()).select_from(_codes).where(_codes.c.model_id == model.id)
+                ).scalar_one()
+                result = conn.execution_options(stream_results=True, yield_per=_READ_BATCH).execute(
+                    base.order_by(_codes.c.document_id))
+                partitions = result.partitions()
             else:
+                expected = None
                 wanted = sorted(set(_as_id_array(document_ids, "document_ids").tolist()))
-                rows = []
-                for chunk in _chunks(wanted):  # chunks are ascending, so rows stay sorted
-                    rows += conn.execute(
-                        base.where(_codes.c.document_id.in_(chunk)).order_by(_codes.c.document_id)
-                    ).all()
-
-        ids = np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
-        # One join and one frombuffer: fast for 100k+ rows. bytearray keeps it writable.
-        raw = bytearray().join(row[1] for row in rows)
-        if len(raw) != len(rows) * row_bytes:
-            bad = [int(row[0]) for row in rows if len(row[1]) != row_bytes]
-            raise DatabaseError(
-                f"{self._name}: codes of model {model.name!r} have the wrong size "
-                f"(expected {row_bytes} bytes) for documents {_preview(bad)}"
-            )
-        stored = _REAL_DTYPE if model.kind == "real" else dtype
-        codes = np.frombuffer(raw, dtype=stored).reshape(len(rows), width)
+                # chunks are ascending, so rows stay sorted
+                partitions = (conn.execute(base.where(_codes.c.document_id.in_(chunk))
+                                           .order_by(_codes.c.document_id)).all()
+                              for chunk in _chunks(wanted))
+            ids, raw = _fill(partitions, expected or 0, row_bytes, self._name, model.name)
+        codes = raw.view(stored).reshape(len(ids), width)
         return ids, codes.astype(dtype, copy=False)
 
     def put_pixels(self, document_ids: Sequence[int], pixels: np.ndarray) -> None:
