@@ -110,8 +110,8 @@ def train_sample_option(function):
     return click.option(
         "--train-sample", type=click.IntRange(1), default=DEFAULT_TRAIN_SAMPLE, show_default=True,
         help="Fit the vocabulary and the models on a seeded sample of N documents: all documents of a corpus of up "
-             "to N, else a uniform sample of N, so that training time stays bounded (about 7 min for 11k posts on "
-             "2 cores, and it grows with N); every document is then encoded and stored.",
+             "to N, else a uniform sample of N, so that training time grows with N, not with the corpus (the "
+             "README gives timings); every document is then encoded and stored.",
     )(function)
 
 
@@ -225,6 +225,45 @@ def add(corpus, database, subdir, batch_size, ray_address, max_document_mb, max_
         click.echo(json.dumps(result))
     else:
         click.echo(f"Added {result['added']} documents ({result['already_stored']} already stored) in {result['seconds']:.1f}s.")
+
+
+@main.command()
+@click.argument("keys", nargs=-1)
+@DB_OPTION
+@click.option("--from-file", "from_file", type=click.File("r", encoding="utf-8"),
+              help="Also delete the documents named in this file, one id or external id a line (-: standard input).")
+@click.option("--missing-ok", is_flag=True,
+              help="Skip keys that name no document (default: name them and delete nothing).")
+@QUIET_OPTION
+@JSON_OPTION
+def delete(keys, database, from_file, missing_ok, quiet, as_json):
+    """Delete documents, with their codes, by id or external id (KEY ...).
+
+    All of them are deleted in one transaction, or none: a KEY that names no document is
+    an error (unless --missing-ok) and leaves the collection as it was. Searches, similar
+    items, address and cells searches, maps and recall no longer find them; derived
+    search files (and codes kept in Milvus) follow on their next use.
+
+    \b
+      semhash delete sci.space/60154 comp.graphics/38851 --db news.db
+      semhash delete 42 --db news.db --json
+      grep -l spam posts/* | semhash delete --from-file - --db news.db --missing-ok
+    """
+    from semhash.pipelines.deleting import delete_documents
+
+    wanted = list(keys)
+    if from_file is not None:
+        wanted += [line.strip() for line in from_file if line.strip()]
+    elif not wanted:
+        raise click.UsageError("name the documents to delete: KEY ... or --from-file FILE")
+    with _friendly_errors(quiet):
+        result = delete_documents(database, wanted, missing_ok=missing_ok)
+    if as_json:
+        click.echo(json.dumps(result))
+    else:
+        skipped = f"; {len(result['missing'])} keys named no document" if result["missing"] else ""
+        click.echo(f"Deleted {result['deleted']} documents ({result['documents']} left{skipped}) "
+                   f"in {result['seconds']:.1f}s.")
 
 
 # --------------------------------------------------------------------------- search
@@ -624,7 +663,7 @@ def images_map(database, out, max_thumbnails, epochs, retrain, title, quiet, as_
               help="Address to listen on: 127.0.0.1 is this machine only; 0.0.0.0 opens it to the network.")
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535), help="Port to listen on.")
 @click.option("--token", envvar="SEMHASH_TOKEN",
-              help="Accept writes (POST /api/documents) that send this bearer token (or set SEMHASH_TOKEN); "
+              help="Accept writes (POST and DELETE /api/documents) that send this bearer token (or set SEMHASH_TOKEN); "
                    "without one the server is read-only.")
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64),
               help="Processes answering requests; each loads the collection once.")

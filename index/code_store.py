@@ -32,6 +32,7 @@ from semhash.index.schema import (
     _preview,
     _REAL_DTYPE,
     DatabaseError,
+    DELETIONS_KEY,
 )
 
 
@@ -130,14 +131,18 @@ class CodeStore:
                 raise KeyError(f"no document with id {_preview(missing)}; no codes were written") from err
             raise DatabaseError(f"could not store codes, nothing was written: {err.orig}") from err
 
-    @staticmethod
-    def _bump_codes_revision(conn: Connection, model_id: int) -> None:
+    @classmethod
+    def _bump_codes_revision(cls, conn: Connection, model_id: int) -> None:
         """Count one more write of a model's codes (part of :meth:`code_fingerprint`).
 
         Kept in the small ``meta`` table (key ``codes_revision/<model id>``): updating the
         ``models`` row instead rewrote its multi-megabyte weights blob on every batch.
         """
-        key = f"codes_revision/{model_id}"
+        cls._bump_meta_counter(conn, f"codes_revision/{model_id}")
+
+    @staticmethod
+    def _bump_meta_counter(conn: Connection, key: str) -> None:
+        """Add one to the counter kept in ``meta`` under ``key`` (1 when there is none)."""
         if conn.dialect.name == "sqlite":
             statement = sqlite_insert(_meta).values(key=key, value="1")
             conn.execute(statement.on_conflict_do_update(
@@ -220,6 +225,22 @@ class CodeStore:
         codes = raw.view(stored).reshape(len(ids), width)
         return ids, codes.astype(dtype, copy=False)
 
+    def iter_codes(self, model_id: int, batch: int = _READ_BATCH) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """All of a model's codes as ``(ids, codes)`` batches of up to ``batch`` rows, ids
+        ascending across batches: what builds a search structure of any size without
+        holding every code twice (see :meth:`get_codes` for the arrays)."""
+        model = self._model_header(model_id)
+        dtype, width = _code_layout(model.kind, model.n_dims)
+        row_bytes = width * dtype.itemsize
+        stored = _REAL_DTYPE if model.kind == "real" else dtype
+        query = (select(_codes.c.document_id, _codes.c.code).where(_codes.c.model_id == model.id)
+                 .order_by(_codes.c.document_id))
+        with self._engine.connect() as conn:
+            result = conn.execution_options(stream_results=True, yield_per=batch).execute(query)
+            for rows in result.partitions():
+                ids, raw = _fill([rows], len(rows), row_bytes, self._name, model.name)
+                yield ids, raw.view(stored).reshape(len(ids), width).astype(dtype, copy=False)
+
     def put_pixels(self, document_ids: Sequence[int], pixels: np.ndarray) -> None:
         """Store (or overwrite) the raw pixels of image documents: uint8 ``(n, ...)``, one row each."""
         ids = _as_id_array(document_ids, "document_ids")
@@ -281,16 +302,18 @@ class CodeStore:
 
     def revision(self) -> str:
         """A cheap summary of the models and their code writes: it changes whenever a model
-        is stored or replaced and whenever semhash writes or deletes codes (each bumps the
-        model's write counter). It reads the models and meta tables only, so its cost does
-        not grow with the collection: a long-running reader (the server) polls it to notice
-        another process's writes."""
+        is stored or replaced, whenever semhash writes codes (each bumps the model's write
+        counter) and whenever it deletes documents (the deletion counter). It reads the
+        models and meta tables only, so its cost does not grow with the collection: a
+        long-running reader (the server) polls it to notice another process's writes."""
         with self._engine.connect() as conn:
             models = conn.execute(select(_models.c.id, _models.c.created_at).order_by(_models.c.id)).all()
             writes = dict(conn.execute(
-                select(_meta.c.key, _meta.c.value).where(_meta.c.key.like("codes_revision/%"))
+                select(_meta.c.key, _meta.c.value).where(
+                    _meta.c.key.like("codes_revision/%") | (_meta.c.key == DELETIONS_KEY))
             ).all())
-        return ";".join(
+        summary = ";".join(
             f"{row.id}@{_as_utc(row.created_at).isoformat()}:{writes.get(f'codes_revision/{row.id}', 0)}"
             for row in models
         )
+        return summary + (f"|deleted:{writes[DELETIONS_KEY]}" if DELETIONS_KEY in writes else "")

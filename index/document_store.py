@@ -19,13 +19,25 @@ from semhash.index.schema import (
     _document_row,
     _document_values,
     _documents,
-    _models,
     _preview,
     _select_documents,
     _utcnow,
     DatabaseError,
+    DELETIONS_KEY,
     DocumentRow,
 )
+
+_MAX_ID = 2**63 - 1
+
+
+def _numeric_id(key: str | int) -> int | None:
+    """The id a key names when read as a number (an int, or a string of ASCII digits), else None."""
+    if isinstance(key, str):
+        key = key.strip()
+        if not (key.isascii() and key.isdigit()):
+            return None
+    value = int(key)
+    return value if 0 < value <= _MAX_ID else None
 
 
 class DocumentStore:
@@ -97,21 +109,54 @@ class DocumentStore:
             # a concurrent writer got there first, or another constraint
             raise DatabaseError(f"could not add documents, nothing was written: {err.orig}") from err
 
-    def delete_documents(self, keys: Sequence[str | int]) -> list[int]:
+    def delete_documents(self, keys: Sequence[str | int], *, missing_ok: bool = False) -> list[int]:
         """Delete documents (by id or external id, as :meth:`find_document` takes them) with
-        their codes and pixels, in one transaction; return their ids. An unknown key is a
-        KeyError naming it, and then nothing is deleted. Every model's code revision moves
-        on, so derived search files and long-running readers see the change."""
-        ids = sorted({self.find_document(key).id for key in keys})
-        if not ids:
-            return []
+        their codes and pixels, in one transaction; return their ids, ascending. A key that
+        names no document is a KeyError naming it, and then nothing is deleted (with
+        ``missing_ok``, it is skipped). The database's deletion counter moves on (part of
+        :meth:`~semhash.index.code_store.CodeStore.revision`, which long-running readers
+        poll), and every model's code fingerprint changes with its count of codes, so
+        derived search files and copies of the codes elsewhere see the change."""
+        keys = list(keys)
         with self._writing() as conn:
+            found = self._document_ids(conn, keys)
+            missing = [key for key in dict.fromkeys(keys) if key not in found]
+            if missing and not missing_ok:
+                raise KeyError(f"no document with id or external_id {_preview(missing)}; nothing was deleted")
+            ids = sorted(set(found.values()))
+            if not ids:
+                return []
             for chunk in _chunks(ids):
                 # Codes and pixels go by ON DELETE CASCADE (SQLite: foreign keys are on per connection).
                 conn.execute(delete(_documents).where(_documents.c.id.in_(chunk)))
-            for model_id in conn.execute(select(_models.c.id)).scalars():
-                self._bump_codes_revision(conn, model_id)
+            self._bump_meta_counter(conn, DELETIONS_KEY)
         return ids
+
+    def document_ids(self, keys: Sequence[str | int]) -> dict[str | int, int]:
+        """The ids of the documents that ``keys`` name (ids or external ids, as
+        :meth:`find_document` takes them), by key; keys that name none are left out.
+        Looked up in bulk: a few queries for thousands of keys."""
+        with self._engine.connect() as conn:
+            return self._document_ids(conn, list(keys))
+
+    @staticmethod
+    def _document_ids(conn: Connection, keys: list) -> dict[str | int, int]:
+        for key in keys:
+            if isinstance(key, bool) or not isinstance(key, (str, int, np.integer)):
+                raise TypeError(f"document key must be an id (int) or external_id (str), got {type(key).__name__}")
+        unique = list(dict.fromkeys(keys))
+        found: dict[str | int, int] = {}
+        texts = [key for key in unique if isinstance(key, str)]
+        for chunk in _chunks(texts):
+            query = select(_documents.c.external_id, _documents.c.id).where(_documents.c.external_id.in_(chunk))
+            found.update((external_id, int(doc_id)) for external_id, doc_id in conn.execute(query))
+        numeric = {key: _numeric_id(key) for key in unique if key not in found}
+        numeric = {key: value for key, value in numeric.items() if value is not None}
+        present: set[int] = set()
+        for chunk in _chunks(sorted(set(numeric.values()))):
+            present.update(int(v) for v in conn.execute(select(_documents.c.id).where(_documents.c.id.in_(chunk))).scalars())
+        found.update((key, value) for key, value in numeric.items() if value in present)
+        return found
 
     def stored_external_ids(self, external_ids: Sequence[str]) -> set[str]:
         """Which of ``external_ids`` are already stored (for resumable indexing)."""
@@ -135,8 +180,9 @@ class DocumentStore:
         with self._engine.connect() as conn:
             return int(conn.execute(query).scalar_one())
 
-    def get_documents(self, ids: Sequence[int]) -> list[DocumentRow]:
-        """Documents by id, in the order of ``ids``; KeyError naming any missing id."""
+    def get_documents(self, ids: Sequence[int], *, missing_ok: bool = False) -> list[DocumentRow]:
+        """Documents by id, in the order of ``ids``; KeyError naming any missing id (with
+        ``missing_ok``, the ids no longer stored are left out)."""
         wanted = [_as_id(doc_id, "document id") for doc_id in ids]
         found: dict[int, DocumentRow] = {}
         with self._engine.connect() as conn:
@@ -144,9 +190,9 @@ class DocumentStore:
                 for row in conn.execute(_select_documents().where(_documents.c.id.in_(chunk))):
                     found[row.id] = _document_row(row)
         missing = [doc_id for doc_id in wanted if doc_id not in found]
-        if missing:
+        if missing and not missing_ok:
             raise KeyError(f"no document with id {_preview(missing)}")
-        return [found[doc_id] for doc_id in wanted]
+        return [found[doc_id] for doc_id in wanted if doc_id in found]
 
     def find_document(self, key: str | int) -> DocumentRow:
         """One document by numeric id (int) or external_id (str).
@@ -161,8 +207,9 @@ class DocumentStore:
         by_external_id = _select_documents().where(_documents.c.external_id == str(key))
         with self._engine.connect() as conn:
             row = conn.execute(by_external_id).first() if isinstance(key, str) else None
-            if row is None and (not isinstance(key, str) or key.strip().isdigit()):
-                row = conn.execute(_select_documents().where(_documents.c.id == int(key))).first()
+            doc_id = _numeric_id(key)
+            if row is None and doc_id is not None:
+                row = conn.execute(_select_documents().where(_documents.c.id == doc_id)).first()
         if row is None:
             raise KeyError(f"no document with id or external_id {key!r}")
         return _document_row(row)

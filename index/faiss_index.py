@@ -41,6 +41,7 @@ class _CodeIndex:
 
     def __init__(self, faiss_index: Any) -> None:
         self._index = faiss_index
+        self._above: int | None = None  # an upper bound of the ids present (None: not known yet)
 
     @property
     def ntotal(self) -> int:
@@ -71,12 +72,18 @@ class _CodeIndex:
         unique, counts = np.unique(ids, return_counts=True)
         if (counts > 1).any():
             raise ValueError(f"ids repeat: {unique[counts > 1][:5].tolist()}")
-        present = unique[np.isin(unique, self.ids)]
-        if len(present):
-            raise ValueError(
-                f"ids already in the index: {present[:5].tolist()}; remove_ids() them first to replace"
-            )
+        if self._above is None:
+            self._above = int(self.ids.max()) if self.ntotal else -1
+        # Ids above every present one (a build adds ascending batches) need no look-up:
+        # comparing each batch with all ids so far would make a build quadratic.
+        if unique[0] <= self._above:
+            present = unique[np.isin(unique, self.ids)]
+            if len(present):
+                raise ValueError(
+                    f"ids already in the index: {present[:5].tolist()}; remove_ids() them first to replace"
+                )
         self._index.add_with_ids(codes, ids)
+        self._above = max(self._above, int(unique[-1]))
 
     def search(self, codes: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """The ``k`` nearest stored codes to each query: ``(distances, ids)``, nearest first.
@@ -296,9 +303,9 @@ def load_or_build(db: Database, model_name_or_id: str | int, index_dir: Path | N
     dims = _index_dims(model.kind, model.n_dims)
 
     def build() -> CodeIndex:
-        ids, codes = db.get_codes(model.id)
         index = BinaryCodeIndex(dims) if model.kind == "binary" else RealCodeIndex(dims)
-        index.add(ids, codes)
+        for ids, codes in db.iter_codes(model.id):  # batches: the codes are not held twice
+            index.add(ids, codes)
         return index
 
     fingerprint = db.code_fingerprint(model.id)  # before build() reads the codes (see CacheFile.load_or_build)

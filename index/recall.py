@@ -449,8 +449,9 @@ def load_or_build_memory(
         ids, codes = db.get_codes(model.id)
         counts = None
         if words:
-            texts = {doc.id: doc.text or "" for doc in db.get_documents(ids.tolist())}
-            counts = vocabulary.transform([texts[i] for i in ids.tolist()])
+            # missing_ok: a document deleted since its code was read (the next load rebuilds)
+            texts = {doc.id: doc.text or "" for doc in db.get_documents(ids.tolist(), missing_ok=True)}
+            counts = vocabulary.transform([texts.get(i, "") for i in ids.tolist()])
         return built.fit(ids, codes, counts)
 
     path = default_recall_path(db) if path is None else Path(path)
@@ -509,13 +510,16 @@ class DocumentMemory(UsesDatabase):
             return []
         rows, scores, _ = self.memory.recall(code, k, words)
         ids = self.memory.ids[rows[0]]
-        documents = {doc.id: doc for doc in self.db.get_documents(ids.tolist())}
+        # missing_ok: a memory built before another process deleted documents may still hold them
+        documents = {doc.id: doc for doc in self.db.get_documents(ids.tolist(), missing_ok=True)}
         code_ids, stored = self.db.get_codes(self.model_id, ids.tolist())
         distances = dict(zip(code_ids.tolist(), hamming_distances(code, stored)[0].tolist())) if len(code_ids) else {}
         confidences = self.memory.confidence(scores, code, words)[0]
         hits = []
         for doc_id, score, confidence in zip(ids.tolist(), scores[0].tolist(), confidences.tolist()):
-            doc = documents[doc_id]
+            doc = documents.get(doc_id)
+            if doc is None:
+                continue
             hits.append(RecallHit(id=doc.id, external_id=doc.external_id, title=doc.title, label=doc.label,
                                   snippet=snippet(doc.text or ""), confidence=round(confidence, 4), score=int(score),
                                   hamming_distance=int(distances.get(doc_id, -1))))

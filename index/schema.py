@@ -32,6 +32,7 @@ _ADDED_TABLES = ("pixels",)
 _LEGACY_PIXELS_MODEL = "image-pixels"
 # The meta key of the collection's vocabulary (older databases kept a copy per model row).
 _VOCABULARY_KEY = "vocabulary"
+DELETIONS_KEY = "documents_deleted"  # meta: how many times documents were deleted (part of revision())
 
 # Rows per IN (...) query: well below SQLite's bound-parameter limit on every version.
 _IN_CHUNK = 900

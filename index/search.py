@@ -195,13 +195,27 @@ class SearchEngine(UsesDatabase):
         """Load now what the usual queries need (models, vocabulary, the exhaustive and address
         indexes), rather than on the first query that needs each: a server does this before it
         answers. Cell indexes (k-means, trained on first use) stay lazy."""
+        self.build_indexes()
         for name in self.collection.code_models:
             if self.has_model(name):
                 self._model(name)
-                self._index("address" if name == self.collection.address else name)
         if self.collection.kind == TEXT.kind and self.has_model(self.collection.long):
             _ = self.tfidf
             self.encode(" ".join(self.vocabulary.words_[:3]))  # compiles the counting kernel
+        return self
+
+    def build_indexes(self, keep: bool = True) -> SearchEngine:
+        """Bring every search structure the usual queries use up to date with the database:
+        local FAISS files and the address table, or the codes' copy in Milvus, or pgvector's
+        table, whichever this engine searches (cells stay lazy). `index` and `add` end with
+        it, so that the first query finds them ready; they pass ``keep=False``, so that only
+        one structure is in memory at a time."""
+        for name in self.collection.code_models:
+            if self.has_model(name):
+                what = "address" if name == self.collection.address else name
+                self._index(what)
+                if not keep:
+                    del self._indexes[what]
         return self
 
     # ------------------------------------------------------------ internals
@@ -279,7 +293,8 @@ class SearchEngine(UsesDatabase):
         cache = self._hit_cache
         missing = [doc_id for doc_id in ids if doc_id not in cache]
         if missing:
-            for doc in self.db.get_documents(missing):
+            # missing_ok: an index loaded before another process deleted documents may still name them
+            for doc in self.db.get_documents(missing, missing_ok=True):
                 cache[doc.id] = _hit(doc, 0)
             while len(cache) > HIT_CACHE_SIZE:
                 del cache[next(iter(cache))]  # the oldest: a bound, not a policy

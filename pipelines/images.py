@@ -32,7 +32,6 @@ import numpy as np
 
 from semhash.image_hasher import ADDRESS_BITS, IMAGE_DIMS, IMAGE_SIDE, ImageHasher
 from semhash.index.database import Database, DatabaseError
-from semhash.index.faiss_index import load_or_build
 from semhash.index.locks import writes_database
 from semhash.index.models import IMAGES, load_model, save_model
 from semhash.index.search import Hit, SearchEngine, SearchOptions
@@ -141,8 +140,7 @@ def index_images(
             for name, model in models.items():
                 database.put_codes(model_ids[name], ids, model.transform(pixels))
         timings["store"] = time.perf_counter() - started
-        for name in models:
-            load_or_build(database, name)
+        SearchEngine(database, IMAGES).build_indexes(keep=False)
         return ImageIndexReport(
             database=database.location,
             read=len(images),

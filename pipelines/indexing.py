@@ -33,11 +33,11 @@ import numpy as np
 
 from semhash.estimator import DeepCodeModel, ModelFormatError
 from semhash.hasher import SemanticHasher
-from semhash.index.address import DEFAULT_ADDRESS_BITS, check_address_bits, load_or_build_address
+from semhash.index.address import DEFAULT_ADDRESS_BITS, check_address_bits
 from semhash.index.database import Database, DatabaseError
 from semhash.index.locks import database_file, writes_database
-from semhash.index.faiss_index import load_or_build
 from semhash.index.models import TEXT, load_model, load_vocabulary, model_summary, save_model, save_vocabulary
+from semhash.index.search import SearchEngine
 from semhash.pipelines.corpus import Document, iter_corpus
 from semhash.pipelines.streaming import (
     DEFAULT_TRAIN_SAMPLE,
@@ -187,11 +187,7 @@ def index_corpus(
 
     started = time.perf_counter()
     with Database(database, create=False) as db:
-        for name, _ in models:
-            if name != TEXT.address:  # searched through its table, not FAISS
-                load_or_build(db, name)
-        if any(name == TEXT.address for name, _ in models):
-            load_or_build_address(db)
+        build_search_structures(db)
         location = db.location
     timings["faiss"] = time.perf_counter() - started
     log.info(f"stored {report['documents']} documents and {len(models)} models in {location}")
@@ -308,6 +304,28 @@ def _encode_corpus(corpus: CorpusPasses, database, encoder: BatchEncoder, model_
     return {"documents": documents, "skipped_empty": tally.empty, "resumed": resumed}
 
 
+def build_search_structures(db: Database) -> bool:
+    """Build the collection's search structures now (see :meth:`SearchEngine.build_indexes`)
+    if they are small, so that the first query finds them ready; else leave them to the
+    first search. They are caches of the database, built whenever missing, and the search
+    that uses them holds them in memory anyway; building them here would make the memory
+    of `index` and `add`, otherwise bounded by a batch, grow with the collection. Small:
+    the codes and ids of every model at most :data:`BUILD_SEARCH_BYTES`. True if built."""
+    per_document = sum(model.code_width * model.code_dtype.itemsize + 8 for model in db.list_models())
+    documents = db.count_documents()
+    if documents * per_document > BUILD_SEARCH_BYTES:
+        log.info(f"the search structures of {documents} documents are built by the first search "
+                 "(`semhash serve` builds them before it answers)")
+        return False
+    SearchEngine(db).build_indexes(keep=False)
+    return True
+
+
+# Search structures of up to this many bytes of codes and ids are built by `index` and `add`
+# (a 128-bit hasher, a 24-bit address model and a 2-D map: 51 bytes a document, 2.6M documents).
+BUILD_SEARCH_BYTES = 128 * 2**20
+
+
 def train_address_model(counts, n_bits: int = DEFAULT_ADDRESS_BITS, *, random_state: int = 0,
                         verbose: bool = False, **params) -> SemanticHasher:
     """Train the short-code model whose codes are memory addresses.
@@ -362,11 +380,7 @@ def add_documents(
             encode_missing(db, model_ids, pool, batch_size)
         read = tally.already_stored + added + tally.empty
         log.info(f"{tally.already_stored} of {read} documents already stored; adding {read - tally.already_stored}")
-        for name in loaded:
-            if name != TEXT.address:
-                load_or_build(db, name)
-        if TEXT.address in loaded:
-            load_or_build_address(db)
+        build_search_structures(db)
     tally.warn_empty(stacklevel=4)
     seconds = time.perf_counter() - started
     return {"added": added, "already_stored": tally.already_stored, "skipped_empty": tally.empty,

@@ -7,7 +7,7 @@ status: 400 bad input, 401/403 a write without the token, 404 no such document, 
 large, 503 nothing to search yet. The page at ``/`` and every file it needs are served from
 this package: it works offline.
 
-Reads are open; writes (``POST /api/documents``) need the token the server was started with,
+Reads are open; writes (``POST /api/documents``, ``DELETE /api/documents/{key}``) need the token the server was started with,
 and without one the server is read-only.
 """
 
@@ -40,6 +40,7 @@ from semhash.index.database import Database, DatabaseError
 from semhash.index.models import IMAGES, TEXT
 from semhash.index.search import MAX_RADIUS, SearchOptions, snippet
 from semhash.pipelines.corpus_common import Document
+from semhash.pipelines.deleting import delete_documents
 from semhash.pipelines.errors import user_message
 from semhash.pipelines.image_reading import decode_image
 from semhash.pipelines.images import stored_pixels
@@ -289,6 +290,13 @@ def create_app(config: ServerConfig, collection: LiveCollection | None = None) -
             raise ApiError(413, f"at most {config.max_documents} documents per request, got {len(request.documents)}")
         documents = [_document(item, i) for i, item in enumerate(request.documents)]
         result = add_documents(config.database, documents)
+        live.refresh()  # the writer sees its own write at once
+        return _json(result)
+
+    @app.delete("/api/documents/{key:path}", dependencies=[Depends(writer)],
+                summary="Delete a stored document (id or external id) with its codes. Needs the token.")
+    def delete(key: Annotated[str, PathParam(description="numeric id or external id")]):
+        result = delete_documents(config.database, [key])  # KeyError (404) when no document has that key
         live.refresh()  # the writer sees its own write at once
         return _json(result)
 

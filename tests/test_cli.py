@@ -297,3 +297,33 @@ def test_sample_spreads_across_labels_where_limit_takes_the_first(newsgroups_sub
     assert sorted(counts.values()) == [25, 25, 25, 25]  # 200 of each group: equal shares
     assert sample == sample_documents(documents, 100, seed=0) != sample_documents(documents, 100, seed=1)
     assert [d.external_id for d in sample] == sorted((d.external_id for d in sample), key=[x.external_id for x in documents].index)
+
+
+def test_delete_by_key_from_a_file_and_from_standard_input(database, tmp_path):
+    import shutil
+
+    path = tmp_path / "news.db"
+    shutil.copy(database, path)
+    assert "semhash delete" in run("delete", "--help").output
+    hits = json.loads(run("search", "hockey playoff goalie", "--db", path, "-k", "5", "--json").output)
+    by_id, by_name = hits[0], hits[1]
+    result = run("delete", str(by_id["id"]), by_name["external_id"], "--db", path)
+    assert result.exit_code == 0 and "Deleted 2 documents (798 left)" in result.output, result.output
+    found = json.loads(run("search", "hockey playoff goalie", "--db", path, "-k", "800", "--json").output)
+    assert len(found) == 798 and not {by_id["id"], by_name["id"]} & {hit["id"] for hit in found}
+    # an unknown key: one line naming it, and nothing deleted
+    result = run("delete", hits[2]["external_id"], "no/such/post", "--db", path)
+    assert result.exit_code == 1 and result.output.count("\n") == 1 and "'no/such/post'" in result.output
+    assert json.loads(run("info", "--db", path, "--json").output)["documents"] == 798
+    # a file of keys (blank lines skipped), with one already gone: --missing-ok skips it
+    (tmp_path / "keys.txt").write_text(f"{hits[2]['external_id']}\n\n{by_name['external_id']}\n")
+    result = run("delete", "--from-file", tmp_path / "keys.txt", "--db", path, "--missing-ok", "-q", "--json")
+    assert json.loads(result.output) == {**json.loads(result.output), "deleted": 1, "ids": [hits[2]["id"]],
+                                         "missing": [by_name["external_id"]], "documents": 797}
+    result = CliRunner().invoke(main, ["delete", "--from-file", "-", "--db", str(path), "-q", "--json"],
+                                input=f"{hits[3]['id']}\n")
+    assert json.loads(result.output)["deleted"] == 1
+    similar = run("similar", by_name["external_id"], "--db", path)
+    assert similar.exit_code == 1 and "no document" in similar.output
+    nothing = run("delete", "--db", path)
+    assert nothing.exit_code == 2 and "name the documents to delete" in nothing.output

@@ -262,6 +262,45 @@ def test_added_documents_are_searchable_at_once(writable_db):
         assert "at most 2 documents" in error(client.post("/api/documents", json=many, headers=auth), 413)
 
 
+def test_deletes_need_the_token(writable_db):
+    key = Database(writable_db).find_document(1).external_id
+    with client_for(writable_db, poll_seconds=0) as read_only:
+        assert "read-only" in error(read_only.delete(f"/api/documents/{key}"), 403)
+    with client_for(writable_db, poll_seconds=0, token="s3cret") as client:
+        assert "token" in error(client.delete(f"/api/documents/{key}"), 401)
+        assert "token" in error(client.delete(f"/api/documents/{key}", headers={"Authorization": "Bearer wrong"}), 401)
+        assert "token" in error(client.delete("/api/documents/no/such/post"), 401)  # the token before the key
+        assert client.get("/api/info").json()["documents"] == 800  # nothing was deleted
+        assert client.get(f"/api/documents/{key}").status_code == 200
+
+
+def test_deleted_documents_are_gone_at_once(writable_db):
+    auth = {"Authorization": "Bearer s3cret"}
+    with client_for(writable_db, poll_seconds=0, token="s3cret") as client:
+        first = hits(client.get("/api/search", params={"q": "space shuttle launch orbit nasa", "k": 3}))[0]
+        assert "/" in first["external_id"]  # a path: the route takes the whole of it
+        code = client.get("/api/encode", params={"q": "space shuttle launch orbit nasa"}).json()["code"]
+        deleted = client.delete(f"/api/documents/{first['external_id']}", headers=auth)
+        assert deleted.status_code == 200, deleted.text
+        summary = deleted.json()
+        assert summary["deleted"] == 1 and summary["ids"] == [first["id"]] and summary["documents"] == 799
+        assert client.get("/api/info").json()["documents"] == 799
+        assert "no document" in error(client.get(f"/api/documents/{first['external_id']}"), 404)
+        assert "no document" in error(client.get(f"/api/similar/{first['id']}"), 404)
+        for params in ({"code": code, "k": 900}, {"q": "space shuttle launch orbit nasa", "k": 900, "mode": "address"},
+                       {"q": "space shuttle launch orbit nasa", "k": 900, "space": "euclidean"}):
+            assert first["id"] not in [hit["id"] for hit in hits(client.get("/api/search", params=params))], params
+        assert first["id"] not in json.loads(client.get("/api/map").content)["ids"]
+        recalled = client.get("/api/recall", params={"code": code, "k": 50}).json()["hits"]
+        assert recalled and first["id"] not in [hit["id"] for hit in recalled]
+        # by numeric id; then an unknown key is 404, and deletes nothing
+        other = hits(client.get("/api/search", params={"q": "hockey playoff goalie", "k": 1}))[0]
+        assert client.delete(f"/api/documents/{other['id']}", headers=auth).json()["deleted"] == 1
+        assert "no document" in error(client.delete(f"/api/documents/{first['external_id']}", headers=auth), 404)
+        assert client.get("/api/info").json()["documents"] == 798
+    assert Database(writable_db).count_documents() == 798
+
+
 def test_another_process_writes_are_seen_without_a_restart_and_reads_never_fail(writable_db, test_posts):
     new = [Document(external_id=f"test/{i}", text=post["text"], label=post["label"]) for i, post in enumerate(test_posts[:120])]
     failures, answered = [], 0
