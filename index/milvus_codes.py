@@ -91,6 +91,7 @@ MAX_TOPK = 16384  # Milvus answers at most this many hits a query (and offset + 
 BATCH = 5000  # rows a write
 ID_WINDOW = 15000  # database ids whose Milvus ids one query lists (at most MAX_TOPK come back)
 CONNECT_SECONDS = 10.0
+LITE_START_SECONDS = 60.0
 CALL_SECONDS = 120.0
 STATE_COLLECTION = "semhash_state"
 STATE_FORMAT = 1
@@ -221,7 +222,10 @@ def _connect(target: Target):
     root = logging.getLogger()
     root.addFilter(hold_back)
     try:
-        return MilvusClient(uri=target.uri, token=target.token, timeout=CONNECT_SECONDS)
+        # A milvus-lite file is served by a process started here, which may take a while to
+        # open its collections on a busy machine: wait longer than for a running server.
+        return MilvusClient(uri=target.uri, token=target.token,
+                            timeout=LITE_START_SECONDS if target.lite else CONNECT_SECONDS)
     except Exception as err:  # noqa: BLE001 - pymilvus raises several kinds; all mean "cannot use it"
         what = "open the milvus-lite file" if target.lite else "reach the Milvus server at"
         detail = said[-1] if said else _message(err)

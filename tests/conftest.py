@@ -140,3 +140,29 @@ def precision_at_k(neighbour_labels: np.ndarray, query_labels: np.ndarray) -> fl
 def pytest_configure(config):
     # 20 Newsgroups has 73 latin-1 posts; the reader says so, as it should, once per read.
     config.addinivalue_line("filterwarnings", "ignore:.*not valid UTF-8:UserWarning")
+
+
+def noisy_topic_collection(folder: Path, posts: int, noise: int, fit: dict) -> Path:
+    """An SQLite file in ``folder``: ``posts`` indexed topic posts (32-bit hasher, 8-bit address,
+    2-D map, networks fitted with ``fit``) and ``noise`` documents with random codes under
+    every model, whose distances do not tie."""
+    import warnings
+
+    from semhash.index.database import Database
+    from semhash.pipelines.indexing import index_corpus
+
+    path = folder / "posts.db"
+    with warnings.catch_warnings():  # a few seconds of training: the posts' codes collapse, by design here
+        warnings.simplefilter("ignore")
+        index_corpus(write_topic_posts(folder / "train.jsonl", "train", posts, 0), path, n_bits=32, address_bits=8,
+                     vocabulary_size=40, hasher_params=fit, map_params={**fit, "objective": "reconstruction"},
+                     verbose=False)
+    with Database(path) as db:
+        ids = db.add_documents([{"external_id": f"noise-{i}", "text": "noise"} for i in range(noise)])
+        rng = np.random.default_rng(0)
+        for name in ("hasher", "address"):
+            model = db.get_model(name, with_weights=False)
+            db.put_codes(model.id, ids, rng.integers(0, 256, (noise, -(-model.n_dims // 8)), dtype=np.uint8))
+        model = db.get_model("map", with_weights=False)
+        db.put_codes(model.id, ids, rng.normal(size=(noise, model.n_dims)).astype(np.float32))
+    return path

@@ -174,3 +174,29 @@ def new_database(server_url: str, name: str, owner: str | None = None) -> str:
         conn.execute(sa.text(f"CREATE DATABASE {name}" + (f" OWNER {owner}" if owner else "")))
     engine.dispose()
     return server_url.rsplit("/", 1)[0] + f"/{name}"
+
+
+def has_pgvector(url: str) -> bool:
+    """Whether the server of ``url`` can create the pgvector extension (installed with it)."""
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return conn.execute(sa.text("SELECT count(*) FROM pg_available_extensions WHERE name = 'vector'")).scalar() > 0
+    finally:
+        engine.dispose()
+
+
+def milvus_lite_installed() -> bool:
+    """Whether milvus-lite (and its client) can be imported here."""
+    import warnings
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # milvus-lite 2.5 imports the deprecated pkg_resources
+            import milvus_lite  # noqa: F401
+            import pymilvus  # noqa: F401
+    except ImportError:
+        return False
+    return True

@@ -21,7 +21,6 @@ from __future__ import annotations
 import itertools
 import json
 import shutil
-import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,9 +34,9 @@ from semhash.index.database import Database
 from semhash.index.recall import DocumentMemory
 from semhash.index.search import SearchEngine
 from semhash.pipelines.deleting import delete_documents
-from semhash.pipelines.indexing import index_corpus
 
-from tests.conftest import write_topic_posts
+from tests.conftest import noisy_topic_collection, write_topic_posts
+from tests.servers import has_pgvector, milvus_lite_installed
 
 POSTS, NOISE = 120, 200
 ALL = POSTS + NOISE
@@ -88,21 +87,8 @@ def source(tmp_path_factory) -> Path:
     random codes under every model. Never written to: backends copy it."""
     torch.set_num_threads(1)
     folder = tmp_path_factory.mktemp("source")
-    path = folder / "posts.db"
-    with plain_environment(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        index_corpus(write_topic_posts(folder / "train.jsonl", "train", POSTS, 0), path, n_bits=32, address_bits=8,
-                     vocabulary_size=40, hasher_params=FIT, map_params={**FIT, "objective": "reconstruction"},
-                     verbose=False)
-    with Database(path) as db:
-        ids = db.add_documents([{"external_id": f"noise-{i}", "text": "noise"} for i in range(NOISE)])
-        rng = np.random.default_rng(0)
-        for name in ("hasher", "address"):
-            model = db.get_model(name, with_weights=False)
-            db.put_codes(model.id, ids, rng.integers(0, 256, (NOISE, -(-model.n_dims // 8)), dtype=np.uint8))
-        model = db.get_model("map", with_weights=False)
-        db.put_codes(model.id, ids, rng.normal(size=(NOISE, model.n_dims)).astype(np.float32))
-    return path
+    with plain_environment():
+        return noisy_topic_collection(folder, POSTS, NOISE, FIT)
 
 
 @pytest.fixture(scope="module")
@@ -180,28 +166,6 @@ def milvus():
         milvus_codes.close_clients()
 
 
-def _has_pgvector(url: str) -> bool:
-    import sqlalchemy as sa
-
-    engine = sa.create_engine(url)
-    try:
-        with engine.connect() as conn:
-            return conn.execute(sa.text("SELECT count(*) FROM pg_available_extensions WHERE name = 'vector'")).scalar() > 0
-    finally:
-        engine.dispose()
-
-
-def _lite_installed() -> bool:
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            import milvus_lite  # noqa: F401
-            import pymilvus  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 @pytest.fixture(scope="module", params=BACKENDS)
 def backend(request, source, tmp_path_factory) -> Backend:
     name = request.param
@@ -211,12 +175,12 @@ def backend(request, source, tmp_path_factory) -> Backend:
     if name.startswith("postgres"):
         server = request.getfixturevalue("postgres")
         if name == "postgres":
-            if not _has_pgvector(server):
+            if not has_pgvector(server):
                 pytest.skip("pgvector is not installed for this PostgreSQL: run `bash tests/install-pgvector.sh`")
         else:
             env["SEMHASH_PGVECTOR"] = "off"
     elif name == "milvus-lite":
-        if not _lite_installed():
+        if not milvus_lite_installed():
             pytest.skip("milvus-lite is not installed: pip install milvus-lite==2.5.1 'setuptools<81'")
         env["SEMHASH_CODES"] = str(folder / "codes.db")
         env["GLOG_log_dir"] = str(folder)  # milvus-lite's own logs, else in /tmp

@@ -16,7 +16,6 @@ from matplotlib.collections import PathCollection
 
 from semhash.pipelines import baseline_maps, maps
 from semhash import TopicMap
-from semhash.estimator import encoder_input
 from semhash.parametric_tsne import (
     TSNEConfig,
     batch_affinities,

@@ -34,9 +34,8 @@ from semhash.index.cells import default_cells  # noqa: E402
 from semhash.index.database import Database  # noqa: E402
 from semhash.index.milvus_codes import MilvusAddressIndex, MilvusCodeIndex, MilvusError  # noqa: E402
 from semhash.index.search import SearchEngine  # noqa: E402
-from semhash.pipelines.indexing import index_corpus  # noqa: E402
-from tests.conftest import REPO, write_topic_posts  # noqa: E402
-from tests.servers import _free_port, milvus_server  # noqa: E402
+from tests.conftest import REPO, noisy_topic_collection, write_topic_posts  # noqa: E402
+from tests.servers import _free_port, milvus_lite_installed, milvus_server  # noqa: E402
 
 pytestmark = pytest.mark.slow
 FIT = dict(hidden_layers=(16,), pretrain_epochs=1, finetune_epochs=2, batch_size=40)
@@ -52,16 +51,6 @@ def run(*args, **kwargs):
     return result.output
 
 
-def _lite_installed() -> bool:
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            import milvus_lite  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 @pytest.fixture(scope="module", params=["server", "lite"])
 def codes(request, tmp_path_factory):
     """A Milvus URI for --codes: a real standalone server, or a milvus-lite file."""
@@ -72,7 +61,7 @@ def codes(request, tmp_path_factory):
             yield uri
             milvus_codes.close_clients()
     else:
-        if not _lite_installed():
+        if not milvus_lite_installed():
             pytest.skip("milvus-lite is not installed: pip install milvus-lite==2.5.1 'setuptools<81'")
         folder = tmp_path_factory.mktemp("lite")
         with pytest.MonkeyPatch.context() as patch:
@@ -86,21 +75,7 @@ def collection(tmp_path_factory) -> Path:
     """An SQLite file: POSTS indexed posts and NOISE documents with random codes of every model."""
     torch.set_num_threads(1)
     folder = tmp_path_factory.mktemp("milvus")
-    path = folder / "posts.db"
-    with warnings.catch_warnings():  # a few seconds of training: the posts' codes collapse, by design here
-        warnings.simplefilter("ignore")
-        index_corpus(write_topic_posts(folder / "train.jsonl", "train", POSTS, 0), path, n_bits=32, address_bits=8,
-                     vocabulary_size=40, hasher_params=FIT, map_params=dict(FIT, objective="reconstruction"),
-                     verbose=False)
-    with Database(path) as db:
-        ids = db.add_documents([{"external_id": f"noise-{i}", "text": "noise"} for i in range(NOISE)])
-        rng = np.random.default_rng(0)
-        for name in ("hasher", "address"):
-            model = db.get_model(name, with_weights=False)
-            db.put_codes(model.id, ids, rng.integers(0, 256, (NOISE, -(-model.n_dims // 8)), dtype=np.uint8))
-        model = db.get_model("map", with_weights=False)
-        db.put_codes(model.id, ids, rng.normal(size=(NOISE, model.n_dims)).astype(np.float32))
-    return path
+    return noisy_topic_collection(folder, POSTS, NOISE, FIT)
 
 
 @pytest.fixture(scope="module")

@@ -23,22 +23,13 @@ from semhash.index.database import Database
 from semhash.index.pgvector_codes import DatabaseCodeIndex, default_lists, support
 from semhash.index.search import SearchEngine
 from tests.conftest import write_topic_posts
-from tests.servers import new_database, postgres_server
+from tests.servers import has_pgvector, new_database, postgres_server
 
 pytestmark = pytest.mark.slow
 FIT = ["--bits", "32", "--epochs", "3", "--pretrain-epochs", "1", "--vocab", "40", "--address-bits", "0",
        "--map-dims", "0", "-q"]
 NOISE = 3000  # documents with random codes
 QUERIES = ["orbit shuttle launch nasa", "puck goal team season", "image pixel render", "israel peace arab"]
-
-
-def _extension_installed(url: str) -> bool:
-    engine = sa.create_engine(url)
-    try:
-        with engine.connect() as conn:
-            return conn.execute(sa.text("SELECT count(*) FROM pg_available_extensions WHERE name = 'vector'")).scalar() > 0
-    finally:
-        engine.dispose()
 
 
 def run(*args, **kwargs):
@@ -50,7 +41,7 @@ def run(*args, **kwargs):
 @pytest.fixture(scope="module")
 def server():
     with postgres_server() as url:
-        if not _extension_installed(url):
+        if not has_pgvector(url):
             pytest.skip("the pgvector extension is not installed for this PostgreSQL: run `bash tests/install-pgvector.sh`")
         yield url
 
