@@ -234,7 +234,6 @@ def encoding_worker(spec: dict) -> dict:
     first ``documents`` of the corpus, held in memory, through the pipeline's own batches,
     in this one process (its default torch threads: both cores) and on a local Ray cluster
     of 2 workers (one thread each). Codes compared bit for bit."""
-    import itertools
 
     from semhash.index.database import Database
     from semhash.index.models import load_model, load_vocabulary
@@ -244,7 +243,7 @@ def encoding_worker(spec: dict) -> dict:
 
     with Database(spec["db"], create=False) as db:
         encoder = BatchEncoder(load_vocabulary(db), {m.name: load_model(db, m.name).model for m in db.list_models()})
-    documents = list(itertools.islice(iter_corpus(spec["corpus"]), spec["documents"]))
+    documents = list(iter_corpus(spec["corpus"], limit=spec["documents"], max_corpus_bytes=2**40))
 
     def encode(pool) -> tuple[float, dict]:
         started = time.perf_counter()
@@ -437,7 +436,8 @@ def summarize(result: dict, sizes: list[int], middle: int) -> dict:
         worker = summary["ray"]["per_worker_docs_per_s"]
         summary["projection"] = {
             "per_worker_docs_per_s": worker,
-            "encode_hours_10M": {str(w): round(1e7 / (w * worker) / 3600, 2) for w in (2, 16, 64, 256)},
+            "encode_minutes_10M": {str(w): round(1e7 / (w * worker) / 60, 1) for w in (2, 16, 64, 256)},
+            "writer_docs_per_s": round(index[f"sqlite {sizes[-1]}"]["documents"] / index[f"sqlite {sizes[-1]}"]["seconds"]["store"]),
         }
     return summary
 
@@ -474,6 +474,8 @@ def markdown(result: dict) -> str:
         backend, size = name.split(" ")[0], int(name.split(" ")[1])
         base = search.get(f"postgres {size} faiss") if backend == "postgres" else search.get(f"sqlite {size}")
         label = backend + (" (local FAISS)" if name.endswith("faiss") else "")
+        if "not_measured" in runs:
+            lines.append(f"| {label} | {size:,} | not measured: {runs['not_measured']} | | | | | |")
         for mode, run in runs.items():
             if not isinstance(run, dict):
                 continue
@@ -492,9 +494,10 @@ def markdown(result: dict) -> str:
         p = summary["projection"]
         lines += ["", "## Projection (not measured: no cluster here)", "",
                   f"From the measured encoding rate of one Ray worker ({p['per_worker_docs_per_s']:,} documents/s, "
-                  "half of the 2-worker rate), hours to encode 10M documents with W workers, if the writer keeps up: "
-                  + ", ".join(f"W={w}: {h} h" for w, h in p["encode_hours_10M"].items())
-                  + ". One writer stores the codes; its measured rate bounds the total (see the stages above)."]
+                  "half of the 2-worker rate), minutes to encode 10M documents with W workers, if the writer keeps up: "
+                  + ", ".join(f"W={w}: {m} min" for w, m in p["encode_minutes_10M"].items())
+                  + f". One writer stores documents and codes: at its measured {p['writer_docs_per_s']:,} documents/s (SQLite, "
+                  f"the largest run) 10M take {1e7 / p['writer_docs_per_s'] / 60:.1f} min whatever the number of workers."]
     lines += ["", environment_line(result.get("environment") or environment())]
     return "\n".join(lines)
 
@@ -517,12 +520,13 @@ def targets(result: dict) -> list[tuple[str, str, bool]]:
         out.append((f"PostgreSQL + pgvector at {middle:,}: p50 < 20 ms keeping >= 0.95 of exhaustive precision@100",
                     f"IVFFlat, probes {DEFAULT_PROBES}: {cell['p50_ms']} ms, {cell['ratio']}",
                     cell["p50_ms"] < 20 and (cell["ratio"] or 0) >= 0.95))
-    mv = summary.get(f"milvus {sizes[-1]}", {})
-    best = [(name, run) for name, run in mv.items() if (run["ratio"] or 0) >= 0.95]
-    if best:
+    measured_sizes = [n for n in sizes if summary.get(f"milvus {n}")]
+    if measured_sizes:  # the largest size measured in Milvus
+        n = measured_sizes[-1]
+        best = [(name, run) for name, run in summary[f"milvus {n}"].items() if (run["ratio"] or 0) >= 0.95]
         name, run = min(best, key=lambda item: item[1]["p50_ms"])
-        out.append((f"Milvus at {sizes[-1]:,}: p50 < 10 ms", f"{name}: {run['p50_ms']} ms (precision ratio {run['ratio']})",
-                    run["p50_ms"] < 10))
+        out.append(("Milvus at 10M (or the largest size measured): p50 < 10 ms",
+                    f"at {n:,}, {name}: {run['p50_ms']} ms (precision ratio {run['ratio']})", run["p50_ms"] < 10))
     return out
 
 
