@@ -36,6 +36,13 @@ from semhash.index.schema import (
 )
 
 
+def _stored_layout(model) -> tuple[np.dtype, int, int, np.dtype]:
+    """(dtype, columns, bytes a row, stored dtype) of a model's codes: real codes are
+    stored little-endian (see :mod:`semhash.index.database`)."""
+    dtype, width = _code_layout(model.kind, model.n_dims)
+    return dtype, width, width * dtype.itemsize, _REAL_DTYPE if model.kind == "real" else dtype
+
+
 # Rows fetched at a time when a model's codes are read whole.
 _READ_BATCH = 65_536
 
@@ -199,9 +206,7 @@ class CodeStore:
         ``ids`` to see which). ``codes`` is uint8 ``(n, n_bytes)`` or float32 ``(n, n_dims)``.
         """
         model = self._model_header(model_id)
-        dtype, width = _code_layout(model.kind, model.n_dims)
-        row_bytes = width * dtype.itemsize
-        stored = _REAL_DTYPE if model.kind == "real" else dtype
+        dtype, width, row_bytes, stored = _stored_layout(model)
         base = select(_codes.c.document_id, _codes.c.code).where(_codes.c.model_id == model.id)
 
         with self._engine.connect() as conn:
@@ -230,9 +235,7 @@ class CodeStore:
         ascending across batches: what builds a search structure of any size without
         holding every code twice (see :meth:`get_codes` for the arrays)."""
         model = self._model_header(model_id)
-        dtype, width = _code_layout(model.kind, model.n_dims)
-        row_bytes = width * dtype.itemsize
-        stored = _REAL_DTYPE if model.kind == "real" else dtype
+        dtype, width, row_bytes, stored = _stored_layout(model)
         query = (select(_codes.c.document_id, _codes.c.code).where(_codes.c.model_id == model.id)
                  .order_by(_codes.c.document_id))
         with self._engine.connect() as conn:

@@ -21,16 +21,12 @@ import itertools
 import os
 import random
 import sys
-import warnings
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
 from semhash.pipelines.corpus_common import (
     _Budget,
-    _examples,
-    _MAX_EXAMPLES,
-    _plural,
     _Collector,
     _Decoder,
     _HF_PREFIX,
@@ -45,6 +41,7 @@ from semhash.pipelines.corpus_common import (
 )
 from semhash.pipelines.corpus_files import (
     _apply_labels_file,
+    _warn_unmatched_labels,
     _archive_files,
     _FileConverter,
     _find_labels_file,
@@ -313,14 +310,7 @@ def _streamed_labels(documents: Iterator[Document], raw, held: _HeldLabelsFile, 
             document = replace(document, label=None, labels=labels)
         yield document
     if warn and held.walk_finished:  # only a complete walk can tell that a listed path is not in the tree
-        absent = [path for path in labels_by_path if path not in matched]
-        if absent:
-            warnings.warn(
-                f"{_plural(len(absent), 'path')} listed in {raw.source} matched no document (absent, hidden "
-                f"or skipped){_examples([repr(path) for path in absent[:_MAX_EXAMPLES]])}",
-                CorpusWarning,
-                stacklevel=2,
-            )
+        _warn_unmatched_labels(labels_by_path, matched, raw, stacklevel=3)
 
 
 # --------------------------------------------------------------------------- sampling

@@ -273,13 +273,7 @@ class _Collector:
         counts = Counter(document.external_id for document in documents)
         duplicates = [external_id for external_id, count in counts.items() if count > 1]
         if duplicates:
-            shown = ", ".join(repr(d) for d in duplicates[:_MAX_DUPLICATES_SHOWN])
-            hidden = len(duplicates) - _MAX_DUPLICATES_SHOWN
-            more = f" and {hidden} more" if hidden > 0 else ""
-            raise CorpusError(
-                f"duplicate document ids in {self.source_name}: {_plural(len(duplicates), 'id')} "
-                f"occur more than once: {shown}{more}"
-            )
+            self._raise_duplicates(duplicates)
 
     def _skip_counts(self) -> list[tuple[str, int]]:
         """(kind, count) of the skips that happened, in a fixed order so messages are stable."""

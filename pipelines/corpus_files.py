@@ -244,19 +244,23 @@ def _parse_labels_file(raw: _RawFile) -> dict[str, tuple[str, ...]]:
     return labels_by_path
 
 
+def _warn_unmatched_labels(labels_by_path: dict, matched: set[str], raw: _RawFile, stacklevel: int) -> None:
+    """Warn about the paths of a labels file that named no document read."""
+    absent = [path for path in labels_by_path if path not in matched]
+    if absent:
+        warnings.warn(
+            f"{_plural(len(absent), 'path')} listed in {raw.source} matched no document (absent, hidden "
+            f"or skipped){_examples([repr(path) for path in absent[:_MAX_EXAMPLES]])}",
+            CorpusWarning,
+            stacklevel=stacklevel,
+        )
+
+
 def _apply_labels_file(documents: list[Document], raw: _RawFile, report_absent: bool) -> list[Document]:
     """The documents, those the labels file lists taking its labels instead of their folder's."""
     labels_by_path = _parse_labels_file(raw)
     if report_absent:  # only a complete walk can tell that a listed path is not in the tree
-        read = {document.external_id for document in documents}
-        absent = [path for path in labels_by_path if path not in read]
-        if absent:
-            warnings.warn(
-                f"{_plural(len(absent), 'path')} listed in {raw.source} matched no document (absent, hidden "
-                f"or skipped){_examples([repr(path) for path in absent[:_MAX_EXAMPLES]])}",
-                CorpusWarning,
-                stacklevel=3,
-            )
+        _warn_unmatched_labels(labels_by_path, {document.external_id for document in documents}, raw, stacklevel=4)
     return [
         replace(document, label=None, labels=labels_by_path[document.external_id])
         if document.external_id in labels_by_path else document
