@@ -697,9 +697,22 @@ def health_plans(clients: int, per_client: int, port: int):
 PROFILE: dict = {"folder": None, "runs": set()}  # --profile: py-spy records these runs' servers
 
 
+def search_batches(server: Server) -> tuple[int, int] | None:
+    """The server's count of text-search batches and of the queries in them (one worker's)."""
+    if server.workers != 1:
+        return None  # /api/info answers from one worker of several
+    with urllib.request.urlopen(f"http://127.0.0.1:{server.port}/api/info", timeout=30) as answer:
+        counted = json.load(answer).get("search_batches") or {}
+    return counted.get("batches", 0), counted.get("queries", 0)
+
+
 def measure(server: Server, name: str, scenario: str, clients: int, mix: str, plans, think: float = 0.0) -> dict:
+    before = search_batches(server)
     run = run_async(drive(server.port, plans, server_cpu=server.cpu, think=think, max_seconds=MAX_RUN_SECONDS))
     row = summarise(name, scenario, clients, mix, run, run["server_cpu"])
+    after = search_batches(server)
+    if before and after and after[0] > before[0]:  # warm-up included: a few requests of each client
+        row["queries_per_search_batch"] = round((after[1] - before[1]) / (after[0] - before[0]), 2)
     if run["capped"]:
         row["capped_at_s"] = MAX_RUN_SECONDS
         log(f"{name}: stopped after {MAX_RUN_SECONDS:.0f} s, before every client sent all its requests")
@@ -966,14 +979,16 @@ def markdown(result: dict) -> str:
              "`2 cores`: `--workers 2`, unpinned, the client sharing the cores (its CPU share is in the table). "
              "Other processes: the CPU the rest of the machine used meanwhile, in cores (of 2): a shared machine's "
              "noise. Req/s per server core: requests over the server's CPU seconds, the rate a whole free core "
-             "would give (less sensitive to that noise than req/s).", "",
+             "would give (less sensitive to that noise than req/s). Text queries per search batch: the server "
+             "answers concurrent text queries together (`server/batching.py`); its own count, warm-up included, "
+             "one worker only.", "",
              f"Code: commit {result['code']['commit']}"
              + (f", with uncommitted changes in {', '.join(result['code']['changed'])}" if result["code"]["changed"] else "")
              + ".", "",
              "| scenario | clients | mix | requests | errors | p50 ms | p99 ms | max ms | req/s | x 1-core same clients | "
              "search p50 / p99 ms | similar p50 / p99 ms | server CPU ms/req | req/s per server core | "
-             "client CPU µs/req | client CPU share | other processes (cores) |",
-             "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "client CPU µs/req | client CPU share | other processes (cores) | text queries per search batch |",
+             "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     one = {row["clients"]: row for row in result["runs"] if row["scenario"] == "1 core" and row["mix"] == "mixed"}
 
     def capped(row):
@@ -992,7 +1007,7 @@ def markdown(result: dict) -> str:
             f"{pair(s)} | {pair(m)} | "
             f"{row['server_cpu_ms_per_request']} | {row['rps_per_server_core']} | {row['client_us_per_request']} | "
             f"{row['client_cpu_share']:.0%} | "
-            f"{row['other_cores']} |")
+            f"{row['other_cores']} | {row.get('queries_per_search_batch', '')} |")
     lines.append("")
     health = next((row for row in result["runs"] if row["name"] == "1 core, 8 clients, health"), None)
     mixed8 = one.get(8)

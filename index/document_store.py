@@ -19,6 +19,7 @@ from semhash.index.schema import (
     _document_row,
     _document_values,
     _documents,
+    _documents_in,
     _preview,
     _select_documents,
     _utcnow,
@@ -38,6 +39,10 @@ def _numeric_id(key: str | int) -> int | None:
             return None
     value = int(key)
     return value if 0 < value <= _MAX_ID else None
+
+
+class NoSuchDocument(KeyError):
+    """No stored document has the id or external id asked for (the user's to fix: a 404)."""
 
 
 class DocumentStore:
@@ -187,7 +192,7 @@ class DocumentStore:
         found: dict[int, DocumentRow] = {}
         with self._engine.connect() as conn:
             for chunk in _chunks(sorted(set(wanted))):
-                for row in conn.execute(_select_documents().where(_documents.c.id.in_(chunk))):
+                for row in conn.execute(_documents_in("id"), {"values": list(chunk)}):
                     found[row.id] = _document_row(row)
         missing = [doc_id for doc_id in wanted if doc_id not in found]
         if missing and not missing_ok:
@@ -200,19 +205,31 @@ class DocumentStore:
         A string is looked up as an external_id first, then, if it is all digits,
         as a numeric id (so command-line input like ``"42"`` works).
         """
-        if isinstance(key, bool) or not isinstance(key, (str, int, np.integer)):
-            raise TypeError(
-                f"document key must be an id (int) or external_id (str), got {type(key).__name__}"
-            )
-        by_external_id = _select_documents().where(_documents.c.external_id == str(key))
-        with self._engine.connect() as conn:
-            row = conn.execute(by_external_id).first() if isinstance(key, str) else None
-            doc_id = _numeric_id(key)
-            if row is None and doc_id is not None:
-                row = conn.execute(_select_documents().where(_documents.c.id == doc_id)).first()
+        (row,) = self.find_documents([key])
         if row is None:
-            raise KeyError(f"no document with id or external_id {key!r}")
-        return _document_row(row)
+            raise NoSuchDocument(f"no document with id or external_id {key!r}")
+        return row
+
+    def find_documents(self, keys: Sequence[str | int]) -> list[DocumentRow | None]:
+        """:meth:`find_document` of each key, read together; None where no document has it."""
+        for key in keys:
+            if isinstance(key, bool) or not isinstance(key, (str, int, np.integer)):
+                raise TypeError(
+                    f"document key must be an id (int) or external_id (str), got {type(key).__name__}"
+                )
+        external = sorted({key for key in keys if isinstance(key, str)})
+        numeric = sorted({doc_id for key in keys if (doc_id := _numeric_id(key)) is not None})
+        by_external: dict[str, DocumentRow] = {}
+        by_id: dict[int, DocumentRow] = {}
+        with self._engine.connect() as conn:
+            for chunk in _chunks(external):
+                for row in conn.execute(_documents_in("external_id"), {"values": list(chunk)}):
+                    by_external[row.external_id] = _document_row(row)
+            for chunk in _chunks(numeric):
+                for row in conn.execute(_documents_in("id"), {"values": list(chunk)}):
+                    by_id[row.id] = _document_row(row)
+        return [(by_external.get(key) if isinstance(key, str) else None) or by_id.get(_numeric_id(key))
+                for key in keys]
 
     def iter_documents(self, kind: str | None = None, batch_size: int = 1000) -> Iterator[DocumentRow]:
         """All documents (optionally of one kind), ordered by id, read ``batch_size`` at a time.

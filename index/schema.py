@@ -7,6 +7,7 @@ See that module for the layout of codes and labels.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -14,7 +15,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 import numpy as np
-from sqlalchemy import CheckConstraint, DateTime, ForeignKey, Index, Integer, LargeBinary, String, Text, select
+from sqlalchemy import CheckConstraint, DateTime, ForeignKey, Index, Integer, LargeBinary, String, Text, bindparam, select
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from semhash.codes import n_bytes
@@ -234,6 +235,13 @@ def _preview(values: Iterable[Any], limit: int = 5) -> str:
     shown = ", ".join(repr(v) for v in values[:limit])
     return shown + (f" ... ({len(values)} in all)" if len(values) > limit else "")
 
+
+
+@functools.cache
+def _documents_in(column: str):
+    """The documents whose ``column`` is one of the list bound as ``values``. Built once:
+    building an ``IN`` of literal values, each coerced, cost more than running it."""
+    return _select_documents().where(_documents.c[column].in_(bindparam("values", expanding=True)))
 
 
 def _select_documents():

@@ -37,6 +37,7 @@ from semhash.codes import from_hex
 from semhash.index.address import DEFAULT_MAX_CANDIDATES, AddressResult, load_or_build_address
 from semhash.index.cells import load_or_build_cells
 from semhash.index.database import Database, DocumentRow, UsesDatabase
+from semhash.index.document_store import NoSuchDocument
 from semhash.index.faiss_index import load_or_build
 from semhash.index.models import TEXT, Collection, StoredModel, collection_of, load_model, load_vocabulary
 from semhash.index.pgvector_codes import database_index
@@ -137,23 +138,83 @@ class SearchEngine(UsesDatabase):
     # -------------------------------------------------------------- queries
     def search(self, text: str, k: int | None = None, options: SearchOptions | None = None, **overrides) -> list[Hit]:
         """The stored documents nearest to free ``text``."""
-        counts = self.word_counts(text)
-        return self.search_input(counts, k, options, _query_counts=counts, **overrides)
+        (hits,) = self.search_many([text], k, options, **overrides)
+        if isinstance(hits, QueryError):
+            raise hits
+        return hits
 
-    def search_input(self, inputs, k: int | None = None, options: SearchOptions | None = None, *,
-                     _query_counts=None, **overrides) -> list[Hit]:
+    def search_many(self, texts: list[str], k: int | None = None, options: SearchOptions | None = None,
+                    **overrides) -> list[list[Hit] | QueryError]:
+        """:meth:`search` of each text, in one pass: the texts are counted, encoded and looked
+        up together (a server batches concurrent queries: most of a lone query's time is the
+        fixed cost of each step). A text that cannot be searched (empty, no known word) gets
+        its :class:`QueryError` in its place; options that cannot be used raise."""
+        options = self._options(options, k=k, **overrides)
+        results: list = [None] * len(texts)
+        given = []
+        for i, text in enumerate(texts):
+            if not isinstance(text, str) or not text.strip():
+                results[i] = QueryError("the query is empty")
+            else:
+                given.append(i)
+        if not given:
+            return results
+        counts = self.vocabulary.transform([texts[i] for i in given])
+        words = np.diff(counts.indptr)
+        for row in np.flatnonzero(words == 0):
+            results[given[row]] = self._no_known_words()
+        known = np.flatnonzero(words > 0)
+        if len(known):
+            if len(known) < len(given):
+                counts = counts[known]
+            codes = {name: self._model(name).model.transform(counts) for name in self._query_models(options)}
+            for row, hits in zip(known, self._nearest(codes, options, query_counts=counts)):
+                results[given[row]] = hits
+        return results
+
+    def search_input(self, inputs, k: int | None = None, options: SearchOptions | None = None,
+                     **overrides) -> list[Hit]:
         """The stored items nearest to one query given as the models' input (counts or pixels)."""
         options = self._options(options, k=k, **overrides)
         codes = {name: self._model(name).model.transform(inputs) for name in self._query_models(options)}
-        return self._nearest(codes, options, query_counts=_query_counts)
+        return self._nearest(codes, options, query_counts=inputs if options.rerank else None)[0]
 
     def similar(self, key: str | int, k: int | None = None, options: SearchOptions | None = None, **overrides) -> list[Hit]:
         """The stored items nearest to a stored one (by id or external id), itself excluded."""
+        (hits,) = self.similar_many([key], k, options, **overrides)
+        if isinstance(hits, Exception):
+            raise hits
+        return hits
+
+    def similar_many(self, keys: list[str | int], k: int | None = None, options: SearchOptions | None = None,
+                     **overrides) -> list[list[Hit] | NoSuchDocument | QueryError]:
+        """:meth:`similar` of each key, in one pass (as :meth:`search_many`): a key that names
+        no stored item gets its :class:`NoSuchDocument` (a ``KeyError``) in its place, one
+        without a code its ``QueryError``."""
         options = self._options(options, k=k, **overrides)
-        document = self.db.find_document(key)
-        codes = {name: self._stored_code(name, document) for name in self._query_models(options)}
-        counts = self.word_counts(document.text or "", allow_empty=True) if options.rerank else None
-        return self._nearest(codes, options, query_counts=counts, exclude=document.id)
+        names = self._query_models(options)
+        results: list = [None] * len(keys)
+        found, codes = [], {name: [] for name in names}
+        for i, (key, document) in enumerate(zip(keys, self.db.find_documents(keys))):
+            if document is None:
+                results[i] = NoSuchDocument(f"no document with id or external_id {key!r}")
+                continue
+            try:
+                stored = {name: self._stored_code(name, document) for name in names}
+            except QueryError as error:
+                results[i] = error
+                continue
+            found.append((i, document))
+            for name in names:
+                codes[name].append(stored[name])
+        if found:
+            counts = (self.vocabulary.transform([document.text or "" for _, document in found])
+                      if options.rerank else None)
+            codes = {name: np.concatenate(rows) for name, rows in codes.items()}
+            hits = self._nearest(codes, options, query_counts=counts, exclude=[document.id for _, document in found])
+            for (i, _), each in zip(found, hits):
+                results[i] = each
+        return results
 
     def search_code(self, hex_code: str, k: int | None = None, options: SearchOptions | None = None, **overrides) -> list[Hit]:
         """The stored items nearest in Hamming distance to a long code given in hex."""
@@ -161,19 +222,20 @@ class SearchEngine(UsesDatabase):
         if options.space != "hamming" or options.mode == "address" or options.rerank:
             raise QueryError("a code given in hex is searched exhaustively or by cells, in the hamming space")
         code = from_hex(hex_code, self._model(self.collection.long).model.code_size)
-        return self._nearest({self.collection.long: code}, options)
+        return self._nearest({self.collection.long: code}, options)[0]
 
     # ------------------------------------------------------------- encoding
-    def word_counts(self, text: str, *, allow_empty: bool = False):
+    def word_counts(self, text: str):
         if not isinstance(text, str) or not text.strip():
             raise QueryError("the query is empty")
         counts = self.vocabulary.transform([text])
-        if counts.nnz == 0 and not allow_empty:
-            raise QueryError(
-                "none of the query's words is in the collection's vocabulary "
-                f"({len(self.vocabulary.words_)} words); try other or more words"
-            )
+        if counts.nnz == 0:
+            raise self._no_known_words()
         return counts
+
+    def _no_known_words(self) -> QueryError:
+        return QueryError("none of the query's words is in the collection's vocabulary "
+                          f"({len(self.vocabulary.words_)} words); try other or more words")
 
     def encode(self, text: str, space: str = "hamming") -> np.ndarray:
         """The code of free text: packed bits (``hamming``) or a real vector (``euclidean``)."""
@@ -190,6 +252,10 @@ class SearchEngine(UsesDatabase):
             for name in ("vocabulary", "tfidf"):  # they change only with the models
                 if name in other.__dict__:
                     self.__dict__[name] = other.__dict__[name]
+            # The same models, so the same database: its stored items have not changed, and
+            # a deleted one is not in this engine's indexes, so its kept hit is never asked
+            # for. A copy: the other engine may still be answering.
+            self._hit_cache = dict(other._hit_cache)
 
     def warm(self) -> SearchEngine:
         """Load now what the usual queries need (models, vocabulary, the exhaustive and address
@@ -243,33 +309,40 @@ class SearchEngine(UsesDatabase):
         return name
 
     def _nearest(self, codes: dict[str, np.ndarray], options: SearchOptions, *, query_counts=None,
-                 exclude: int | None = None) -> list[Hit]:
+                 exclude: list[int] | None = None) -> list[list[Hit]]:
+        """The hits of each query: ``codes`` holds one row per query under each model;
+        ``exclude``, where the queries are stored items, their ids."""
         # Ask for one more when the query is a stored item: it finds itself.
         k = options.k + (exclude is not None)
         n = max(k, options.candidates) if options.rerank else k
         name = self._space_model(options)
-        code = codes[name].reshape(1, -1)
+        code = np.atleast_2d(codes[name])
         if options.mode == "address":
             radius = self.collection.radius if options.radius is None else options.radius
-            result = self._index("address").search(codes[self.collection.address].reshape(1, -1), code, n, radius,
-                                                   max_candidates=options.max_candidates)
-            self.last_address_result = result
-            ids, distances = result.ids, result.distances
+            address = np.atleast_2d(codes[self.collection.address])
+            found = []
+            for row in range(len(code)):  # the address table answers one query at a time
+                result = self._index("address").search(address[row : row + 1], code[row : row + 1], n, radius,
+                                                       max_candidates=options.max_candidates)
+                self.last_address_result = result
+                found.append((result.ids, result.distances))
         else:
             index = self._index("cells") if options.mode == "cells" else self._index(name)
             distances, ids = index.search(code, n, options.probes) if options.mode == "cells" else index.search(code, n)
-            keep = ids[0] >= 0
-            ids, distances = ids[0][keep], distances[0][keep]
-        distances = distances.astype(float)
-        if exclude is not None:
-            keep = ids != exclude
-            ids, distances = ids[keep], distances[keep]
-        if options.rerank and len(ids):
-            ids, distances = self._rerank_by_tfidf(query_counts, ids, options.k)
-        ids, distances = ids[: options.k], distances[: options.k]
+            found = [(ids[row][ids[row] >= 0], distances[row][ids[row] >= 0]) for row in range(len(code))]
         whole = options.space == "hamming" and not options.rerank
-        return [hit.at(int(distance) if whole else round(float(distance), 4))
-                for hit, distance in zip(self._stored_hits(ids.tolist()), distances) if hit is not None]
+        out = []
+        for row, (ids, distances) in enumerate(found):
+            distances = distances.astype(float)
+            if exclude is not None:
+                keep = ids != exclude[row]
+                ids, distances = ids[keep], distances[keep]
+            if options.rerank and len(ids):
+                ids, distances = self._rerank_by_tfidf(query_counts[row], ids, options.k)
+            ids, distances = ids[: options.k], distances[: options.k]
+            out.append([hit.at(int(distance) if whole else round(float(distance), 4))
+                        for hit, distance in zip(self._stored_hits(ids.tolist()), distances) if hit is not None])
+        return out
 
     def _stored_code(self, name: str, document: DocumentRow) -> np.ndarray:
         """A stored item's code under model ``name``: from its loaded index when that holds

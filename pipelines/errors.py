@@ -15,13 +15,14 @@ from pathlib import Path
 from semhash.estimator import ModelFormatError
 from semhash.index.cache import IndexFileError
 from semhash.index.database import DatabaseError
+from semhash.index.document_store import NoSuchDocument
 from semhash.index.locks import LockTimeout
 from semhash.index.recall import RecallFileError
 from semhash.index.search import QueryError
 from semhash.pipelines.corpus_common import CorpusError
 
 EXPECTED = (CorpusError, DatabaseError, IndexFileError, RecallFileError, QueryError, ModelFormatError,
-            LockTimeout, FileNotFoundError)
+            LockTimeout, FileNotFoundError, NoSuchDocument)
 
 
 def user_message(exc: BaseException) -> str | None:

@@ -30,7 +30,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.gzip import GZipMiddleware
@@ -45,6 +45,7 @@ from semhash.pipelines.errors import user_message
 from semhash.pipelines.image_reading import decode_image
 from semhash.pipelines.images import stored_pixels
 from semhash.pipelines.indexing import add_documents
+from semhash.server.batching import QueryBatcher
 from semhash.server.live import Generation, LiveCollection
 
 log = logging.getLogger(__name__)
@@ -134,6 +135,41 @@ class HitsOut(BaseModel):
     hits: list[HitOut]
 
 
+def query_model(model: type[BaseModel]):
+    """``model`` read from the query string, as a dependency: what FastAPI's query-parameter
+    models do (a repeated parameter gives its last value, unknown ones are ignored, a bad
+    one is a 400 naming it) without their per-field alias matching, which was a third of a
+    search's time under load. :func:`query_parameters` documents the fields in the schema."""
+
+    async def read(request: Request) -> BaseModel:
+        try:
+            return model.model_validate(dict(request.query_params))
+        except ValidationError as error:
+            raise ApiError(400, _first_error(error.errors())) from None
+
+    return Depends(read)
+
+
+def query_parameters(model: type[BaseModel]) -> dict:
+    """The OpenAPI description of ``model``'s fields as query parameters (``openapi_extra``)."""
+    schema = model.model_json_schema()
+    parameters = []
+    for name, field in schema["properties"].items():
+        field = dict(field)
+        description = field.pop("description", None)
+        parameters.append({"name": name, "in": "query", "required": name in schema.get("required", ()),
+                           "schema": field, **({"description": description} if description else {})})
+    return {"parameters": parameters}
+
+
+def _first_error(errors: list[dict], skip: int = 0) -> str:
+    """One line for the first of pydantic's errors: where (``skip`` leading parts of its
+    location dropped) and what."""
+    first = errors[0]
+    where = ".".join(str(part) for part in first.get("loc", ())[skip:]) or "request"
+    return f"{where}: {first.get('msg', 'invalid')}"
+
+
 # ----------------------------------------------------------------------------- the app
 def create_app(config: ServerConfig, collection: LiveCollection | None = None) -> FastAPI:
     """The app over ``config.database`` (or an already open ``collection``)."""
@@ -189,7 +225,7 @@ def create_app(config: ServerConfig, collection: LiveCollection | None = None) -
 
     # ------------------------------------------------------------------ about
     @app.get("/api/health", summary="Whether the server has a collection to search")
-    def health():
+    async def health():
         current = live.current
         body = {"ready": current.ready, "collection": current.engine.collection.kind}
         return JSONResponse(body, status_code=200 if current.ready else 503)
@@ -200,36 +236,47 @@ def create_app(config: ServerConfig, collection: LiveCollection | None = None) -
         stats = await run_in_threadpool(lambda: current.derive("info", live.db.stats))
         return _json({**stats, "collection": current.engine.collection.kind, "database": live.db.location,
                       "writable": config.token is not None, "max_k": config.max_k,
-                      "max_upload_bytes": config.max_upload_bytes, "max_query_bytes": config.max_query_bytes})
+                      "max_upload_bytes": config.max_upload_bytes, "max_query_bytes": config.max_query_bytes,
+                      "search_batches": {"batches": searches.batches, "queries": searches.items},
+                      "similar_batches": {"batches": similars.batches, "queries": similars.items}})
 
     # ------------------------------------------------------------------ text search
-    def run_search(request: SearchRequest) -> Response:
+    def answer_searches(options: SearchOptions, texts: list[str]) -> list:
+        current = generation()  # the latest, should it have been reloaded since the requests came
+        collection_is(current, TEXT)
+        return current.engine.search_many(texts, options=options)
+
+    searches = QueryBatcher(answer_searches)  # concurrent text queries, answered together
+    similars = QueryBatcher(lambda options, keys: generation().engine.similar_many(keys, options=options))
+    app.state.searches, app.state.similars = searches, similars
+
+    async def run_search(request: SearchRequest) -> Response:
         current = generation()
         collection_is(current, TEXT)
         check_k(request.k)
-        engine = current.engine
         if (request.q is None) == (request.code is None):
             raise ApiError(400, "give either the query text (q) or a binary code in hex (code)")
         if request.code is not None:
-            hits = engine.search_code(text_of(request.code, "code"), options=request.options())
-        else:
-            hits = engine.search(text_of(request.q), options=request.options())
-        return _hits(hits)
+            return _hits(current.engine.search_code(text_of(request.code, "code"), options=request.options()))
+        return _hits(await searches(request.options(), text_of(request.q)))
 
-    @app.get("/api/search", response_model=HitsOut, summary="Documents nearest in meaning to a text")
-    async def search(request: Annotated[SearchRequest, Query()]):
-        return run_search(request)
+    @app.get("/api/search", response_model=HitsOut, summary="Documents nearest in meaning to a text",
+             openapi_extra=query_parameters(SearchRequest))
+    async def search(request: Annotated[SearchRequest, query_model(SearchRequest)]):
+        return await run_search(request)
 
     @app.post("/api/search", response_model=HitsOut, summary="The same, with the query in a JSON body")
     async def search_post(request: SearchRequest):
-        return run_search(request)
+        return await run_search(request)
 
     @app.get("/api/similar/{key:path}", response_model=HitsOut,
-             summary="Items nearest to a stored one (id or external id), itself excluded")
+             summary="Items nearest to a stored one (id or external id), itself excluded",
+             openapi_extra=query_parameters(Options))
     async def similar(key: Annotated[str, PathParam(description="numeric id or external id")],
-                      request: Annotated[Options, Query()]):
+                      request: Annotated[Options, query_model(Options)]):
         check_k(request.k)
-        return _hits(generation().engine.similar(key, options=request.options()))
+        generation()  # 503 when there is nothing to search
+        return _hits(await similars(request.options(), key))
 
     @app.get("/api/documents/{key:path}", summary="One stored document, whole")
     async def document(key: str):
@@ -257,8 +304,9 @@ def create_app(config: ServerConfig, collection: LiveCollection | None = None) -
         return _json({"hits": [hit.to_dict() for hit in hits]})
 
     # Recall builds its memory on first use (seconds): off the event loop.
-    @app.get("/api/recall", summary="Whole stored documents from a fragment of one, or from a damaged code")
-    def recall(request: Annotated[RecallRequest, Query()]):
+    @app.get("/api/recall", summary="Whole stored documents from a fragment of one, or from a damaged code",
+             openapi_extra=query_parameters(RecallRequest))
+    def recall(request: Annotated[RecallRequest, query_model(RecallRequest)]):
         return run_recall(request)
 
     @app.post("/api/recall", summary="The same, with the fragment in a JSON body")
@@ -303,10 +351,10 @@ def create_app(config: ServerConfig, collection: LiveCollection | None = None) -
     # ------------------------------------------------------------------ images
     @app.post("/api/images/search", response_model=HitsOut,
               summary="Images nearest to an uploaded PNG or JPEG (the request body)",
-              openapi_extra={"requestBody": {"required": True, "content": {
+              openapi_extra={**query_parameters(Options), "requestBody": {"required": True, "content": {
                   "image/png": {"schema": {"type": "string", "format": "binary"}},
                   "image/jpeg": {"schema": {"type": "string", "format": "binary"}}}}})
-    def images_search(http: Request, request: Annotated[Options, Query()]):
+    def images_search(http: Request, request: Annotated[Options, query_model(Options)]):
         current = generation()
         collection_is(current, IMAGES)
         check_k(request.k)
@@ -315,12 +363,13 @@ def create_app(config: ServerConfig, collection: LiveCollection | None = None) -
         return _hits(current.engine.search_input(pixels.reshape(1, -1), options=request.options()))
 
     @app.get("/api/images/similar/{key:path}", response_model=HitsOut,
-             summary="Images nearest to a stored one (id or external id), itself excluded")
-    async def images_similar(key: str, request: Annotated[Options, Query()]):
+             summary="Images nearest to a stored one (id or external id), itself excluded",
+             openapi_extra=query_parameters(Options))
+    async def images_similar(key: str, request: Annotated[Options, query_model(Options)]):
         current = generation()
         collection_is(current, IMAGES)
         check_k(request.k)
-        return _hits(current.engine.similar(key, options=request.options()))
+        return _hits(await similars(request.options(), key))
 
     @app.get("/api/images/{doc_id}.png", summary="A stored image as PNG (scaled up by `scale`)",
              response_class=Response)
@@ -412,9 +461,7 @@ def _add_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def bad_request(_request, exc: RequestValidationError):
-        first = exc.errors()[0]
-        where = ".".join(str(part) for part in first.get("loc", ())[1:]) or "request"
-        return error(400, f"{where}: {first.get('msg', 'invalid')}")
+        return error(400, _first_error(exc.errors(), skip=1))  # skip "query", "body"...
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_request, exc: StarletteHTTPException):

@@ -77,6 +77,24 @@ def test_every_strategy_serves_both_collections(which, text_db, image_db):
     assert (path.parent / f"{path.name}.faiss" / f"cells.{long}.index").is_file()
 
 
+@pytest.mark.parametrize("options", [{}, {"mode": "address"}, {"mode": "cells", "probes": 2},
+                                     {"rerank": True, "candidates": 30}, {"space": "euclidean"}])
+def test_many_texts_are_answered_together_as_each_alone(text_db, options):
+    """search_many gives each text what search gives it, and a text that cannot be searched
+    its own error in its place, without failing the others."""
+    with SearchEngine(text_db) as engine:
+        words = engine.vocabulary.words_
+        texts = [" ".join(words[:6]), "", " ".join(words[10:14]), "qqqq zzzz", " ".join(words[20:30])]
+        together = engine.search_many(texts, k=7, **options)
+        assert isinstance(together[1], QueryError) and "empty" in str(together[1])
+        assert isinstance(together[3], QueryError) and "vocabulary" in str(together[3])
+        for i in (0, 2, 4):
+            alone = engine.search(texts[i], k=7, **options)
+            assert [(h.id, h.distance) for h in together[i]] == [(h.id, h.distance) for h in alone]
+        with pytest.raises(QueryError, match="k must be"):
+            engine.search_many(texts, k=0)
+
+
 def test_text_search_gains_cells_through_the_cli(text_db):
     from click.testing import CliRunner
 

@@ -98,6 +98,36 @@ def test_every_search_option_works_and_matches_the_cli(api, indexed_news, option
     assert len(served) == 5
 
 
+def test_concurrent_searches_are_answered_together_each_as_alone(indexed_news):
+    """Queries that arrive together are answered in one batch, each as it would be alone;
+    a bad one gets its own 400 (an unknown document its 404) and the others their hits."""
+    import asyncio
+
+    import httpx
+
+    queries = ["space shuttle launch orbit nasa", "middle east israel peace talks", "hockey game goalie",
+               "graphics card driver windows", "qqqq zzzz", "gun control law", "   ", "encryption key chip"]
+    requests = [("/api/search", {"q": q, "k": 5}) for q in queries] + [
+        (f"/api/similar/{key}", {"k": 4}) for key in ("1", "99999", "2", "3", "no-such-post")]
+    app = create_app(ServerConfig(str(indexed_news), poll_seconds=0))
+    with TestClient(app) as client:
+        alone = [client.get(path, params=params) for path, params in requests]
+
+    async def together():
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://semhash") as client:
+            return await asyncio.gather(*(client.get(path, params=params) for path, params in requests))
+
+    before = app.state.searches.batches, app.state.similars.batches
+    answers = asyncio.run(together())
+    statuses = [a.status_code for a in answers]
+    assert statuses == [a.status_code for a in alone]
+    assert statuses.count(400) == 2 and statuses.count(404) == 2
+    assert [a.json() for a in answers] == [a.json() for a in alone]
+    assert app.state.searches.batches - before[0] < len(queries)  # some were answered together
+    assert app.state.similars.batches - before[1] < 5
+
+
 def test_search_by_code_and_encode(api):
     code = api.get("/api/encode", params={"q": "middle east israel peace talks"}).json()
     assert code["space"] == "hamming" and len(code["code"]) == 4  # 16 bits in hex
@@ -220,7 +250,7 @@ def test_a_bug_is_a_500_with_one_line_not_a_traceback(indexed_news, monkeypatch)
     def broken(*args, **kwargs):
         return {}["missing"]  # a failed lookup: a bug, not the user's doing
 
-    monkeypatch.setattr(SearchEngine, "search", broken)
+    monkeypatch.setattr(SearchEngine, "search_many", broken)
     with TestClient(create_app(ServerConfig(str(indexed_news), poll_seconds=0)), raise_server_exceptions=False) as client:
         assert "internal error (KeyError)" in error(client.get("/api/search", params={"q": "shuttle"}), 500)
 
