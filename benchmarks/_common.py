@@ -30,6 +30,7 @@ import json
 import math
 import os
 import platform
+import subprocess
 import sys
 import tempfile
 import time
@@ -59,6 +60,18 @@ def log(*args) -> None:
 def folder_or_none(value: str) -> Path | None:
     """An ``argparse`` type for cache folders: ``none`` turns the cache off."""
     return None if str(value).lower() == "none" else Path(value)
+
+
+def code_state() -> dict:
+    """The commit of the checkout and the package files changed since (read-only git)."""
+    def git(*command: str) -> str:
+        try:
+            return subprocess.run(["git", "-C", str(REPO), *command], capture_output=True, text=True,
+                                  timeout=20).stdout
+        except (OSError, subprocess.SubprocessError):
+            return ""
+    changed = git("status", "--porcelain", "--", "server", "index", "pipelines", "semhash", "cli.py")
+    return {"commit": git("rev-parse", "--short", "HEAD").strip(), "changed": [line[3:] for line in changed.splitlines()]}
 
 
 def add_out_argument(parser: argparse.ArgumentParser) -> None:

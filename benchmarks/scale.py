@@ -61,6 +61,7 @@ from _common import (
     REPO,
     TMP,
     add_out_argument,
+    code_state,
     environment,
     environment_line,
     log,
@@ -248,7 +249,7 @@ def encoding_worker(spec: dict) -> dict:
     def encode(pool) -> tuple[float, dict]:
         started = time.perf_counter()
         codes = {name: [] for name in encoder.models}
-        for _, batch in encoded_batches(unstored_blocks(documents, ENCODE_BATCH, Tally()), pool, ENCODE_BATCH, Tally()):
+        for _, batch in encoded_batches(unstored_blocks(documents, ENCODE_BATCH, Tally()), pool, Tally()):
             for name in codes:
                 codes[name].append(batch[name])
         return time.perf_counter() - started, {name: np.concatenate(parts) for name, parts in codes.items()}
@@ -256,7 +257,7 @@ def encoding_worker(spec: dict) -> dict:
     one_s, one = encode(LocalPool(encoder))
     started = time.perf_counter()
     with ray_pool("local", encoder.to_state()) as pool:
-        pool.get(pool.count(["warm up"]))
+        pool.get(pool.encode_texts(["warm up"]))
         startup = time.perf_counter() - started
         ray_s, two = encode(pool)
     return {"documents": len(documents), "one_process_s": round(one_s, 1), "ray_startup_s": round(startup, 1),
@@ -311,6 +312,12 @@ def main(argv=None) -> None:
     parser.add_argument("--milvus", help="an existing Milvus URI (milvus://HOST:PORT)")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--fresh", action="store_true", help="forget earlier measurements in WORK")
+    parser.add_argument("--encoding-only", action="store_true",
+                        help="measure encoding alone (one process against 2 Ray workers, the first 200,000 documents "
+                             "of the corpus) with the models of --models-db; writes scale.encoding.{md,json}")
+    parser.add_argument("--models-db", type=Path,
+                        help="with --encoding-only: a text database whose models encode (default: the middle "
+                             "size's SQLite database in WORK)")
     parser.add_argument("--search-worker", help=argparse.SUPPRESS)
     parser.add_argument("--encoding-worker", help=argparse.SUPPRESS)
     add_out_argument(parser)
@@ -322,6 +329,8 @@ def main(argv=None) -> None:
         print(json.dumps(encoding_worker(json.loads(args.encoding_worker))))
         return
 
+    if args.encoding_only:
+        args.sizes = args.sizes or [ENCODING_DOCUMENTS]
     sizes = sorted(args.sizes or ([20_000, 50_000] if args.quick else [100_000, 1_000_000, 10_000_000]))
     n_queries = args.queries or (100 if args.quick else 500)
     middle = sizes[-2] if len(sizes) > 1 else sizes[-1]  # the ray and PostgreSQL size (1M in a full run)
@@ -348,8 +357,8 @@ def main(argv=None) -> None:
         result["search"][f"sqlite {n}"] = measured.get(
             f"search sqlite {n}", lambda: search_run(sqlite_db[n], binary_runs(True, True), n_queries))
 
-    def encoding() -> dict:  # encoding alone, one process against 2 Ray workers, in a process of its own
-        spec = {"db": sqlite_db[middle], "corpus": str(corpus), "documents": min(middle, ENCODING_DOCUMENTS)}
+    def encoding(db: str | None = None) -> dict:  # encoding alone, one process against 2 Ray workers, in a process of its own
+        spec = {"db": db or sqlite_db[middle], "corpus": str(corpus), "documents": min(middle, ENCODING_DOCUMENTS)}
         log(f"encoding {spec['documents']:,} documents: one process, then 2 Ray workers")
         done = subprocess.run([sys.executable, __file__, "--encoding-worker", json.dumps(spec)], capture_output=True,
                               check=False, text=True)
@@ -378,6 +387,14 @@ def main(argv=None) -> None:
             uri = args.milvus or stack.enter_context(server("milvus_server"))
             search = search_run(sqlite_db[n], binary_runs(True, True), n_queries, {"SEMHASH_CODES": uri})
             return {**search, "server_bytes": None if args.milvus else milvus_bytes()}
+
+    if args.encoding_only:
+        models = str(args.models_db or sqlite_db[middle])
+        result = {"encoding": {**encoding(models), "models_db": models, "corpus": result["corpus"]}, "code": code_state()}
+        paths = write_results(args.out, "scale.encoding", result, encoding_markdown(result))
+        print(encoding_markdown(result))
+        log(f"wrote {', '.join(str(p) for p in paths.values())}")
+        return
 
     # Smaller sizes first, then the middle size's other backends, then the largest size.
     for n in sizes[:-1]:
@@ -455,14 +472,7 @@ def markdown(result: dict) -> str:
                      f"{run['seconds'].get('encode', 0):.0f} s | {run['encode_docs_per_s']:,} | {run['docs_per_s']:,} | "
                      f"{run.get('bytes_per_document', '')} |")
     if "encoding" in result:
-        e = result["encoding"]
-        lines += ["", f"Encoding alone (count and encode {e['documents']:,} documents held in memory, the pipeline's "
-                  f"batches, nothing read or stored): one process {e['one_process_s']} s "
-                  f"({e['one_process_docs_per_s']:,} documents/s, both cores through torch's threads); 2 Ray workers "
-                  f"{e['ray_2_workers_s']} s ({e['ray_docs_per_s']:,} documents/s; cluster start {e['ray_startup_s']} s, "
-                  f"not counted): {e['speedup']}x; codes identical: {e['identical']}. In a whole `index` run the "
-                  "reading and the storing stay in the one writing process (Ray's actors take the counting and "
-                  "encoding), which bounds its gain."]
+        lines += ["", encoding_paragraph(result["encoding"])]
     lines += ["", "Stages (seconds, from each run's `--json` report; `encode` is the time the writer waited for "
               "encoded batches, reading included):", ""]
     for name, run in index.items():
@@ -500,6 +510,30 @@ def markdown(result: dict) -> str:
                   f"the largest run) 10M take {1e7 / p['writer_docs_per_s'] / 60:.1f} min whatever the number of workers."]
     lines += ["", environment_line(result.get("environment") or environment())]
     return "\n".join(lines)
+
+
+def encoding_paragraph(e: dict) -> str:
+    return (f"Encoding alone (count and encode {e['documents']:,} documents held in memory, the pipeline's "
+            f"batches, nothing read or stored): one process {e['one_process_s']} s "
+            f"({e['one_process_docs_per_s']:,} documents/s, both cores through torch's threads); 2 Ray workers "
+            f"{e['ray_2_workers_s']} s ({e['ray_docs_per_s']:,} documents/s; cluster start {e['ray_startup_s']} s, "
+            f"not counted): {e['speedup']}x; codes identical: {e['identical']}. In a whole `index` run the "
+            "reading and the storing stay in the one writing process (Ray's actors take the counting and "
+            "encoding), which bounds its gain.")
+
+
+def encoding_markdown(result: dict) -> str:
+    """``--encoding-only``: the encoding measurement alone, with its target."""
+    e, code = result["encoding"], result["code"]
+    met = e["speedup"] >= 1.6 and e["identical"]
+    return "\n".join([
+        "# Scale: encoding on 2 Ray workers against one process", "",
+        f"Corpus: {e['corpus']}. Models: those of `{e['models_db']}`. Code: commit {code['commit']}"
+        + (f", with uncommitted changes in {', '.join(code['changed'])}" if code["changed"] else "") + ".", "",
+        encoding_paragraph(e), "",
+        "| target | measured | |", "|---|---|---|",
+        f"| Ray, 2 workers >= 1.6x one process on 2 cores; codes identical | {e['speedup']}x; identical: "
+        f"{e['identical']} | {'pass' if met else 'miss'} |"])
 
 
 def targets(result: dict) -> list[tuple[str, str, bool]]:

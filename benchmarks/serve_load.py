@@ -75,7 +75,7 @@ from pathlib import Path
 
 import numpy as np
 
-from _common import NEWSGROUPS, REPO, add_out_argument, log, read_documents, write_results
+from _common import NEWSGROUPS, add_out_argument, code_state, log, read_documents, write_results
 
 try:  # a cheaper event loop for the client, when installed (uvicorn[standard] brings it)
     import uvloop
@@ -352,18 +352,6 @@ def busy_seconds() -> float:
         return float("nan")
     idle = values[3] + (values[4] if len(values) > 4 else 0)  # idle + iowait; steal (8th) is not counted
     return (sum(values[:7]) - idle) / os.sysconf("SC_CLK_TCK")
-
-
-def code_state() -> dict:
-    """The commit of the checkout and the server-side files changed since (read-only git)."""
-    def git(*command: str) -> str:
-        try:
-            return subprocess.run(["git", "-C", str(REPO), *command], capture_output=True, text=True,
-                                  timeout=20).stdout
-        except (OSError, subprocess.SubprocessError):
-            return ""
-    changed = git("status", "--porcelain", "--", "server", "index", "pipelines", "semhash", "cli.py")
-    return {"commit": git("rev-parse", "--short", "HEAD").strip(), "changed": [line[3:] for line in changed.splitlines()]}
 
 
 def semhash_command() -> list[str]:

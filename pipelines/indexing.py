@@ -293,7 +293,7 @@ def _encode_corpus(corpus: CorpusPasses, database, encoder: BatchEncoder, model_
         resumed = db.count_documents()
         encode_missing(db, model_ids, pool, ENCODE_BATCH)
         blocks = unstored_blocks(corpus.documents(verbose), ENCODE_BATCH, tally, db if resumed else None)
-        added = store_batches(db, model_ids, encoded_batches(blocks, pool, ENCODE_BATCH, tally), times,
+        added = store_batches(db, model_ids, encoded_batches(blocks, pool, tally), times,
                               progress=lambda n: log.debug(f"  stored {resumed + n} documents"))
         documents = db.count_documents()
     tally.warn_empty(stacklevel=5)
@@ -374,7 +374,7 @@ def add_documents(
         model_ids = {name: stored.id for name, stored in loaded.items()}
         with _encoding_pool(encoder, ray) as pool:
             blocks = unstored_blocks(documents, batch_size, tally, db)
-            added = store_batches(db, model_ids, encoded_batches(blocks, pool, batch_size, tally),
+            added = store_batches(db, model_ids, encoded_batches(blocks, pool, tally),
                                   progress=lambda n: log.info(f"  stored {n} documents"))
             # Documents stored by an interrupted run before their codes were written.
             encode_missing(db, model_ids, pool, batch_size)

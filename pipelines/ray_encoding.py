@@ -45,11 +45,8 @@ class EncoderWorker:
         torch.set_num_threads(1)  # one CPU each, as Ray gives it
         self.encoder = BatchEncoder.from_state(state)
 
-    def count(self, texts):
-        return self.encoder.count(texts)
-
-    def encode(self, counts):
-        return self.encoder.encode(counts)
+    def encode_texts(self, texts):
+        return self.encoder.encode_texts(texts)
 
 
 class RayPool:
@@ -69,11 +66,8 @@ class RayPool:
         self._owner[reference] = index
         return reference
 
-    def count(self, texts):
-        return self._submit("count", texts)
-
-    def encode(self, counts):
-        return self._submit("encode", counts)
+    def encode_texts(self, texts):
+        return self._submit("encode_texts", texts)
 
     def get(self, reference):
         try:

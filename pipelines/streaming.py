@@ -7,13 +7,18 @@ the second reads every document again, counts its words, encodes it with every m
 stores it with its codes, one batch at a time. Memory holds the sample while training and
 a few batches (texts, counts, codes) while encoding, whatever the size of the corpus.
 
-Batches are cut from the stream of documents that have a vocabulary word, exactly
-:data:`ENCODE_BATCH` of them each (the last fewer), whether the batches are encoded here
-(:class:`LocalPool`) or on Ray workers (:mod:`semhash.pipelines.ray_encoding`): a model's
-first layer takes another path for fewer than 256 rows (``DeepAutoencoder.encode_matrix``),
-so the same batches give the same codes, bit for bit. The counts are laid out as the
-vocabulary's ``fit_transform`` lays them (:func:`count_layout`), so a corpus that fits the
-sample gets the codes it got when it was read whole.
+A batch is a block of :data:`ENCODE_BATCH` documents of the corpus (the last fewer), less
+those already stored and those with no vocabulary word, whether it is encoded here
+(:class:`LocalPool`) or on Ray workers (:mod:`semhash.pipelines.ray_encoding`), which take
+a block's texts and give back its codes in one call. Blocks are cut at the same places of
+the corpus in every run, so a resumed run encodes the batches an uninterrupted one would
+have. A row's code does not depend on the other rows of its batch when the batch has 256
+rows or more (the models' sparse path); fewer take another path
+(``DeepAutoencoder.encode_matrix``) whose real-valued codes (the map) may differ in their
+last bits with the batch, which is why the batches are the same everywhere. The counts are
+laid out as the vocabulary's ``fit_transform`` lays them (:func:`count_layout`), so a
+corpus that fits the sample gets the codes it got when it was read whole (in the map's
+last bits, a last block of fewer than 256 documents may not).
 
 A database being built is a file beside the target (``.<name>.building``) with a small
 state file (``.<name>.building.json``: what is being built, and the count layout), written
@@ -43,7 +48,7 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
-from semhash.index.database import Database
+from semhash.index.database import Database, DatabaseError
 from semhash.index.locks import building_path
 from semhash.pipelines.corpus import CorpusWarning, Document, iter_corpus, sample_positions
 from semhash.pipelines.corpus_common import STDIN
@@ -211,6 +216,17 @@ class BatchEncoder:
     def encode(self, counts: sp.csr_matrix) -> dict[str, np.ndarray]:
         return {name: model.transform(counts) for name, model in self.models.items()}
 
+    def encode_texts(self, texts: list[str]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """The rows of ``texts`` with no vocabulary word, and every model's codes of the
+        others, encoded as one batch."""
+        counts = self.count(texts)
+        empty = empty_rows(counts)
+        if len(empty):
+            counts = counts[np.setdiff1d(np.arange(len(texts)), empty)]
+        if counts.shape[0] == 0:
+            return empty, {}
+        return empty, self.encode(counts)
+
     def to_state(self) -> dict:
         return {"vocabulary": self.counter.to_dict(),
                 "models": {name: model.to_bytes() for name, model in self.models.items()},
@@ -235,11 +251,8 @@ class LocalPool:
     def __init__(self, encoder: BatchEncoder) -> None:
         self.encoder = encoder
 
-    def count(self, texts: list[str]):
-        return self.encoder.count(texts)
-
-    def encode(self, counts: sp.csr_matrix):
-        return self.encoder.encode(counts)
+    def encode_texts(self, texts: list[str]):
+        return self.encoder.encode_texts(texts)
 
     def get(self, handle):
         return handle
@@ -281,55 +294,32 @@ def unstored_blocks(documents: Iterable[Document], size: int, tally: Tally,
             yield block
 
 
-def encoded_batches(blocks: Iterable[list[Document]], pool, batch_size: int,
-                    tally: Tally) -> Iterator[tuple[list[Document], dict[str, np.ndarray]]]:
-    """Each batch of ``batch_size`` documents that have a vocabulary word (the last fewer),
-    in corpus order, with every model's codes.
+def encoded_batches(blocks: Iterable[list[Document]], pool, tally: Tally) -> Iterator[tuple[list[Document], dict[str, np.ndarray]]]:
+    """Each block's documents that have a vocabulary word, in corpus order, with every
+    model's codes: one batch per block.
 
-    Blocks are counted, and batches encoded, by ``pool``: with workers, a few of each are
-    in flight at once (two per worker), which bounds what is held; documents with no
-    vocabulary word are dropped and tallied."""
+    Blocks are counted and encoded by ``pool`` in one call each (texts in, codes out: with
+    workers, no word counts travel), a few in flight at once (two per worker), which bounds
+    what is held; documents with no vocabulary word are dropped and tallied."""
     window = 2 * pool.workers
-    counting: deque = deque()
-    encoding: deque = deque()
-    pending_documents: list[Document] = []
-    pending_counts: list[sp.csr_matrix] = []
+    in_flight: deque = deque()
 
-    def cut(rows: int) -> None:
-        nonlocal pending_documents, pending_counts
-        counts = pending_counts[0] if len(pending_counts) == 1 else sp.vstack(pending_counts, format="csr")
-        encoding.append((pending_documents[:rows], pool.encode(counts[:rows])))
-        pending_documents = pending_documents[rows:]
-        pending_counts = [counts[rows:]] if counts.shape[0] > rows else []
-
-    def take_counts() -> None:
-        documents, handle = counting.popleft()
-        counts = pool.get(handle)
-        empty = empty_rows(counts)
+    def take() -> tuple[list[Document], dict[str, np.ndarray]]:
+        block, handle = in_flight.popleft()
+        empty, codes = pool.get(handle)
         if len(empty):
-            tally.add_empty(documents, empty)
-            keep = np.setdiff1d(np.arange(len(documents)), empty)
-            documents, counts = [documents[i] for i in keep], counts[keep]
-        if documents:
-            pending_documents.extend(documents)
-            pending_counts.append(counts)
-        while len(pending_documents) >= batch_size:
-            cut(batch_size)
+            tally.add_empty(block, empty)
+            block = [block[i] for i in np.setdiff1d(np.arange(len(block)), empty)]
+        return block, codes
 
     for block in blocks:
-        counting.append((block, pool.count([doc.text for doc in block])))
-        while len(counting) >= window:
-            take_counts()
-        while len(encoding) >= window:
-            documents, handle = encoding.popleft()
-            yield documents, pool.get(handle)
-    while counting:
-        take_counts()
-    if pending_documents:
-        cut(len(pending_documents))
-    while encoding:
-        documents, handle = encoding.popleft()
-        yield documents, pool.get(handle)
+        in_flight.append((block, pool.encode_texts([doc.text for doc in block])))
+        while len(in_flight) >= window:
+            if (batch := take())[0]:
+                yield batch
+    while in_flight:
+        if (batch := take())[0]:
+            yield batch
 
 
 def document_record(doc: Document) -> dict:
@@ -383,7 +373,9 @@ def encode_missing(db: Database, model_ids: dict[str, int], pool, batch_size: in
         for start in range(0, len(missing), batch_size):
             ids = missing[start : start + batch_size]
             texts = [row.text or "" for row in db.get_documents(ids)]
-            codes = pool.get(pool.encode(pool.get(pool.count(texts))))
+            empty, codes = pool.get(pool.encode_texts(texts))  # stored documents have a vocabulary word
+            if len(empty):
+                raise DatabaseError(f"{len(empty)} stored documents have no word of the stored vocabulary")
             db.put_codes(model_id, ids, codes[name])
             encoded += len(ids)
     return encoded
