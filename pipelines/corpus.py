@@ -292,7 +292,7 @@ def _stream(source, *, subdir, text_column, label_column, labels_column, title_c
         is_csv = lower_name.endswith(".csv")
         collector = _Collector(shown, "record", encoding, limit, verbose, budget)
         codec = _file_codec(path, decoder, collector)
-        lines = _text_lines(path, codec, newline="" if is_csv else "\n")
+        lines = _text_lines(path, codec, newline="" if is_csv else "\n", budget=budget)
         records = (_csv_line_records if is_csv else _jsonl_line_records)(shown, lines)
         converter = _RecordConverter(columns, collector, labels_separator="," if is_csv else None)
         return collector.stream(records, converter, **stream)

@@ -16,6 +16,7 @@ from typing import Any
 
 from semhash.pipelines.hf import HubDatasetError, load_hf_dataset
 from semhash.pipelines.corpus_common import (
+    _Budget,
     _Collector,
     _CP1252_TABLE,
     _Decoder,
@@ -52,8 +53,8 @@ def _decode_whole_file(path: Path, decoder: _Decoder, collector: _Collector) -> 
 def _file_codec(path: Path, decoder: _Decoder, collector: _Collector) -> str:
     """The codec to stream a table with, chosen as :func:`_decode_whole_file` decodes it (one
     undecodable byte makes the whole file unreadable, or latin-1 with ``"auto"``), by
-    reading the file once in chunks, without holding it."""
-    collector.budget.add(path.stat().st_size, str(path))  # measured before it is read
+    reading the file once in chunks, without holding it (the bytes count against the corpus
+    bound as :func:`_text_lines` reads them, so ``limit`` documents of a larger file can be read)."""
     codec = "utf-8-sig" if decoder.encoding == "auto" else decoder.encoding
     incremental = codecs.getincrementaldecoder(codec)()
     try:
@@ -69,15 +70,18 @@ def _file_codec(path: Path, decoder: _Decoder, collector: _Collector) -> str:
     return codec
 
 
-def _text_lines(path: Path, codec: str, newline: str) -> Iterator[str]:
-    """The lines of a text file (with their ends), decoded one at a time."""
-    if codec == _CP1252:  # latin-1 then the 32 code points where cp1252 differs: the fallback table
-        with path.open("r", encoding="latin-1", newline=newline) as file:
-            for line in file:
-                yield line.translate(_LATIN1_TO_CP1252)
-        return
-    with path.open("r", encoding=codec, newline=newline) as file:
-        yield from file
+def _text_lines(path: Path, codec: str, newline: str, budget: _Budget) -> Iterator[str]:
+    """The lines of a text file (with their ends), decoded one at a time; the bytes read from
+    the file so far (to the read-ahead's few KiB) are charged to ``budget`` as they go."""
+    fallback = codec == _CP1252  # latin-1 then the 32 code points where cp1252 differs: the fallback table
+    with path.open("r", encoding="latin-1" if fallback else codec, newline=newline) as file:
+        charged = 0
+        for line in file:
+            read = file.buffer.tell()
+            if read > charged:
+                budget.add(read - charged, str(path))
+                charged = read
+            yield line.translate(_LATIN1_TO_CP1252) if fallback else line
 
 
 def _stdin_lines(decoder: _Decoder, collector: _Collector) -> Iterator[str]:

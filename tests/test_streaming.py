@@ -3,6 +3,7 @@ bounded memory, and resuming a build that was killed (semhash.pipelines.streamin
 
 from __future__ import annotations
 
+import csv
 import gc
 import io
 import json
@@ -145,6 +146,27 @@ def test_iter_corpus_streams_standard_input(monkeypatch):
     documents = list(iter_corpus("-"))
     assert [d.external_id for d in documents] == ["s0", "s1", "s2"]
     assert documents[0].source == "standard input:line 1"
+
+
+@pytest.mark.parametrize("suffix", ["jsonl", "csv"])
+def test_a_table_larger_than_the_corpus_bound_streams_its_first_documents(tmp_path, suffix):
+    """The bound counts what is read: a limit of documents reads a larger file's first ones,
+    and reading the whole file stops, naming the bound, once past it."""
+    path = write_corpus(tmp_path / "c.jsonl", 3000)  # about 250 KiB
+    if suffix == "csv":
+        rows = [json.loads(line) for line in path.read_text().splitlines()]
+        path = tmp_path / "c.csv"
+        with path.open("w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=["id", "text", "label"])
+            writer.writeheader()
+            writer.writerows(rows)
+    bound = 64 * 1024
+    assert path.stat().st_size > 3 * bound
+    first = list(iter_corpus(path, limit=100, max_corpus_bytes=bound))
+    assert [d.external_id for d in first] == [f"doc-{i}" for i in range(100)]
+    with pytest.raises(CorpusError, match="more than 0.1 MiB of text.*--max-corpus-mb"):
+        for _ in iter_corpus(path, max_corpus_bytes=bound):
+            pass
 
 
 def test_iter_corpus_finds_a_repeated_id_far_from_the_first(tmp_path):
