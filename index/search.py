@@ -270,6 +270,18 @@ class SearchEngine(UsesDatabase):
             self.encode(" ".join(self.vocabulary.words_[:3]))  # compiles the counting kernel
         return self
 
+    def preload_hits(self, limit: int = HIT_CACHE_SIZE) -> int:
+        """Read the hits of the first ``limit`` stored items (at most the cache's size) now,
+        rather than on the first query that finds each: a server does this once at start
+        (an engine reloaded with the same models keeps them). The number read."""
+        cache, read = self._hit_cache, 0
+        for doc in self.db.iter_documents(batch_size=2000):
+            if read >= min(limit, HIT_CACHE_SIZE):
+                break
+            cache[doc.id] = _hit(doc, 0)
+            read += 1
+        return read
+
     def build_indexes(self, keep: bool = True) -> SearchEngine:
         """Bring every search structure the usual queries use up to date with the database:
         local FAISS files and the address table, or the codes' copy in Milvus, or pgvector's

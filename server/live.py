@@ -66,6 +66,8 @@ class LiveCollection:
         generation = Generation(revision, engine)
         if generation.ready:
             engine.warm()
+            if previous is None:
+                engine.preload_hits()  # once: later generations keep them (adopt_models)
         return generation
 
     def refresh(self) -> bool:

@@ -95,6 +95,17 @@ def test_many_texts_are_answered_together_as_each_alone(text_db, options):
             engine.search_many(texts, k=0)
 
 
+def test_preloaded_hits_are_answered_without_reading_documents(text_db, monkeypatch):
+    """What a server does at start: every item's hit read once, then queries read no document."""
+    with SearchEngine(text_db) as engine:
+        assert engine.preload_hits() == engine.db.count_documents()
+        assert engine.preload_hits(limit=3) == 3
+        monkeypatch.setattr(type(engine.db), "get_documents", lambda *args, **kwargs: pytest.fail("read a document"))
+        words = engine.vocabulary.words_
+        assert len(engine.search(" ".join(words[:6]), k=5)) == 5
+        assert len(engine.similar(1, k=5)) == 5
+
+
 def test_text_search_gains_cells_through_the_cli(text_db):
     from click.testing import CliRunner
 
