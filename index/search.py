@@ -26,6 +26,7 @@ stored item ("more like this", itself excluded), or a binary code in hex.
 
 from __future__ import annotations
 
+import itertools
 import os
 from dataclasses import dataclass, fields, replace
 from functools import cached_property
@@ -41,6 +42,7 @@ from semhash.index.document_store import NoSuchDocument
 from semhash.index.faiss_index import load_or_build
 from semhash.index.models import TEXT, Collection, StoredModel, collection_of, load_model, load_vocabulary
 from semhash.index.pgvector_codes import database_index
+from semhash.vectorize import empty_rows
 
 SPACES = ("hamming", "euclidean")
 MODES = ("exhaustive", "address", "cells")
@@ -160,12 +162,12 @@ class SearchEngine(UsesDatabase):
         if not given:
             return results
         counts = self.vocabulary.transform([texts[i] for i in given])
-        words = np.diff(counts.indptr)
-        for row in np.flatnonzero(words == 0):
+        empty = empty_rows(counts)
+        for row in empty:
             results[given[row]] = self._no_known_words()
-        known = np.flatnonzero(words > 0)
+        known = np.setdiff1d(np.arange(len(given)), empty)
         if len(known):
-            if len(known) < len(given):
+            if len(empty):
                 counts = counts[known]
             codes = {name: self._model(name).model.transform(counts) for name in self._query_models(options)}
             for row, hits in zip(known, self._nearest(codes, options, query_counts=counts)):
@@ -274,11 +276,9 @@ class SearchEngine(UsesDatabase):
         """Read the hits of the first ``limit`` stored items (at most the cache's size) now,
         rather than on the first query that finds each: a server does this once at start
         (an engine reloaded with the same models keeps them). The number read."""
-        cache, read = self._hit_cache, 0
-        for doc in self.db.iter_documents(batch_size=2000):
-            if read >= min(limit, HIT_CACHE_SIZE):
-                break
-            cache[doc.id] = _hit(doc, 0)
+        read = 0
+        for doc in itertools.islice(self.db.iter_documents(batch_size=2000), min(limit, HIT_CACHE_SIZE)):
+            self._hit_cache[doc.id] = _hit(doc, 0)
             read += 1
         return read
 

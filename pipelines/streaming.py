@@ -365,20 +365,22 @@ def store_batches(db: Database, model_ids: dict[str, int], batches: Iterator, ti
 
 
 def encode_missing(db: Database, model_ids: dict[str, int], pool, batch_size: int) -> int:
-    """Encode the documents an interrupted run stored without their codes (a batch at most),
-    in batches of ``batch_size`` as the run would have; the number encoded."""
-    encoded = 0
-    for name, model_id in model_ids.items():
-        missing = db.documents_without_codes(model_id, kind="text")
-        for start in range(0, len(missing), batch_size):
-            ids = missing[start : start + batch_size]
-            texts = [row.text or "" for row in db.get_documents(ids)]
-            empty, codes = pool.get(pool.encode_texts(texts))  # stored documents have a vocabulary word
-            if len(empty):
-                raise DatabaseError(f"{len(empty)} stored documents have no word of the stored vocabulary")
-            db.put_codes(model_id, ids, codes[name])
-            encoded += len(ids)
-    return encoded
+    """Encode the documents an interrupted run stored without some of their codes (a batch
+    at most), in batches of ``batch_size`` as the run would have, each once for every model
+    that lacks it; the number encoded."""
+    missing = {name: set(db.documents_without_codes(model_id, kind="text")) for name, model_id in model_ids.items()}
+    every = sorted(set().union(*missing.values()))
+    for start in range(0, len(every), batch_size):
+        ids = every[start : start + batch_size]
+        texts = [row.text or "" for row in db.get_documents(ids)]
+        empty, codes = pool.get(pool.encode_texts(texts))  # stored documents have a vocabulary word
+        if len(empty):
+            raise DatabaseError(f"{len(empty)} stored documents have no word of the stored vocabulary")
+        for name, model_id in model_ids.items():
+            rows = [row for row, doc_id in enumerate(ids) if doc_id in missing[name]]
+            if rows:
+                db.put_codes(model_id, [ids[row] for row in rows], codes[name][rows])
+    return len(every)
 
 
 # --------------------------------------------------------------------------- a database being built
