@@ -312,6 +312,9 @@ def main(argv=None) -> None:
     parser.add_argument("--milvus", help="an existing Milvus URI (milvus://HOST:PORT)")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--fresh", action="store_true", help="forget earlier measurements in WORK")
+    parser.add_argument("--update", type=Path, metavar="RESULTS_JSON",
+                        help="put this run's rows of the --backends other than sqlite (and of the SQLite collections Milvus "
+                             "searched) into an earlier run's results; the report lists what was measured again")
     parser.add_argument("--encoding-only", action="store_true",
                         help="measure encoding alone (one process against 2 Ray workers, the first 200,000 documents "
                              "of the corpus) with the models of --models-db; writes scale.encoding.{md,json}")
@@ -412,12 +415,41 @@ def main(argv=None) -> None:
         for n in sorted({middle, sizes[-1]}):
             result["search"][f"milvus {n}"] = measured.get(f"search milvus {n}", lambda n=n: milvus(n))
 
+    if args.update:  # an earlier full run, with this run's rows of the other backends in place of its own
+        result, sizes, middle = updated(json.loads(args.update.read_text()), result, args.backends)
     result["summary"] = summarize(result, sizes, middle)
-    result["environment"] = environment()
+    result["environment"] = result.get("environment") if args.update else environment()
     paths = write_results(args.out, "scale.quick" if args.quick else "scale", result, markdown(result))
     plot(result, sizes, args.out / ("scale.quick.png" if args.quick else "scale.png"))
     print(markdown(result))
     log(f"wrote {', '.join(str(p) for p in paths.values())}")
+
+
+def updated(earlier: dict, run: dict, backends: list[str]) -> tuple[dict, list[int], int]:
+    """``earlier`` (a full run's results) with ``run``'s rows of ``backends`` other than
+    sqlite put in, and the search rows of the SQLite collections Milvus searched; the rows, the
+    date and the code are listed under ``updates``, which the report shows."""
+    rows = []
+    for section in ("index", "search"):
+        for name, value in run[section].items():
+            if name.split(" ")[0] in backends and not name.startswith("sqlite"):
+                earlier[section][name] = value
+                rows.append(f"{section} {name}")
+    # Milvus searches the SQLite collection of its size, which this run indexed anew: its
+    # search rows come along, so that Milvus's precision is compared with the exhaustive
+    # search of the same codes (its index row stays: the Ray run is compared with that one).
+    for size in sorted({name.split(" ")[1] for name in run["search"] if name.startswith("milvus ")} if "milvus" in backends else ()):
+        if f"sqlite {size}" in run["search"]:
+            earlier["search"][f"sqlite {size}"] = run["search"][f"sqlite {size}"]
+            rows.append(f"search sqlite {size}")
+    if "ray" in backends and "encoding" in run:
+        earlier["encoding"] = run["encoding"]
+        rows.append("encoding")
+    env = environment()
+    earlier.setdefault("updates", []).append({"rows": rows, "date": env["date"], "code": code_state(),
+                                              "environment": environment_line(env)})
+    sizes = earlier["sizes"]
+    return earlier, sizes, sizes[-2] if len(sizes) > 1 else sizes[-1]
 
 
 # ------------------------------------------------------------------------ reporting
@@ -497,6 +529,10 @@ def markdown(result: dict) -> str:
     for name, runs in search.items():
         if "open_s" in runs:
             lines.append(f"- {name}: {runs['open_s']:.1f} s, {runs.get('open_peak_rss_mb', 0):.0f} MB")
+    for update in result.get("updates", []):
+        commit = (update.get("code") or {}).get("commit", "")
+        lines += ["", f"Measured again on {update['date']} (code {commit[:7]}): {', '.join(update['rows'])}; "
+                      f"every other row as first measured. {update['environment']}"]
     lines += ["", "## Targets", "", "| target | measured | |", "|---|---|---|"]
     for target, measured, ok in targets(result):
         lines.append(f"| {target} | {measured} | {'pass' if ok else 'miss'} |")

@@ -17,7 +17,7 @@ collection's codes in Milvus instead of local FAISS files:
   :mod:`semhash.index.address`. ``max_candidates=None`` (the whole ball) is capped at
   :data:`MAX_TOPK`, the most Milvus returns for one query;
 * cells (``mode="cells"``), on a server: a second collection of the long codes with a
-  ``BIN_IVF_FLAT`` index of :func:`~semhash.index.cells.default_cells` lists, searched with
+  ``BIN_IVF_FLAT`` index of ``sqrt(n)`` lists for ``n`` codes, searched with
   ``nprobe = probes``; rebuilt when the collection has outgrown it (twice the lists). A
   query whose visited lists hold fewer than ``k`` codes is answered exactly. milvus-lite
   has no ``BIN_IVF_FLAT``: there cells searches are exact (a warning says so, once).
@@ -40,9 +40,10 @@ record when this process made that state itself). Otherwise:
   document; then every code is upserted again.
 
 A bulk write (at least :data:`MIN_INDEXED` codes and a tenth of the collection) is flushed,
-so that the server seals and indexes it in the background: it searches growing segments by
-brute force, ~10 times slower (100,000 128-bit codes: ~40 ms a query instead of ~4 ms) until
-its query node has switched to the indexed segments, some 10 to 40 seconds later.
+so that the server seals and indexes it, and the writing command waits until the server
+reports every sealed row indexed (at most :data:`INDEX_WAIT_SECONDS`): until then it
+searches those rows by brute force, several times slower, while it spends the same cores
+on the build.
 
 The reads that bring a collection up to date, and the first search of each index, ask for
 ``consistency_level="Strong"`` (they see every write made before them); later searches ask
@@ -67,9 +68,11 @@ import logging
 import os
 import re
 import threading
+import time
 import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
+from math import isqrt
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 from urllib.parse import unquote, urlsplit
@@ -97,6 +100,8 @@ STATE_COLLECTION = "semhash_state"
 STATE_FORMAT = 1
 MAX_NLIST = 65536  # Milvus's bound on IVF lists and nprobe
 MIN_INDEXED = 1024  # a server indexes no segment of fewer rows (searched exactly)
+INDEX_WAIT_SECONDS = 600.0  # the longest a bulk write waits for the server to index it
+INDEX_POLL_SECONDS = 0.5
 ID_FIELD, CODE_FIELD = "id", "code"
 STRONG, SESSION = "Strong", "Session"
 
@@ -565,10 +570,29 @@ class MilvusCodeIndex:
                 self.client.drop_index(self.collection, CODE_FIELD, timeout=CALL_SECONDS)
                 self.client.create_index(self.collection, self._index_params(), timeout=CALL_SECONDS)
                 self.client.load_collection(self.collection, timeout=CALL_SECONDS)
+        self._wait_for_index()
+
+    def _wait_for_index(self) -> None:
+        """Until the server has indexed every sealed row, at most :data:`INDEX_WAIT_SECONDS`:
+        until then it searches those rows by brute force, on cores it is also spending on
+        the build, so the command that wrote them (``index``, ``add``, a first search) waits
+        rather than every query after it. Past the bound, searches stay exact meanwhile."""
+        deadline = time.monotonic() + INDEX_WAIT_SECONDS
+        while True:
+            with _calls(self.target, f"index {self.collection}"):
+                about = self.client.describe_index(self.collection, CODE_FIELD, timeout=CALL_SECONDS) or {}
+            if int(about.get("pending_index_rows") or 0) == 0 or time.monotonic() >= deadline:
+                return
+            time.sleep(INDEX_POLL_SECONDS)
 
 
 def _nlist(n: int) -> int:
-    return max(1, min(default_cells(n), MAX_NLIST))
+    """IVF lists of a cells collection of ``n`` codes: ``sqrt(n)`` (within what k-means can
+    train). Not the local cells' ``4 sqrt(n)``: the server trains an IVF for each sealed
+    segment in the background, on the same cores as the searches, and at a million codes
+    4,096 lists were still training minutes later (searches exact and slower all along)
+    where 1,024 were ready in about 15 s."""
+    return max(1, min(isqrt(max(n, 0)), default_cells(n), MAX_NLIST))
 
 
 def _revision(fingerprint: str) -> str:
