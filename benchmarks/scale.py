@@ -438,7 +438,9 @@ def updated(earlier: dict, run: dict, backends: list[str]) -> tuple[dict, list[i
     # Milvus searches the SQLite collection of its size, which this run indexed anew: its
     # search rows come along, so that Milvus's precision is compared with the exhaustive
     # search of the same codes (its index row stays: the Ray run is compared with that one).
-    for size in sorted({name.split(" ")[1] for name in run["search"] if name.startswith("milvus ")} if "milvus" in backends else ()):
+    measured = {name.split(" ")[1] for name, runs in run["search"].items()
+                if name.startswith("milvus ") and "not_measured" not in runs}
+    for size in sorted(measured if "milvus" in backends else ()):
         if f"sqlite {size}" in run["search"]:
             earlier["search"][f"sqlite {size}"] = run["search"][f"sqlite {size}"]
             rows.append(f"search sqlite {size}")
