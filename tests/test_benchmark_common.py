@@ -105,3 +105,42 @@ def test_results_carry_the_environment(tmp_path):
 def test_cache_folders_can_be_turned_off(value, expected):
     out = _common.folder_or_none(value)
     assert (out if out is None else str(out)) == expected
+
+
+def test_scale_update_replaces_the_rows_measured_again_and_says_so():
+    import scale
+
+    search = lambda p50: {"exhaustive": {"p50_ms": p50, "precision_at_100": 0.4, "first_query_s": 0.0, "p99_ms": p50}}
+    earlier = {"sizes": [100, 1000, 10000], "index": {"sqlite 1000": {"wall_s": 9}, "ray 1000": {"wall_s": 8}},
+               "search": {"sqlite 1000": search(7.0), "milvus 1000": search(20.0), "milvus 10000": search(30.0),
+                          "postgres 1000": search(11.0)}}
+    run = {"index": {"sqlite 1000": {"wall_s": 4}},
+           "search": {"sqlite 1000": search(5.0), "milvus 1000": search(5.4), "sqlite 10000": search(28.0),
+                      "milvus 10000": {"not_measured": "stopped"}}}
+    result, sizes, middle = scale.updated(earlier, run, ["sqlite", "milvus"])
+    assert (sizes, middle) == ([100, 1000, 10000], 1000)
+    # Milvus's rows, and the search row of the SQLite collection it measured (the same codes)
+    assert result["search"]["milvus 1000"] == run["search"]["milvus 1000"]
+    assert result["search"]["sqlite 1000"] == run["search"]["sqlite 1000"]
+    assert result["search"]["milvus 10000"] == {"not_measured": "stopped"}
+    # not the SQLite rows of a size Milvus did not measure, nor index rows, nor other backends
+    assert "sqlite 10000" not in result["search"]
+    assert result["index"] == {"sqlite 1000": {"wall_s": 9}, "ray 1000": {"wall_s": 8}}
+    assert result["search"]["postgres 1000"]["exhaustive"]["p50_ms"] == 11.0
+    (update,) = result["updates"]
+    assert update["rows"] == ["search milvus 1000", "search milvus 10000", "search sqlite 1000"]
+    assert update["date"] and "commit" in update["code"]
+
+
+def test_representations_smoothing_pulls_each_vector_towards_its_neighbours():
+    import representations
+
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(2, 8))
+    vectors = np.repeat(centres, 20, axis=0) + 0.8 * rng.normal(size=(40, 8))
+    out = representations.smoothed(vectors, k=5, steps=3)
+    assert out.shape == vectors.shape and np.allclose(np.linalg.norm(out, axis=1), 1.0)
+    unit = lambda v: v / np.linalg.norm(v, axis=1, keepdims=True)
+    spread = lambda v: np.mean([np.linalg.norm(v[i * 20:(i + 1) * 20] - unit(v[i * 20:(i + 1) * 20]).mean(0), axis=1).mean()
+                                for i in range(2)])
+    assert spread(out) < spread(unit(vectors))  # each group tighter around its mean
