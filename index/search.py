@@ -42,7 +42,7 @@ from semhash.index.document_store import NoSuchDocument
 from semhash.index.faiss_index import load_or_build
 from semhash.index.models import TEXT, Collection, StoredModel, collection_of, load_model, load_vocabulary
 from semhash.index.pgvector_codes import database_index
-from semhash.vectorize import empty_rows
+from semhash.vectorize import without_empty_rows
 
 SPACES = ("hamming", "euclidean")
 MODES = ("exhaustive", "address", "cells")
@@ -161,14 +161,10 @@ class SearchEngine(UsesDatabase):
                 given.append(i)
         if not given:
             return results
-        counts = self.vocabulary.transform([texts[i] for i in given])
-        empty = empty_rows(counts)
+        empty, known, counts = without_empty_rows(self.vocabulary.transform([texts[i] for i in given]))
         for row in empty:
             results[given[row]] = self._no_known_words()
-        known = np.setdiff1d(np.arange(len(given)), empty)
         if len(known):
-            if len(empty):
-                counts = counts[known]
             codes = {name: self._model(name).model.transform(counts) for name in self._query_models(options)}
             for row, hits in zip(known, self._nearest(codes, options, query_counts=counts)):
                 results[given[row]] = hits

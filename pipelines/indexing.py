@@ -57,7 +57,7 @@ from semhash.pipelines.streaming import (
 )
 from semhash.progress import reports_progress
 from semhash.topic_map import TopicMap
-from semhash.vectorize import WordCounter, empty_rows
+from semhash.vectorize import WordCounter, without_empty_rows
 
 log = logging.getLogger(__name__)
 
@@ -222,9 +222,7 @@ def _train(corpus: CorpusPasses, train_sample: int | None, settings: dict, timin
     counter = WordCounter(max_words=settings["vocabulary_size"])
     counts = counter.fit_transform([doc.text for doc in documents])
     layout = count_layout(counts)
-    empty = empty_rows(counts)  # told about in the second pass, with every other one
-    if len(empty):
-        counts = counts[np.setdiff1d(np.arange(len(documents)), empty)]
+    _, _, counts = without_empty_rows(counts)  # the empty ones are told about in the second pass, with every other one
     trained_on = len(documents)
     del documents
     timings["vectorize"] = time.perf_counter() - started

@@ -52,7 +52,7 @@ from semhash.index.database import Database, DatabaseError
 from semhash.index.locks import building_path
 from semhash.pipelines.corpus import CorpusWarning, Document, iter_corpus, sample_positions
 from semhash.pipelines.corpus_common import STDIN
-from semhash.vectorize import WordCounter, empty_rows
+from semhash.vectorize import WordCounter, without_empty_rows
 
 log = logging.getLogger(__name__)
 
@@ -219,10 +219,7 @@ class BatchEncoder:
     def encode_texts(self, texts: list[str]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """The rows of ``texts`` with no vocabulary word, and every model's codes of the
         others, encoded as one batch."""
-        counts = self.count(texts)
-        empty = empty_rows(counts)
-        if len(empty):
-            counts = counts[np.setdiff1d(np.arange(len(texts)), empty)]
+        empty, _, counts = without_empty_rows(self.count(texts))
         if counts.shape[0] == 0:
             return empty, {}
         return empty, self.encode(counts)

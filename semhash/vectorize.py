@@ -462,6 +462,14 @@ def empty_rows(counts: scipy.sparse.spmatrix | np.ndarray) -> np.ndarray:
     return np.flatnonzero(totals == 0)
 
 
+def without_empty_rows(counts):
+    """``(empty, kept, counts of the kept rows)``: :func:`empty_rows`, the other rows' indices
+    in order, and ``counts`` itself when no row is empty."""
+    empty = empty_rows(counts)
+    kept = np.setdiff1d(np.arange(counts.shape[0]), empty)
+    return empty, kept, counts[kept] if len(empty) else counts
+
+
 def _is_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)  # JSON true/false are not counts
 
