@@ -29,11 +29,12 @@ import time
 from pathlib import Path
 
 import numpy as np
-from sklearn.decomposition import NMF, LatentDirichletAllocation, TruncatedSVD
-from sklearn.feature_extraction.text import TfidfTransformer
+from sklearn.decomposition import NMF, LatentDirichletAllocation
 
 import corpora
 from _common import add_out_argument, code_state, log, write_results
+from semhash.baselines import LSA, TfidfCosine
+from semhash.neighbours import _top_k, smooth_with_neighbours
 from semhash.pipelines.evaluate import evaluate_vectors
 
 LSA_DIMS = (32, 64, 128, 256)
@@ -49,16 +50,11 @@ def p100(queries, db, data) -> float:
 def smoothed(vectors: np.ndarray, k: int, steps: int) -> np.ndarray:
     """Each row mixed half and half with the mean of its ``k`` nearest other rows (cosine),
     ``steps`` times over the same graph."""
-    unit = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
-    neighbours = np.empty((len(unit), k), dtype=np.int64)
-    for start in range(0, len(unit), 2048):
-        sims = unit[start : start + 2048] @ unit.T
-        np.fill_diagonal(sims[:, start : start + 2048], -np.inf)
-        neighbours[start : start + 2048] = np.argpartition(-sims, k, axis=1)[:, :k]
-    out = unit
+    unit = lambda v: v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
+    out = unit(vectors)
+    neighbours = _top_k(lambda rows: out[rows] @ out.T, len(out), k)  # as the hasher's neighbour targets find them
     for _ in range(steps):
-        out = 0.5 * out + 0.5 * out[neighbours].mean(axis=1)
-        out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+        out = unit(smooth_with_neighbours(out, neighbours, 0.5).toarray())
     return out
 
 
@@ -66,17 +62,17 @@ def measure(name: str, data: dict) -> dict:
     db, queries = data["db"].astype(np.float64), data["queries"].astype(np.float64)
     row: dict = {"corpus": name, "n_db": db.shape[0], "n_queries": queries.shape[0]}
     started = time.perf_counter()
+    # The baselines as semhash.baselines (and corpora.py) compute them.
     for tf in ("raw", "sublinear"):
-        weights = TfidfTransformer(sublinear_tf=tf == "sublinear").fit(db)
+        weights = TfidfCosine(sublinear_tf=tf == "sublinear").fit(db)
         row[f"tfidf-{tf}"] = p100(weights.transform(queries), weights.transform(db), data)
-    weights = TfidfTransformer(sublinear_tf=True).fit(db)
-    tdb, tq = weights.transform(db), weights.transform(queries)
     for dims in LSA_DIMS:
-        if dims < min(tdb.shape):
-            svd = TruncatedSVD(dims, random_state=0).fit(tdb)
-            row[f"lsa-{dims}"] = p100(svd.transform(tq), svd.transform(tdb), data)
+        if dims < min(db.shape):
+            lsa = LSA(n_components=dims, sublinear_tf=True).fit(db)
+            row[f"lsa-{dims}"] = p100(lsa.transform(queries), lsa.transform(db), data)
             if dims == 64:
-                row["lsa-64-smoothed"] = p100(svd.transform(tq), smoothed(svd.transform(tdb), SMOOTH_NEIGHBOURS, SMOOTH_STEPS), data)
+                row["lsa-64-smoothed"] = p100(lsa.transform(queries), smoothed(lsa.transform(db), SMOOTH_NEIGHBOURS, SMOOTH_STEPS), data)
+    tdb, tq = weights.transform(db), weights.transform(queries)  # sublinear, rows unit length
     nmf = NMF(TOPICS, init="nndsvd", max_iter=300, random_state=0).fit(tdb)
     row[f"nmf-{TOPICS}"] = p100(nmf.transform(tq), nmf.transform(tdb), data)
     lda = LatentDirichletAllocation(TOPICS, learning_method="batch", max_iter=30, random_state=0).fit(db)
