@@ -53,7 +53,11 @@ standalone server, where a Session one takes a few ms. Every call has a timeout
 (:data:`CALL_SECONDS`; connecting: :data:`CONNECT_SECONDS`), and a Milvus failure
 (unreachable server, malformed URI, a missing client package) raises :class:`MilvusError`,
 a :class:`~semhash.index.schema.DatabaseError` with a one-line message. Two processes that
-bring the same collection up to date at once write the same rows (upserts: harmless); a
+bring the same collection up to date at once write the same rows (upserts: harmless). A
+collection made anew is filled by inserts, whose cost does not grow with the collection as
+an upsert's does (each one also deletes its id from every segment): two processes filling
+the same new collection at once would store some ids twice, so a filled collection's row
+count is checked, and its rows written again by upserts (one row an id) when it is off. A
 rebuild racing another process's search can make that search fail once. A milvus-lite file
 is open in one process at a time (milvus-lite locks it: another process gets a
 :class:`MilvusError` saying so); processes that share codes need a server. Collections of
@@ -439,7 +443,7 @@ class MilvusCodeIndex:
             # no Strong read of the state record needed
             self.nlist = _synced_here[memo][1]
             self._load()
-            self.synced = {"rebuilt": False, "upserted": 0, "deleted": 0}
+            self.synced = {"rebuilt": False, "copied": 0, "deleted": 0}
             return
         state = _State(self.target, self.client)
         saved = state.get(self.collection)
@@ -447,11 +451,11 @@ class MilvusCodeIndex:
                 or saved.get("format") != STATE_FORMAT):
             database_ids = self._database_ids()
             self._rebuild(exists, len(database_ids))
-            self.synced = {"rebuilt": True, "upserted": self._copy(database_ids), "deleted": 0}
+            self.synced = {"rebuilt": True, "copied": self._fill(database_ids), "deleted": 0}
         elif saved.get("fingerprint") == fingerprint:
             self.nlist = saved.get("nlist")
             self._load()
-            self.synced = {"rebuilt": False, "upserted": 0, "deleted": 0}
+            self.synced = {"rebuilt": False, "copied": 0, "deleted": 0}
             _synced_here[memo] = (fingerprint, self.nlist)
             return
         else:
@@ -463,11 +467,11 @@ class MilvusCodeIndex:
             gone = np.setdiff1d(milvus_ids, database_ids, assume_unique=True)
             if len(missing) == 0 and _revision(fingerprint) != _revision(saved.get("fingerprint", "")):
                 missing = database_ids  # codes written again in place: copy them all again
-            upserted = self._copy(missing)
+            copied = self._copy(missing)
             self._delete(gone)
-            self.synced = {"rebuilt": False, "upserted": upserted, "deleted": int(len(gone))}
+            self.synced = {"rebuilt": False, "copied": copied, "deleted": int(len(gone))}
         n = len(database_ids)
-        if n >= MIN_INDEXED and (self.synced["upserted"] >= max(MIN_INDEXED, n // 10)
+        if n >= MIN_INDEXED and (self.synced["copied"] >= max(MIN_INDEXED, n // 10)
                                  or (self.cells and _nlist(n) >= 2 * (self.nlist or 1))):
             self._seal(n)
         state.put(self.collection, {"format": STATE_FORMAT, "identity": identity, "fingerprint": fingerprint,
@@ -534,8 +538,21 @@ class MilvusCodeIndex:
             found.append(np.fromiter((row[ID_FIELD] for row in rows), dtype=np.int64, count=len(rows)))
         return np.unique(np.concatenate(found)) if found else np.empty(0, np.int64)
 
-    def _copy(self, ids: np.ndarray) -> int:
-        """Upsert the database's codes of ``ids`` (ascending), :data:`BATCH` at a time."""
+    def _fill(self, ids: np.ndarray) -> int:
+        """Copy every code into the collection just made: inserts, then a count of its rows;
+        if another process filled it at the same time (ids stored twice, or rows of a
+        collection it dropped missing), every code is upserted again."""
+        copied = self._copy(ids, insert=True)
+        with _calls(self.target, f"count the rows of {self.collection}"):
+            rows = self.client.query(self.collection, filter="", output_fields=["count(*)"],
+                                     consistency_level=STRONG, timeout=CALL_SECONDS)
+        if int(rows[0]["count(*)"]) != copied:
+            copied = self._copy(ids)
+        return copied
+
+    def _copy(self, ids: np.ndarray, insert: bool = False) -> int:
+        """Upsert (or insert) the database's codes of ``ids`` (ascending), :data:`BATCH` at a time."""
+        write = self.client.insert if insert else self.client.upsert
         copied = 0
         for start in range(0, len(ids), BATCH):
             chunk_ids, codes = self.db.get_codes(self.model_id, ids[start:start + BATCH].tolist())
@@ -546,7 +563,7 @@ class MilvusCodeIndex:
             else:
                 rows = [{ID_FIELD: int(i), CODE_FIELD: code} for i, code in zip(chunk_ids.tolist(), codes.tolist())]
             with _calls(self.target, f"write codes to {self.collection}"):
-                self.client.upsert(self.collection, rows, timeout=CALL_SECONDS)
+                write(self.collection, rows, timeout=CALL_SECONDS)
             copied += len(rows)
         return copied
 

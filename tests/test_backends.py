@@ -358,7 +358,7 @@ def test_deleted_documents_never_come_back(use, tmp_path):
     engine = SearchEngine(db)
     if use.name.startswith("milvus"):  # the copy in Milvus loses it, and only it, when opened: no copying again
         for what in ("hasher", "map"):
-            assert engine._index(what).synced == {"rebuilt": False, "upserted": 0, "deleted": 1}, what
+            assert engine._index(what).synced == {"rebuilt": False, "copied": 0, "deleted": 1}, what
     assert engine._index("hasher").ntotal == remaining
     assert engine._index("map").ntotal == remaining
     for searcher in (engine, stale):  # a new engine, and one opened before

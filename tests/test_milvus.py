@@ -165,20 +165,20 @@ def test_another_process_add_and_delete_are_seen_after_sync(codes, copy, tmp_pat
     assert engine._index("hasher").ntotal == NOISE + POSTS + 8  # the server holds them already
     engine = SearchEngine(copy)
     for what in ("hasher", "map"):
-        assert engine._index(what).synced == {"rebuilt": False, "upserted": 0, "deleted": 0}, what
+        assert engine._index(what).synced == {"rebuilt": False, "copied": 0, "deleted": 0}, what
         assert engine._index(what).ntotal == NOISE + POSTS + 8
     assert len(engine.similar("more-3", k=5)) == len(engine.similar("more-3", k=5, space="euclidean")) == 5
     hits = engine.search_code(_code_hex(engine, "more-1"), k=200)
     assert ("more-1", 0) in [(h.external_id, h.distance) for h in hits]
     assert engine._index("address").addresses.ntotal == NOISE + POSTS + 8
     # a third engine: nothing to do
-    assert SearchEngine(copy)._index("hasher").synced == {"rebuilt": False, "upserted": 0, "deleted": 0}
+    assert SearchEngine(copy)._index("hasher").synced == {"rebuilt": False, "copied": 0, "deleted": 0}
     # another process deletes documents (their codes go with them: ON DELETE CASCADE)
     with Database(copy) as other, other._engine.begin() as conn:
         conn.execute(sa.text("DELETE FROM documents WHERE external_id LIKE 'more-%'"))
     engine = SearchEngine(copy)
     for what in ("hasher", "map"):
-        assert engine._index(what).synced == {"rebuilt": False, "upserted": 0, "deleted": 8}, what
+        assert engine._index(what).synced == {"rebuilt": False, "copied": 0, "deleted": 8}, what
         assert engine._index(what).ntotal == NOISE + POSTS
     for mode in ("exhaustive", "address"):
         hits = engine.search("puck goal team season", k=NOISE, mode=mode, max_candidates=None, radius=8)
@@ -204,12 +204,12 @@ def _random_collection(path: Path, n: int, bits: int = 32, seed: int = 2) -> tup
 def test_rewritten_codes_and_a_replaced_model(codes, tmp_path, monkeypatch):
     monkeypatch.setenv(milvus_codes.ENVIRONMENT, codes)
     db, model, ids = _random_collection(tmp_path / "random.db", 300, bits=16)
-    assert MilvusCodeIndex(db, "hasher").synced == {"rebuilt": True, "upserted": 300, "deleted": 0}
+    assert MilvusCodeIndex(db, "hasher").synced == {"rebuilt": True, "copied": 300, "deleted": 0}
     # codes written again in place (no new document): all copied again
     rng = np.random.default_rng(3)
     db.put_codes(model, ids[:10], rng.integers(0, 256, (10, 2), dtype=np.uint8))
     index = MilvusCodeIndex(db, "hasher")
-    assert index.synced == {"rebuilt": False, "upserted": 300, "deleted": 0}
+    assert index.synced == {"rebuilt": False, "copied": 300, "deleted": 0}
     _, stored = db.get_codes(model, ids[:10].tolist())
     distances, found = index.search(stored, 1)
     assert (distances[:, 0] == 0).all()
@@ -217,10 +217,31 @@ def test_rewritten_codes_and_a_replaced_model(codes, tmp_path, monkeypatch):
     new = db.save_model("hasher", "binary", 24, {"class": "test"}, b"w2", None, replace=True)
     db.put_codes(new, ids[:50], rng.integers(0, 256, (50, 3), dtype=np.uint8))
     index = MilvusCodeIndex(db, "hasher")
-    assert index.synced == {"rebuilt": True, "upserted": 50, "deleted": 0} and index.ntotal == 50
+    assert index.synced == {"rebuilt": True, "copied": 50, "deleted": 0} and index.ntotal == 50
     assert index.search(db.get_codes(new, [ids[7]])[1], 3)[0][0, 0] == 0
     with pytest.raises(ValueError, match="packed uint8 of shape"):
         index.search(stored, 1)  # 16-bit codes for a 24-bit model
+    db.close()
+
+
+def _rows(index: MilvusCodeIndex) -> int:
+    found = index.client.query(index.collection, filter="", output_fields=["count(*)"], consistency_level="Strong")
+    return int(found[0]["count(*)"])
+
+
+def test_a_new_collection_filled_by_two_processes_at_once_keeps_one_row_an_id(codes, tmp_path, monkeypatch):
+    """A new collection is filled by inserts (no per-row delete): another process's inserts
+    into it at the same time would store ids twice, which the row count after the fill catches."""
+    monkeypatch.setenv(milvus_codes.ENVIRONMENT, codes)
+    db, model, ids = _random_collection(tmp_path / "twice.db", 200, bits=16)
+    index = MilvusCodeIndex(db, "hasher")
+    assert index.synced == {"rebuilt": True, "copied": 200, "deleted": 0} and _rows(index) == 200
+    index._copy(ids[:120], insert=True)  # the other process, part way through its own fill
+    assert _rows(index) == 320
+    assert index._fill(ids) == 200 and _rows(index) == 200
+    _, stored = db.get_codes(model, ids[:20].tolist())
+    distances, found = index.search(stored, 5)
+    assert (distances[:, 0] == 0).all() and all(len(set(row)) == 5 for row in found.tolist())
     db.close()
 
 
@@ -259,7 +280,7 @@ def test_cells(codes, cells):
     with db._engine.begin() as conn:
         conn.execute(sa.text("DELETE FROM documents WHERE id IN (1, 2, 3)"))
     index = MilvusCodeIndex(db, "hasher", cells=True, target=index.target)
-    assert index.synced == {"rebuilt": False, "upserted": 10, "deleted": 3} and index.ntotal == CELLS + 7
+    assert index.synced == {"rebuilt": False, "copied": 10, "deleted": 3} and index.ntotal == CELLS + 7
     distances, found = index.search(queries[:10], 1, index.nlist)
     assert (distances[:, 0] == 0).all() and set(found[:, 0].tolist()) <= set(added)
     assert not {1, 2, 3} & set(index.search(queries, 100, index.nlist)[1].ravel().tolist())
