@@ -85,10 +85,12 @@ class Measured:
     def __init__(self, path: Path, fresh: bool) -> None:
         self.path = path
         self.values = {} if fresh or not path.exists() else json.loads(path.read_text())
+        self.measured_now: set[str] = set()  # keys measured by this run, not read back
 
     def get(self, key: str, measure):
         if key not in self.values:
             self.values[key] = measure()
+            self.measured_now.add(key)
             partial = self.path.with_suffix(".partial")
             partial.write_text(json.dumps(self.values, indent=1))
             os.replace(partial, self.path)
@@ -416,7 +418,8 @@ def main(argv=None) -> None:
             result["search"][f"milvus {n}"] = measured.get(f"search milvus {n}", lambda n=n: milvus(n))
 
     if args.update:  # an earlier full run, with this run's rows of the other backends in place of its own
-        result, sizes, middle = updated(json.loads(args.update.read_text()), result, args.backends)
+        result, sizes, middle = updated(json.loads(args.update.read_text()), result, args.backends,
+                                        measured.measured_now)
     result["summary"] = summarize(result, sizes, middle)
     result["environment"] = result.get("environment") if args.update else environment()
     paths = write_results(args.out, "scale.quick" if args.quick else "scale", result, markdown(result))
@@ -425,10 +428,12 @@ def main(argv=None) -> None:
     log(f"wrote {', '.join(str(p) for p in paths.values())}")
 
 
-def updated(earlier: dict, run: dict, backends: list[str]) -> tuple[dict, list[int], int]:
+def updated(earlier: dict, run: dict, backends: list[str], measured_now: set[str]) -> tuple[dict, list[int], int]:
     """``earlier`` (a full run's results) with ``run``'s rows of ``backends`` other than
-    sqlite put in, and the search rows of the SQLite collections Milvus searched; the rows, the
-    date and the code are listed under ``updates``, which the report shows."""
+    sqlite put in, and the search rows of the SQLite collections Milvus searched. Those of
+    them measured by this run (``measured_now``; the others were read back from its work
+    folder) are listed under ``updates`` with the date and the code, and taken off the
+    lists of earlier updates; the report shows the lists."""
     rows = []
     for section in ("index", "search"):
         for name, value in run[section].items():
@@ -447,9 +452,15 @@ def updated(earlier: dict, run: dict, backends: list[str]) -> tuple[dict, list[i
     if "ray" in backends and "encoding" in run:
         earlier["encoding"] = run["encoding"]
         rows.append("encoding")
-    env = environment()
-    earlier.setdefault("updates", []).append({"rows": rows, "date": env["date"], "code": code_state(),
-                                              "environment": environment_line(env)})
+    # rows are named as their measurements are kept, but for the encoding (kept by its size)
+    now = [row for row in rows if row in measured_now
+           or (row == "encoding" and any(key.startswith("encoding ") for key in measured_now))]
+    updates = [dict(u, rows=[r for r in u["rows"] if r not in now]) for u in earlier.get("updates", [])]
+    earlier["updates"] = [u for u in updates if u["rows"]]
+    if now:
+        env = environment()
+        earlier["updates"].append({"rows": now, "date": env["date"], "code": code_state(),
+                                   "environment": environment_line(env)})
     sizes = earlier["sizes"]
     return earlier, sizes, sizes[-2] if len(sizes) > 1 else sizes[-1]
 
@@ -546,8 +557,7 @@ def markdown(result: dict) -> str:
                   + ", ".join(f"W={w}: {m} min" for w, m in p["encode_minutes_10M"].items())
                   + f". One writer stores documents and codes: at its measured {p['writer_docs_per_s']:,} documents/s (SQLite, "
                   f"the largest run) 10M take {1e7 / p['writer_docs_per_s'] / 60:.1f} min whatever the number of workers."]
-    lines += ["", environment_line(result.get("environment") or environment())]
-    return "\n".join(lines)
+    return "\n".join(lines)  # write_results ends it with the environment line
 
 
 def encoding_paragraph(e: dict) -> str:

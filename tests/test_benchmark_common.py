@@ -117,7 +117,9 @@ def test_scale_update_replaces_the_rows_measured_again_and_says_so():
     run = {"index": {"sqlite 1000": {"wall_s": 4}},
            "search": {"sqlite 1000": search(5.0), "milvus 1000": search(5.4), "sqlite 10000": search(28.0),
                       "milvus 10000": {"not_measured": "stopped"}}}
-    result, sizes, middle = scale.updated(earlier, run, ["sqlite", "milvus"])
+    earlier["updates"] = [{"rows": ["search milvus 10000", "search postgres 1000"], "date": "d0", "code": {}}]
+    measured_now = {"search milvus 1000", "search milvus 10000", "search sqlite 1000", "search sqlite 10000"}
+    result, sizes, middle = scale.updated(earlier, run, ["sqlite", "milvus"], measured_now)
     assert (sizes, middle) == ([100, 1000, 10000], 1000)
     # Milvus's rows, and the search row of the SQLite collection it measured (the same codes)
     assert result["search"]["milvus 1000"] == run["search"]["milvus 1000"]
@@ -127,9 +129,15 @@ def test_scale_update_replaces_the_rows_measured_again_and_says_so():
     assert "sqlite 10000" not in result["search"]
     assert result["index"] == {"sqlite 1000": {"wall_s": 9}, "ray 1000": {"wall_s": 8}}
     assert result["search"]["postgres 1000"]["exhaustive"]["p50_ms"] == 11.0
-    (update,) = result["updates"]
+    # the rows measured now are listed as such, and no longer under an earlier update
+    before, update = result["updates"]
+    assert before == {"rows": ["search postgres 1000"], "date": "d0", "code": {}}
     assert update["rows"] == ["search milvus 1000", "search milvus 10000", "search sqlite 1000"]
     assert update["date"] and "commit" in update["code"]
+    # rows read back from the work folder, not measured again, are not listed
+    result, _, _ = scale.updated(result, run, ["sqlite", "milvus"], {"search milvus 10000"})
+    assert [u["rows"] for u in result["updates"]] == [["search postgres 1000"], ["search milvus 1000", "search sqlite 1000"],
+                                                      ["search milvus 10000"]]
 
 
 def test_representations_smoothing_pulls_each_vector_towards_its_neighbours():
