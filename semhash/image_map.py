@@ -63,6 +63,7 @@ class ImageMap(ImageInput, TopicMap):
         objective: str = "tsne",
         perplexity: float = 30.0,
         tsne_epochs: int = 30,
+        tsne_min_documents: int = 0,  # images keep the measured epochs (not yet chosen on images)
         tsne_input_dropout: float = 0.2,
         n_pca: int = 50,
         random_state: int | None = 0,

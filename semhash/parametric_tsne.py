@@ -29,7 +29,7 @@ import logging
 import math
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Iterator
 
 import numpy as np
@@ -177,6 +177,9 @@ class TSNEConfig:
     ``input_dropout`` zeroes that fraction of the encoder's inputs (rescaling the rest)
     at each step, so that the map does not hinge on single words of the training posts.
     ``reconstruction_weight > 0`` adds that times the decoder's reconstruction loss.
+    ``min_documents``: an epoch passes each document once (as a pair's end, or in a
+    batch); a collection of fewer than ``min_documents / n_epochs`` documents gets the
+    epochs that pass that many.
     """
 
     affinity: str = "knn"
@@ -191,6 +194,7 @@ class TSNEConfig:
     n_negatives: int = 0
     input_dropout: float = 0.0
     reconstruction_weight: float = 0.0
+    min_documents: int = 0
 
     def __post_init__(self) -> None:
         if self.affinity not in AFFINITIES:
@@ -246,6 +250,10 @@ def fine_tune_tsne(
         sampler = PairSampler(affinities, inputs, reconstruction_targets, config, rng, generator)
     else:
         sampler = WithinBatchSampler(features, inputs, reconstruction_targets, config, rng, generator)
+    if config.n_epochs * sampler.n < config.min_documents:
+        # a small collection's map stops far short of a large one's in the same epochs
+        # (benchmarks/README.md, issue 18)
+        config = replace(config, n_epochs=math.ceil(config.min_documents / sampler.n))
     result = TSNEResult()
     guard = CollapseGuard(model, inputs)
     learning_rate = config.learning_rate

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from numbers import Integral
 
 import numpy as np
 
@@ -31,6 +32,11 @@ class TopicMap(DeepCodeModel):
     n_components : dimensions of the code (2 for a map).
     objective : ``"tsne"``, ``"reconstruction"`` or ``"both"`` (see above).
     perplexity, tsne_epochs : of the parametric t-SNE stage.
+    tsne_min_documents : the t-SNE stage passes at least this many documents (an epoch
+        passes each once): a collection of ``n`` gets ``max(tsne_epochs,
+        ceil(tsne_min_documents / n))`` epochs. The default is what 40 epochs of 10,000
+        documents pass; in 40 epochs, small collections' maps stopped far short
+        (benchmarks/README.md).
     tsne_input_dropout : share of the encoder's inputs zeroed in each t-SNE step.
 
     The other parameters are described in :class:`~semhash.estimator.DeepCodeModel`.
@@ -65,6 +71,7 @@ class TopicMap(DeepCodeModel):
         objective: str = "tsne",
         perplexity: float = 30.0,
         tsne_epochs: int = 40,
+        tsne_min_documents: int = 400_000,
         tsne_input_dropout: float = 0.5,
         random_state: int | None = 0,
         verbose: bool = False,
@@ -75,6 +82,8 @@ class TopicMap(DeepCodeModel):
         super()._validate_params()
         if self.objective not in ("reconstruction", "tsne", "both"):
             raise ValueError(f"objective must be 'reconstruction', 'tsne' or 'both', got {self.objective!r}")
+        if not isinstance(self.tsne_min_documents, Integral) or self.tsne_min_documents < 0:
+            raise ValueError(f"tsne_min_documents must be a non-negative integer, got {self.tsne_min_documents!r}")
 
     def fit(self, X, y=None) -> "TopicMap":
         """Pretrain and fine-tune the autoencoder on ``X``, then (``objective``) the t-SNE stage."""
@@ -92,7 +101,7 @@ class TopicMap(DeepCodeModel):
                 log.info(f"parametric t-SNE fine-tuning ({self.tsne_epochs} epochs, perplexity {self.perplexity:g})")
                 tsne_fine_tune_estimator(
                     self, X, objective=self.objective, perplexity=self.perplexity, n_epochs=self.tsne_epochs,
-                    input_dropout=self.tsne_input_dropout,
+                    min_documents=self.tsne_min_documents, input_dropout=self.tsne_input_dropout,
                 )
         return self
 

@@ -223,6 +223,21 @@ def test_tsne_fine_tuning_of_a_topic_map_keeps_one_pass_placement(small_topic_ma
     assert not np.allclose(batch, base.transform(counts[:20]))
 
 
+def test_a_small_collection_gets_the_epochs_that_pass_the_minimum_documents(small_topic_map):
+    """An epoch passes each of the n documents once: more than 2 epochs' worth asks for more
+    epochs; a collection that passes them in its epochs keeps its epochs."""
+    import copy
+
+    base, counts, _ = small_topic_map
+    n = counts.shape[0]
+    model = tsne_fine_tune_estimator(copy.deepcopy(base), counts, n_epochs=2, perplexity=10, min_documents=5 * n - 3)
+    assert len(model.tsne_history_) == 5
+    model = tsne_fine_tune_estimator(copy.deepcopy(base), counts, n_epochs=2, perplexity=10, min_documents=2 * n)
+    assert len(model.tsne_history_) == 2
+    with pytest.raises(ValueError, match="tsne_min_documents"):
+        TopicMap(tsne_min_documents=-1).fit(counts)
+
+
 def test_tsne_schedule_negatives_and_epoch_callback(small_topic_map):
     import copy
 

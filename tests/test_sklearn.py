@@ -41,7 +41,7 @@ def _expected_failed_checks(estimator) -> dict[str, str]:
     [
         SemanticHasher(8, **TINY),
         SemanticHasher(8, packed=False, **TINY),
-        TopicMap(tsne_epochs=1, **TINY),
+        TopicMap(tsne_epochs=1, tsne_min_documents=0, **TINY),
         TopicMap(objective="reconstruction", **TINY),
         ImageHasher(8, **TINY),
         ImageMap(tsne_epochs=1, **TINY),
@@ -81,7 +81,7 @@ DEFAULTS = {
     "TopicMap": dict(
         n_components=2, hidden_layers=(500, 250, 125), pretrain_epochs=5, pretrain_learning_rate=0.1,
         finetune_epochs=50, finetune_learning_rate=0.003, code_noise=0.0, neighbour_targets=10, idf_target=False,
-        input_dropout=0.0, objective="tsne", perplexity=30.0, tsne_epochs=40, tsne_input_dropout=0.5),
+        input_dropout=0.0, objective="tsne", perplexity=30.0, tsne_epochs=40, tsne_min_documents=400_000, tsne_input_dropout=0.5),
     "ImageHasher": dict(
         n_bits=256, hidden_layers=(1024, 512), pretrain_epochs=10, pretrain_learning_rate=0.1, finetune_epochs=30,
         finetune_learning_rate=0.001, code_noise=4.0, neighbour_targets=0, idf_target=False, input_dropout=0.0,
@@ -89,7 +89,8 @@ DEFAULTS = {
     "ImageMap": dict(
         n_components=2, hidden_layers=(512, 128), pretrain_epochs=10, pretrain_learning_rate=0.1, finetune_epochs=30,
         finetune_learning_rate=0.001, code_noise=0.0, neighbour_targets=0, idf_target=False, input_dropout=0.0,
-        objective="tsne", perplexity=30.0, tsne_epochs=30, tsne_input_dropout=0.2, gaussian_learning_rate=0.002,
+        objective="tsne", perplexity=30.0, tsne_epochs=30, tsne_min_documents=0, tsne_input_dropout=0.2,
+        gaussian_learning_rate=0.002,
         n_pca=50),
 }
 SHARED = dict(batch_size="auto", neighbour_weight=0.5, neighbour_similarity="auto", idf_input=False,

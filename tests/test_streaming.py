@@ -33,7 +33,7 @@ from semhash.vectorize import WordCounter
 from tests.conftest import REPO, TOPIC_WORDS
 
 TINY = dict(hidden_layers=(24,), pretrain_epochs=1, finetune_epochs=1)
-TINY_MAP = dict(hidden_layers=(24, 12), pretrain_epochs=1, finetune_epochs=1, tsne_epochs=1)
+TINY_MAP = dict(hidden_layers=(24, 12), pretrain_epochs=1, finetune_epochs=1, tsne_epochs=1, tsne_min_documents=0)
 TINY_SETTINGS = dict(n_bits=16, address_bits=8, map_dims=2, vocabulary_size=60, hasher_params=TINY, map_params=TINY_MAP)
 # The same settings for `semhash index`.
 TINY_CLI = ["--bits", "16", "--address-bits", "8", "--map-dims", "2", "--vocab", "60", "--epochs", "1",
