@@ -5,7 +5,7 @@ The image counterpart of :class:`~semhash.topic_map.TopicMap`: the input side of
 training mean and standard deviation, a Gaussian-visible bottom RBM, a linear output
 layer scored by squared error) under TopicMap's linear 2-D code and its parametric t-SNE
 stage. The t-SNE input affinities come from cosine neighbours in PCA-50 space of the
-standardised pixels (for documents: LSA-50 of the word counts).
+standardised pixels (for documents: TF-IDF, or LSA-50 for short ones).
 
 >>> image_map = ImageMap().fit(pixels)          # doctest: +SKIP
 >>> points = image_map.transform(pixels)        # (n, 2) float32, one encoder pass

@@ -9,8 +9,8 @@ Two ways of getting P are offered (``TSNEConfig.affinity``):
 
 * ``"knn"`` (default, chosen by measurement on a validation split of 20 Newsgroups
   train, see ``benchmarks/maps.py``): a perplexity-calibrated Gaussian over each
-  document's ``3 * perplexity`` nearest neighbours by cosine in LSA-50 space (TF-IDF then
-  truncated SVD), symmetrised over the whole collection, as in Barnes-Hut t-SNE. Each
+  document's ``3 * perplexity`` nearest neighbours by cosine of the given features (for
+  documents: TF-IDF rows, or LSA-50 for short ones; for images: PCA-50), symmetrised over the whole collection, as in Barnes-Hut t-SNE. Each
   step samples a mini-batch of neighbour pairs ``(i, j)`` with probability ``p_ij`` and
   estimates the full-collection KL (up to the constant entropy of P) as
   ``-mean log w(y_i, y_j) + log mean_{a != b} w(y_a, y_b) + log N(N-1)``: the attraction
@@ -97,20 +97,28 @@ def knn_affinities(
 ) -> sp.csr_matrix:
     """Symmetric t-SNE P over a kNN graph: ``(n, n)`` CSR, entries summing to 1.
 
-    ``features`` are compared by cosine (rows are L2-normalised here); each point's
-    ``n_neighbors`` (default ``3 * perplexity``) nearest other points get a Gaussian
-    calibrated to ``perplexity``, then ``P = (P_cond + P_cond^T) / 2n``.
+    ``features`` (dense, or scipy-sparse such as TF-IDF rows) are compared by cosine (rows
+    are L2-normalised here); each point's ``n_neighbors`` (default ``3 * perplexity``)
+    nearest other points get a Gaussian calibrated to ``perplexity``, then
+    ``P = (P_cond + P_cond^T) / 2n``.
     """
-    X = np.asarray(features, dtype=np.float32)
-    X = X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
-    n = len(X)
+    if sp.issparse(features):
+        from sklearn.preprocessing import normalize
+
+        X = normalize(sp.csr_matrix(features, dtype=np.float32))
+        similarities = lambda rows: (X[rows] @ X.T).toarray()  # noqa: E731
+    else:
+        X = np.asarray(features, dtype=np.float32)
+        X = X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
+        similarities = lambda rows: X[rows] @ X.T  # noqa: E731
+    n = X.shape[0]
     if n < 3:
         raise ValueError(f"t-SNE affinities need at least 3 points, got {n}")
     k = int(min(n - 1, n_neighbors or max(3, round(3 * perplexity))))
     perplexity = min(perplexity, max(1.0, (k - 1) / 3)) if n_neighbors is None and k < 3 * perplexity else perplexity
     rows, cols, vals = [], [], []
     for start in range(0, n, block):
-        sims = X[start : start + block] @ X.T
+        sims = similarities(slice(start, start + block))
         local = np.arange(len(sims))
         sims[local, start + local] = -np.inf  # not one's own neighbour
         top = np.argpartition(-sims, k - 1, axis=1)[:, :k]
@@ -130,7 +138,7 @@ def knn_affinities(
 
 def batch_affinities(features: np.ndarray, perplexity: float = 30.0) -> np.ndarray:
     """Dense symmetric P within one batch (van der Maaten 2009), entries summing to 1."""
-    X = np.asarray(features, dtype=np.float64)
+    X = np.asarray(features.toarray() if sp.issparse(features) else features, dtype=np.float64)
     X = X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
     sq = np.maximum(2.0 - 2.0 * X @ X.T, 0.0)
     np.fill_diagonal(sq, np.inf)
@@ -479,8 +487,8 @@ def tsne_fine_tune_estimator(estimator, X, *, objective: str = "tsne", perplexit
 
     ``objective="tsne"``: KL only; ``"both"``: KL plus ``reconstruction_weight`` times the
     reconstruction loss. ``settings`` are further :class:`TSNEConfig` fields. P comes from
-    cosine neighbours of the estimator's ``_tsne_features(X)`` (TopicMap: LSA-50 of the
-    counts; ImageMap: PCA-50 of the standardised pixels). Records ``tsne_history_`` and
+    cosine neighbours of the estimator's ``_tsne_features(X)`` (TopicMap: TF-IDF, or LSA-50
+    for short documents; ImageMap: PCA-50 of the standardised pixels). Records ``tsne_history_`` and
     adds the time to ``fit_seconds_``. Progress shows on stderr if ``estimator.verbose``.
     """
     if objective not in ("tsne", "both"):

@@ -105,8 +105,15 @@ class TopicMap(DeepCodeModel):
                 )
         return self
 
-    def _tsne_features(self, X) -> np.ndarray:
-        """Where the t-SNE stage finds each document's neighbours: LSA-50 of the counts."""
+    def _tsne_features(self, X):
+        """Where the t-SNE stage finds each document's neighbours: by the rule that finds
+        the targets' (``neighbour_similarity``), TF-IDF rows, or LSA-50 for short documents
+        (with LSA-50 neighbours, 40-word posts' maps came out worse than the
+        reconstruction-trained map they start from; benchmarks/README.md)."""
+        if self._neighbour_similarity(X) == "tfidf":
+            from semhash.baselines import TfidfCosine
+
+            return TfidfCosine().fit_transform(X)
         from semhash.parametric_tsne import lsa_features
 
         return lsa_features(X, random_state=self.random_state)
