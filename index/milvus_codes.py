@@ -543,12 +543,16 @@ class MilvusCodeIndex:
         if another process filled it at the same time (ids stored twice, or rows of a
         collection it dropped missing), every code is upserted again."""
         copied = self._copy(ids, insert=True)
+        if self._row_count() != copied:
+            copied = self._copy(ids)
+        return copied
+
+    def _row_count(self) -> int:
+        """Rows in the collection, an id stored twice counted twice (a Strong read)."""
         with _calls(self.target, f"count the rows of {self.collection}"):
             rows = self.client.query(self.collection, filter="", output_fields=["count(*)"],
                                      consistency_level=STRONG, timeout=CALL_SECONDS)
-        if int(rows[0]["count(*)"]) != copied:
-            copied = self._copy(ids)
-        return copied
+        return int(rows[0]["count(*)"])
 
     def _copy(self, ids: np.ndarray, insert: bool = False) -> int:
         """Upsert (or insert) the database's codes of ``ids`` (ascending), :data:`BATCH` at a time."""

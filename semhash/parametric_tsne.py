@@ -102,15 +102,7 @@ def knn_affinities(
     nearest other points get a Gaussian calibrated to ``perplexity``, then
     ``P = (P_cond + P_cond^T) / 2n``.
     """
-    if sp.issparse(features):
-        from sklearn.preprocessing import normalize
-
-        X = normalize(sp.csr_matrix(features, dtype=np.float32))
-        similarities = lambda rows: (X[rows] @ X.T).toarray()  # noqa: E731
-    else:
-        X = np.asarray(features, dtype=np.float32)
-        X = X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
-        similarities = lambda rows: X[rows] @ X.T  # noqa: E731
+    X = _unit_rows(features)
     n = X.shape[0]
     if n < 3:
         raise ValueError(f"t-SNE affinities need at least 3 points, got {n}")
@@ -118,7 +110,8 @@ def knn_affinities(
     perplexity = min(perplexity, max(1.0, (k - 1) / 3)) if n_neighbors is None and k < 3 * perplexity else perplexity
     rows, cols, vals = [], [], []
     for start in range(0, n, block):
-        sims = similarities(slice(start, start + block))
+        sims = X[start : start + block] @ X.T
+        sims = sims.toarray() if sp.issparse(sims) else sims
         local = np.arange(len(sims))
         sims[local, start + local] = -np.inf  # not one's own neighbour
         top = np.argpartition(-sims, k - 1, axis=1)[:, :k]
@@ -134,6 +127,16 @@ def knn_affinities(
     joint.data /= joint.data.sum()
     joint.eliminate_zeros()
     return joint.astype(np.float64)
+
+
+def _unit_rows(features):
+    """Rows scaled to unit length: a float32 array, or CSR for sparse features (TF-IDF rows)."""
+    if sp.issparse(features):
+        from sklearn.preprocessing import normalize
+
+        return normalize(sp.csr_matrix(features, dtype=np.float32))
+    X = np.asarray(features, dtype=np.float32)
+    return X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
 
 
 def batch_affinities(features: np.ndarray, perplexity: float = 30.0) -> np.ndarray:
@@ -258,10 +261,8 @@ def fine_tune_tsne(
         sampler = PairSampler(affinities, inputs, reconstruction_targets, config, rng, generator)
     else:
         sampler = WithinBatchSampler(features, inputs, reconstruction_targets, config, rng, generator)
-    if config.n_epochs * sampler.n < config.min_documents:
-        # a small collection's map stops far short of a large one's in the same epochs
-        # (benchmarks/README.md, issue 18)
-        config = replace(config, n_epochs=math.ceil(config.min_documents / sampler.n))
+    # a small collection's map stops far short of a large one's in the same epochs
+    config = replace(config, n_epochs=max(config.n_epochs, math.ceil(config.min_documents / sampler.n)))
     result = TSNEResult()
     guard = CollapseGuard(model, inputs)
     learning_rate = config.learning_rate

@@ -224,21 +224,16 @@ def test_rewritten_codes_and_a_replaced_model(codes, tmp_path, monkeypatch):
     db.close()
 
 
-def _rows(index: MilvusCodeIndex) -> int:
-    found = index.client.query(index.collection, filter="", output_fields=["count(*)"], consistency_level="Strong")
-    return int(found[0]["count(*)"])
-
-
 def test_a_new_collection_filled_by_two_processes_at_once_keeps_one_row_an_id(codes, tmp_path, monkeypatch):
     """A new collection is filled by inserts (no per-row delete): another process's inserts
     into it at the same time would store ids twice, which the row count after the fill catches."""
     monkeypatch.setenv(milvus_codes.ENVIRONMENT, codes)
     db, model, ids = _random_collection(tmp_path / "twice.db", 200, bits=16)
     index = MilvusCodeIndex(db, "hasher")
-    assert index.synced == {"rebuilt": True, "copied": 200, "deleted": 0} and _rows(index) == 200
+    assert index.synced == {"rebuilt": True, "copied": 200, "deleted": 0} and index._row_count() == 200
     index._copy(ids[:120], insert=True)  # the other process, part way through its own fill
-    assert _rows(index) == 320
-    assert index._fill(ids) == 200 and _rows(index) == 200
+    assert index._row_count() == 320
+    assert index._fill(ids) == 200 and index._row_count() == 200
     _, stored = db.get_codes(model, ids[:20].tolist())
     distances, found = index.search(stored, 5)
     assert (distances[:, 0] == 0).all() and all(len(set(row)) == 5 for row in found.tolist())
