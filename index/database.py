@@ -27,6 +27,7 @@ import hashlib
 import json
 import os
 import threading
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -96,6 +97,9 @@ class Database(DocumentStore, CodeStore):
         # Wait for another process's write transaction rather than fail at once.
         connect_args = {"timeout": SQLITE_BUSY_SECONDS} if url_text.startswith("sqlite") else {}
         self._engine: Engine = create_engine(url_text, connect_args=connect_args)
+        # A Database dropped without close() still closes its pooled connections, rather than
+        # leaving the driver to warn about each one when it is collected.
+        self._finalizer = weakref.finalize(self, self._engine.dispose)
         self._local = threading.local()  # the open codes_batch transaction of each thread
         if self._engine.dialect.name == "sqlite":
             # SQLite ignores foreign keys (and so ON DELETE CASCADE) unless asked, per connection.
@@ -103,7 +107,7 @@ class Database(DocumentStore, CodeStore):
         try:
             self._open_schema(create)
         except BaseException:
-            self._engine.dispose()
+            self._finalizer()
             raise
 
     # ---------------------------------------------------------------- opening
@@ -226,7 +230,7 @@ class Database(DocumentStore, CodeStore):
 
     def close(self) -> None:
         """Release all connections (the object is unusable afterwards)."""
-        self._engine.dispose()
+        self._finalizer()
 
     def __enter__(self) -> Database:
         return self

@@ -84,6 +84,25 @@ def _import_ray():
     return ray
 
 
+LOCAL_START_TRIES = 2
+
+
+def _init(ray, options: dict, retry: bool) -> None:
+    """``ray.init``; a local cluster whose processes did not register within Ray's fixed
+    30 s (a machine busy with other work) is started once more before giving up."""
+    tries = LOCAL_START_TRIES if retry else 1
+    for attempt in range(1, tries + 1):
+        try:
+            ray.init(**options)
+            return
+        except Exception as error:  # a bad address, an unreachable cluster, no shared memory...
+            ray.shutdown()  # the processes of the half-started cluster, if any
+            if attempt < tries and "timed out during startup" in str(error):
+                log.warning(f"the local Ray cluster did not start in time ({error}); starting it again")
+                continue
+            raise RayUnavailable(f"cannot start or join the Ray cluster {options['address']!r}: {error}") from error
+
+
 @contextlib.contextmanager
 def ray_pool(address: str, state: dict, workers: int | None = None) -> Iterator[RayPool]:
     """Actors holding ``state`` on the cluster at ``address`` (:data:`LOCAL`: a local one of
@@ -98,10 +117,7 @@ def ray_pool(address: str, state: dict, workers: int | None = None) -> Iterator[
         if address == LOCAL:  # "local": a new cluster, even where RAY_ADDRESS names another
             options.update(num_cpus=workers or LOCAL_WORKERS, object_store_memory=LOCAL_OBJECT_STORE_BYTES,
                            include_dashboard=False)
-        try:
-            ray.init(**options)
-        except Exception as error:  # a bad address, an unreachable cluster, no shared memory...
-            raise RayUnavailable(f"cannot start or join the Ray cluster {address!r}: {error}") from error
+        _init(ray, options, retry=address == LOCAL)
         started_here = True
     try:
         if workers is None:

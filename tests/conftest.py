@@ -23,6 +23,18 @@ TOPIC_WORDS = {
 SUBSET_GROUPS = ("comp.graphics", "rec.sport.hockey", "sci.space", "talk.politics.mideast")
 
 
+def run_cli(*args, **kwargs) -> str:
+    """What a command that must succeed prints on stdout: its --json output, free of the
+    warnings and progress that go to stderr."""
+    from click.testing import CliRunner
+
+    from semhash.cli import main
+
+    result = CliRunner().invoke(main, [str(a) for a in args], **kwargs)
+    assert result.exit_code == 0, (args, result.output, result.exception)
+    return result.stdout
+
+
 def topic_counts(n_docs: int = 400, n_topics: int = 4, n_words: int = 120, seed: int = 0):
     """Word counts drawn from ``n_topics`` topics, each favouring its own block of words.
 

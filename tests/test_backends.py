@@ -35,7 +35,7 @@ from semhash.index.recall import DocumentMemory
 from semhash.index.search import SearchEngine
 from semhash.pipelines.deleting import delete_documents
 
-from tests.conftest import noisy_topic_collection, write_topic_posts
+from tests.conftest import run_cli as run, noisy_topic_collection, write_topic_posts
 from tests.servers import has_pgvector, milvus_lite_installed
 
 POSTS, NOISE = 120, 200
@@ -56,10 +56,6 @@ BACKENDS = [
 ]
 
 
-def run(*args, **kwargs) -> str:
-    result = CliRunner().invoke(main, [str(a) for a in args], **kwargs)
-    assert result.exit_code == 0, (args, result.output, result.exception)
-    return result.output
 
 
 def one_line_error(*args) -> str:

@@ -34,7 +34,7 @@ from semhash.index import milvus_codes  # noqa: E402
 from semhash.index.database import Database  # noqa: E402
 from semhash.index.milvus_codes import MilvusAddressIndex, MilvusCodeIndex, MilvusError  # noqa: E402
 from semhash.index.search import SearchEngine  # noqa: E402
-from tests.conftest import REPO, noisy_topic_collection, write_topic_posts  # noqa: E402
+from tests.conftest import run_cli as run, REPO, noisy_topic_collection, write_topic_posts  # noqa: E402
 from tests.servers import _free_port, milvus_lite_installed, milvus_server  # noqa: E402
 
 pytestmark = pytest.mark.slow
@@ -45,10 +45,6 @@ CELLS = 3000  # random codes in the cells test
 QUERIES = ["orbit shuttle launch nasa", "puck goal team season", "image pixel render", "israel peace arab"]
 
 
-def run(*args, **kwargs):
-    result = CliRunner().invoke(main, [str(a) for a in args], **kwargs)
-    assert result.exit_code == 0, (args, result.output, result.exception)
-    return result.output
 
 
 @pytest.fixture(scope="module", params=["server", "lite"])

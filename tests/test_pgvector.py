@@ -22,7 +22,7 @@ from semhash.cli import main
 from semhash.index.database import Database
 from semhash.index.pgvector_codes import DatabaseCodeIndex, default_lists, support
 from semhash.index.search import SearchEngine
-from tests.conftest import write_topic_posts
+from tests.conftest import run_cli as run, write_topic_posts
 from tests.servers import has_pgvector, new_database, postgres_server
 
 pytestmark = pytest.mark.slow
@@ -32,10 +32,6 @@ NOISE = 3000  # documents with random codes
 QUERIES = ["orbit shuttle launch nasa", "puck goal team season", "image pixel render", "israel peace arab"]
 
 
-def run(*args, **kwargs):
-    result = CliRunner().invoke(main, [str(a) for a in args], **kwargs)
-    assert result.exit_code == 0, (args, result.output, result.exception)
-    return result.output
 
 
 @pytest.fixture(scope="module")

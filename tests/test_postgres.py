@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from semhash.cli import main
-from tests.conftest import two_class_images, write_topic_posts
+from tests.conftest import run_cli as run, two_class_images, write_topic_posts
 from tests.servers import has_pgvector, new_database, postgres_server
 
 pytestmark = pytest.mark.slow
@@ -22,10 +22,6 @@ def server():
         yield url
 
 
-def run(*args, **kwargs):
-    result = CliRunner().invoke(main, [str(a) for a in args], **kwargs)
-    assert result.exit_code == 0, (args, result.output, result.exception)
-    return result.output
 
 
 def test_text_commands_on_postgresql(server, tmp_path, monkeypatch):
@@ -79,3 +75,21 @@ def test_image_commands_on_postgresql(server, tmp_path, monkeypatch):
                               "--json"))) == 3
     run("images", "map", "--db", url, "--out", tmp_path / "photos.png", "--epochs", "2", "-q")
     assert (tmp_path / "photos.png").stat().st_size > 0
+
+
+def test_a_database_dropped_without_close_closes_its_connections(server):
+    # Otherwise psycopg warns about each pooled connection when it is collected, at whatever
+    # later moment, into whatever a command is then printing.
+    import gc
+    import warnings
+
+    from semhash.index.database import Database
+
+    url = new_database(server, "dropped")
+    db = Database(url)
+    assert db.count_documents() == 0
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        del db
+        gc.collect()
+    assert not [w for w in caught if "still open" in str(w.message)], [str(w.message) for w in caught]

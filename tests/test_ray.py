@@ -47,3 +47,33 @@ def test_no_cluster_at_the_address_is_one_clear_error(tmp_path, monkeypatch):
     index_corpus(corpus, tmp_path / "d.db", train_sample=50, **TINY_SETTINGS)
     result = CliRunner().invoke(main, ["add", str(corpus), "--db", str(tmp_path / "d.db"), "-q", "--ray", "auto"])
     assert result.exit_code == 1 and "cannot start or join the Ray cluster 'auto'" in result.output, result.output
+
+
+class _SlowStartingRay:
+    """Ray's own ``init`` and ``shutdown`` as a busy machine shows them: the first start of a
+    local cluster times out (Ray waits a fixed 30 s for its processes to register)."""
+
+    def __init__(self, failures: int) -> None:
+        self.failures, self.calls = failures, []
+
+    def init(self, **options) -> None:
+        self.calls.append("init")
+        if len(self.calls) <= 2 * self.failures:
+            raise Exception("The current node timed out during startup. This could happen because ...")
+
+    def shutdown(self) -> None:
+        self.calls.append("shutdown")
+
+
+def test_a_local_cluster_that_starts_too_slowly_is_started_once_more(caplog):
+    from semhash.pipelines.ray_encoding import RayUnavailable, _init
+
+    ray = _SlowStartingRay(failures=1)
+    _init(ray, {"address": "local"}, retry=True)
+    assert ray.calls == ["init", "shutdown", "init"] and "starting it again" in caplog.text
+    with pytest.raises(RayUnavailable, match="cannot start or join the Ray cluster 'local': The current node timed out"):
+        _init(_SlowStartingRay(failures=2), {"address": "local"}, retry=True)
+    joined = _SlowStartingRay(failures=1)  # an existing cluster is not started here: no second try
+    with pytest.raises(RayUnavailable):
+        _init(joined, {"address": "auto"}, retry=False)
+    assert joined.calls == ["init", "shutdown"]

@@ -15,6 +15,7 @@ from click.testing import CliRunner
 from fastapi.testclient import TestClient
 
 from semhash.cli import main
+from tests.conftest import run_cli as run
 from semhash.index.database import Database
 from semhash.pipelines.corpus import Document
 from semhash.pipelines.indexing import add_documents
@@ -25,10 +26,6 @@ pytestmark = pytest.mark.slow
 HIT_FIELDS = {"id", "external_id", "distance", "title", "label", "source", "snippet"}
 
 
-def run(*args):
-    result = CliRunner().invoke(main, [str(a) for a in args])
-    assert result.exit_code == 0, (args, result.output)
-    return result.output
 
 
 @pytest.fixture
