@@ -109,7 +109,10 @@ class DeepCodeModel(TransformerMixin, BaseEstimator):
     idf_target : weight each word of the reconstruction target by its inverse document
         frequency (then renormalise to a distribution), so that the code spends its
         capacity on topical words rather than on ones every post has.
-    idf_input : likewise weight the encoder's ``log(1 + count)`` input by idf.
+    idf_input : likewise weight the encoder's ``log(1 + count)`` input by idf; ``"auto"``:
+        on, except for short documents (fewer than :data:`SHORT_DOCUMENT_WORDS` distinct
+        vocabulary words on average), where a title's few words all carry its topic and
+        idf mostly lifts rare, noisy ones.
     input_dropout : fraction of the encoder's inputs zeroed at random in each fine-tuning
         step (denoising): the code must be recoverable from part of a document's words,
         which regularises it and makes a fragment's code land near the whole document's.
@@ -168,6 +171,8 @@ class DeepCodeModel(TransformerMixin, BaseEstimator):
         size = self.code_size
         if not isinstance(size, Integral) or isinstance(size, bool) or size < 1:
             raise ValueError(f"{self._code_size_param} must be a positive integer, got {size!r}")
+        if self.idf_input not in ("auto", True, False):
+            raise ValueError(f"idf_input must be 'auto', True or False, got {self.idf_input!r}")
         if self.neighbour_similarity not in ("auto", "tfidf", "lsa"):
             raise ValueError(f"neighbour_similarity must be 'auto', 'tfidf' or 'lsa', got {self.neighbour_similarity!r}")
         if self.pair_weight != "auto" and (isinstance(self.pair_weight, str) or not self.pair_weight >= 0):
@@ -237,7 +242,7 @@ class DeepCodeModel(TransformerMixin, BaseEstimator):
     def _neighbour_similarity(self, X) -> str:
         if self.neighbour_similarity != "auto":
             return self.neighbour_similarity
-        return "lsa" if X.nnz / X.shape[0] < SHORT_DOCUMENT_WORDS else "tfidf"
+        return "lsa" if _short_documents(X) else "tfidf"
 
     def _neighbours(self, X, similarity: str) -> np.ndarray:
         """Each row's ``neighbour_targets`` nearest other rows of ``X`` by ``similarity``."""
@@ -346,12 +351,13 @@ class DeepCodeModel(TransformerMixin, BaseEstimator):
         the input scale (see :data:`INPUT_TOTAL`)."""
         document_frequency = np.bincount(X.indices, minlength=X.shape[1])
         self.idf_ = (np.log((1.0 + X.shape[0]) / (1.0 + document_frequency)) + 1.0).astype(np.float32)
+        self.idf_input_ = not _short_documents(X) if self.idf_input == "auto" else bool(self.idf_input)
         self.input_scale_ = 1.0
         self.input_scale_ = max(1.0, INPUT_TOTAL / max(float(self._encoder_input(X).sum(axis=1).mean()), 1e-6))
 
     def _encoder_input(self, X):
         inputs = encoder_input(X)
-        if self.idf_input:
+        if self.idf_input_:
             inputs = sp.csr_matrix(inputs @ sp.diags(self.idf_))
         if self.input_scale_ != 1.0:
             inputs.data *= np.float32(self.input_scale_)
@@ -362,12 +368,19 @@ class DeepCodeModel(TransformerMixin, BaseEstimator):
 
     def _extra_state(self) -> dict[str, torch.Tensor]:
         """Fitted tensors besides the network's weights, saved with the model."""
-        return {"idf": torch.from_numpy(self.idf_), "input_scale": torch.tensor(self.input_scale_, dtype=torch.float64)}
+        return {
+            "idf": torch.from_numpy(self.idf_),
+            "input_scale": torch.tensor(self.input_scale_, dtype=torch.float64),
+            "idf_input": torch.tensor(self.idf_input_),
+        }
 
     def _load_extra_state(self, state: dict[str, torch.Tensor]) -> None:
         self.idf_ = state["idf"].numpy()
         # Models saved before the input was scaled saw log(1 + count) as it is.
         self.input_scale_ = float(state["input_scale"]) if "input_scale" in state else 1.0
+        # Models saved before idf_input had "auto" were fitted with the boolean they name,
+        # or, older still, without the parameter, which was off then.
+        self.idf_input_ = bool(state["idf_input"]) if "idf_input" in state else self.idf_input is True
 
     # ------------------------------------------------------------- inference
     @torch.no_grad()
@@ -516,3 +529,9 @@ def word_distribution(X: sp.csr_matrix) -> sp.csr_matrix:
     totals = np.asarray(X.sum(axis=1)).ravel()
     totals[totals == 0] = 1.0
     return sp.csr_matrix(sp.diags(1.0 / totals) @ X, dtype=np.float32)
+
+
+def _short_documents(X: sp.csr_matrix) -> bool:
+    """Whether a collection's documents are short (titles, tweets): fewer than
+    :data:`SHORT_DOCUMENT_WORDS` distinct vocabulary words each on average."""
+    return X.nnz / X.shape[0] < SHORT_DOCUMENT_WORDS

@@ -57,7 +57,7 @@ class SemanticHasher(DeepCodeModel):
         # precision@100 (benchmarks/README.md): an idf-weighted reconstruction target, and
         # half of the input words dropped in each fine-tuning step (a denoising autoencoder).
         idf_target: bool = True,
-        idf_input: bool = False,
+        idf_input: bool | str = "auto",
         input_dropout: float = 0.5,
         pair_weight: float | str = "auto",
         pair_temperature: float = 0.1,

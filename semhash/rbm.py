@@ -197,7 +197,13 @@ class RBM(TransformerMixin, BaseEstimator):
         """Hidden means for every row of ``X``, as a float32 array."""
         self._check_fitted()
         X = self._check_input(X, reset=False)
-        out = [self.hidden_mean(batch) for batch in iterate_batches(X, 4096)]
+        # In float64, then rounded: float32 sums in BLAS depend on where a row falls in its
+        # block, so a row's output would otherwise change with the rows around it.
+        weights, bias = self.weights_.double(), self.hidden_bias_.double()
+        out = []
+        for batch in iterate_batches(X, 4096):
+            total = batch.double() @ weights + bias
+            out.append((torch.sigmoid(total) if self.hidden == "binary" else total).float())
         return torch.cat(out).numpy() if out else np.zeros((0, self.n_hidden), np.float32)
 
     @torch.no_grad()

@@ -55,7 +55,7 @@ class TextHasher(SemanticHasher):
         neighbour_weight: float = 0.5,
         neighbour_similarity: str = "auto",
         idf_target: bool = True,  # SemanticHasher's defaults, chosen there
-        idf_input: bool = False,
+        idf_input: bool | str = "auto",
         input_dropout: float = 0.5,
         pair_weight: float | str = "auto",
         pair_temperature: float = 0.1,

@@ -111,7 +111,8 @@ def _fit(counts, **params):
 
 def test_ohsumed_collapse_is_reproduced_without_the_correction(ohsumed_counts, monkeypatch):
     monkeypatch.setattr(estimator, "DEAD_LAYER_RETRIES", 0)
-    model, caught = _fit(ohsumed_counts)
+    # The setting: raw log(1 + count) input (idf weighting of it alone avoids the collapse).
+    model, caught = _fit(ohsumed_counts, idf_input=False)
     assert model.code_spread_.collapsed and model.code_spread_.distinct <= 2
     assert len(caught) == 1 and "the codes have collapsed" in str(caught[0].message)
 
@@ -134,6 +135,23 @@ def test_pair_term_is_on_for_short_documents_only(topic_corpus):
     assert SemanticHasher(**small, neighbour_targets=0).fit(titles).pair_weight_ == 0.0  # no neighbours, no pairs
     with pytest.raises(ValueError, match="pair_weight"):
         SemanticHasher(**small, pair_weight="yes").fit(counts)
+
+
+def test_idf_input_is_on_except_for_short_documents_and_saved_with_the_model(topic_corpus, tmp_path):
+    counts, _ = topic_corpus
+    titles = sp.csr_matrix(counts.multiply(counts > 2), dtype=np.float32)
+    titles = titles[np.diff(titles.indptr) > 0]
+    small = dict(n_bits=8, hidden_layers=(16,), pretrain_epochs=1, finetune_epochs=1)
+    long_model = SemanticHasher(**small).fit(counts)
+    assert long_model.idf_input_ is True and SemanticHasher(**small).fit(titles).idf_input_ is False
+    assert SemanticHasher(**small, idf_input=False).fit(counts).idf_input_ is False
+    # The resolved choice travels with the weights: a loaded model encodes as the fitted one.
+    long_model.save(tmp_path / "m.model")
+    loaded = SemanticHasher.load(tmp_path / "m.model")
+    assert loaded.idf_input == "auto" and loaded.idf_input_ is True
+    np.testing.assert_array_equal(loaded.transform(counts), long_model.transform(counts))
+    with pytest.raises(ValueError, match="idf_input"):
+        SemanticHasher(**small, idf_input="yes").fit(counts)
 
 
 def test_pair_term_rewards_codes_near_their_neighbours():
