@@ -3,6 +3,8 @@ LSA (a linear projection) and UMAP over LSA-50, each able to place new documents
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 
 __all__ = ["LSAMap", "UMAPMap", "lsa_map", "umap_map", "tsne_map"]
@@ -48,14 +50,30 @@ class UMAPMap:
         self.lsa_ = LSA(n_components=self.n_lsa, random_state=self.random_state).fit(counts)
         self.umap_ = umap.UMAP(n_components=2, n_neighbors=self.n_neighbors, min_dist=self.min_dist,
                                metric="cosine", random_state=self.random_state)
-        self.embedding_ = self.umap_.fit_transform(self.lsa_.transform(counts)).astype(np.float32)
+        with _torch_threads_kept():
+            self.embedding_ = self.umap_.fit_transform(self.lsa_.transform(counts)).astype(np.float32)
         return self
 
     def transform(self, counts) -> np.ndarray:
-        return self.umap_.transform(self.lsa_.transform(counts)).astype(np.float32)
+        with _torch_threads_kept():
+            return self.umap_.transform(self.lsa_.transform(counts)).astype(np.float32)
 
     def fit_transform(self, counts) -> np.ndarray:
         return self.fit(counts).embedding_
+
+
+@contextlib.contextmanager
+def _torch_threads_kept():
+    """Restore torch's thread count after UMAP: numba sets the OpenMP runtime that torch
+    shares to one thread a core, so a process limited to one torch thread (two jobs on two
+    cores) would afterwards run every torch op on two, each fit several times slower."""
+    import torch
+
+    threads = torch.get_num_threads()
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _import_umap():

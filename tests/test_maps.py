@@ -143,6 +143,21 @@ def test_lsa_map_places_new_documents_consistently():
     np.testing.assert_allclose(mapper.transform(counts[:5]), points[:5], rtol=1e-4, atol=1e-5)
 
 
+def test_umap_places_new_documents_and_leaves_torchs_threads_as_they_were():
+    pytest.importorskip("umap")
+    counts, _ = topic_counts(n_docs=200)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as a job sharing its cores sets it; numba would raise it to one a core
+    try:
+        points, mapper = baseline_maps.umap_map(counts)
+        assert torch.get_num_threads() == 1
+        placed = mapper.transform(counts[:5])
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(threads)
+    assert points.shape == (200, 2) and placed.shape == (5, 2) and np.isfinite(placed).all()
+
+
 def test_umap_missing_gives_install_hint(monkeypatch):
     import builtins
 
