@@ -62,7 +62,9 @@ class TopicMap(DeepCodeModel):
         neighbour_weight: float = 0.5,
         neighbour_similarity: str = "auto",
         idf_target: bool = False,
-        idf_input: bool = False,
+        # As the hasher's: on but for titles, by the worst map/UMAP ratio over the
+        # validation splits (benchmarks/README.md).
+        idf_input: bool | str = "auto",
         input_dropout: float = 0.0,
         pair_weight: float | str = "auto",
         pair_temperature: float = 0.1,

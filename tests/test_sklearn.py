@@ -81,7 +81,7 @@ DEFAULTS = {
         input_dropout=0.5),
     "TopicMap": dict(
         n_components=2, hidden_layers=(500, 250, 125), pretrain_epochs=5, pretrain_learning_rate=0.1,
-        finetune_epochs=50, finetune_learning_rate=0.003, code_noise=0.0, neighbour_targets=10, idf_target=False, idf_input=False,
+        finetune_epochs=50, finetune_learning_rate=0.003, code_noise=0.0, neighbour_targets=10, idf_target=False, idf_input="auto",
         input_dropout=0.0, objective="tsne", perplexity=30.0, tsne_epochs=40, tsne_min_documents=400_000, tsne_input_dropout=0.5),
     "ImageHasher": dict(
         n_bits=256, hidden_layers=(1024, 512), pretrain_epochs=10, pretrain_learning_rate=0.1, finetune_epochs=30,
