@@ -93,7 +93,8 @@ class RBM(TransformerMixin, BaseEstimator):
     # ------------------------------------------------------------------ units
     def hidden_mean(self, v: torch.Tensor) -> torch.Tensor:
         """E[h | v]: logistic or linear in the total input."""
-        total = v @ self.weights_ + self.hidden_bias_
+        # .to is a no-op in training (float32); transform passes float64 batches.
+        total = v @ self.weights_.to(v.dtype) + self.hidden_bias_.to(v.dtype)
         return torch.sigmoid(total) if self.hidden == "binary" else total
 
     def visible_mean(self, h: torch.Tensor, length: torch.Tensor | None = None) -> torch.Tensor:
@@ -199,11 +200,7 @@ class RBM(TransformerMixin, BaseEstimator):
         X = self._check_input(X, reset=False)
         # In float64, then rounded: float32 sums in BLAS depend on where a row falls in its
         # block, so a row's output would otherwise change with the rows around it.
-        weights, bias = self.weights_.double(), self.hidden_bias_.double()
-        out = []
-        for batch in iterate_batches(X, 4096):
-            total = batch.double() @ weights + bias
-            out.append((torch.sigmoid(total) if self.hidden == "binary" else total).float())
+        out = [self.hidden_mean(batch.double()).float() for batch in iterate_batches(X, 4096)]
         return torch.cat(out).numpy() if out else np.zeros((0, self.n_hidden), np.float32)
 
     @torch.no_grad()
