@@ -181,10 +181,20 @@ def adam(parameters, learning_rate: float) -> torch.optim.Adam:
     return torch.optim.Adam(parameters, lr=learning_rate, fused=True)
 
 
+LEARNING_RATE_DROP = 4  # the step's divisor at each plateau (see fine_tune)
+# The warm-up of fine_tune: its first WARMUP_UPDATES steps, but no more than WARMUP_EPOCHS
+# epochs (10 epochs of ~100 steps, what collections of 1,000-10,000 documents take at
+# batch_size="auto"); counted in steps, so that a collection of a million documents is
+# not held for 10 epochs of 10,000 steps each.
+WARMUP_UPDATES = 1000
+WARMUP_EPOCHS = 10
+
+
 @dataclass
 class FineTuneResult:
     history: list[tuple[float, float]]  # (train loss, validation loss) per epoch
     best_epoch: int
+    drop_epochs: list[int]  # epochs after which the step was divided by LEARNING_RATE_DROP
 
 
 def fine_tune(
@@ -198,7 +208,9 @@ def fine_tune(
     learning_rate: float = 1e-3,
     code_noise: float = 0.0,
     patience: int = 5,
-    warmup_epochs: int = 10,
+    tol: float = 0.0,
+    learning_rate_drops: int = 0,
+    warmup_epochs: int | None = None,
     input_dropout: float = 0.0,
     neighbours: np.ndarray | None = None,
     pair_weight: float = 0.0,
@@ -211,23 +223,35 @@ def fine_tune(
     (for documents: the word distribution). With ``validation=(inputs, targets)``, the
     model keeps the weights of the epoch with the lowest validation loss, measured on
     the codes as they will be used: thresholded at 0.5 for binary codes. The first
-    ``warmup_epochs`` are never chosen nor counted towards ``patience``: while the code
-    noise is driving the units to 0/1, the thresholded codes get worse before they
-    get better, and stopping there would keep nearly constant codes. Nor is an epoch
+    ``warmup_epochs`` (default: see :data:`WARMUP_UPDATES`) are never chosen nor counted
+    towards ``patience``: while the code noise is driving the units to 0/1, the
+    thresholded codes get worse before they get better, and stopping there would keep
+    nearly constant codes. Nor is an epoch
     whose validation codes have collapsed (:class:`~semhash.codes.CodeSpread`) once one
     that has not was seen: a constant code can have a deceptively low loss on a
     collection dominated by a few frequent words.
+
+    Training runs by convergence: an epoch whose validation loss is at least ``tol``
+    (relative) below that of the last such epoch is progress; after ``patience`` epochs
+    without progress the step is divided by :data:`LEARNING_RATE_DROP`, up to
+    ``learning_rate_drops`` times, and then training stops; ``n_epochs`` is a cap. A
+    smaller step at the end lets the noisy binary codes settle, where a constant one
+    keeps the validation loss creeping down for as long as it runs.
 
     ``input_dropout`` zeroes that fraction of the encoder's inputs (a denoising
     autoencoder: the code must be recoverable from part of a document's words).
     Progress (one line an epoch) goes to this module's logger.
     """
+    if warmup_epochs is None:
+        warmup_epochs = min(WARMUP_EPOCHS, math.ceil(WARMUP_UPDATES / math.ceil(inputs.shape[0] / batch_size)))
     optimizer = adam(model.parameters(), learning_rate)
     targets = dense_if_small(targets)  # inputs stay sparse: SparseInputLinear
     pairs = neighbours is not None and pair_weight > 0
     history: list[tuple[float, float]] = []
     best = (math.inf, 0, copy.deepcopy(model.state_dict()))
     best_spread_ok = False
+    progress = (math.inf, 0)  # (validation loss, epoch) of the last tol-sized improvement
+    drop_epochs: list[int] = []
     for epoch in range(n_epochs):
         started = time.perf_counter()
         model.train()
@@ -254,21 +278,31 @@ def fine_tune(
         val_loss = evaluate_loss(model, *validation) if validation is not None else train_loss
         history.append((train_loss, val_loss))
         spread_ok = not _codes_collapsed(model, validation[0] if validation is not None else inputs)
+        first_spread = spread_ok and not best_spread_ok
         if (spread_ok or not best_spread_ok) and (
-            val_loss < best[0] or epoch < warmup_epochs or epoch == 0 or (spread_ok and not best_spread_ok)
+            val_loss < best[0] or epoch < warmup_epochs or epoch == 0 or first_spread
         ):
+            if val_loss < progress[0] * (1 - tol) or epoch < warmup_epochs or epoch == 0 or first_spread:
+                progress = (val_loss, epoch)
             best = (val_loss, epoch, copy.deepcopy(model.state_dict()))
             best_spread_ok = spread_ok
         log.info(
             f"  epoch {epoch + 1:3d}/{n_epochs}  train loss {train_loss:.4f}  "
             f"validation loss {val_loss:.4f}  ({time.perf_counter() - started:.1f}s)"
         )
-        if epoch - best[1] >= patience:
+        if epoch - progress[1] >= patience:
+            if len(drop_epochs) < learning_rate_drops:
+                drop_epochs.append(epoch)
+                for group in optimizer.param_groups:
+                    group["lr"] /= LEARNING_RATE_DROP
+                progress = (progress[0], epoch)
+                log.info(f"  plateau: learning rate lowered to {optimizer.param_groups[0]['lr']:.2g}")
+                continue
             log.info(f"  early stop: no improvement for {patience} epochs, best epoch {best[1] + 1}")
             break
     model.load_state_dict(best[2])
     model.eval()
-    return FineTuneResult(history=history, best_epoch=best[1])
+    return FineTuneResult(history=history, best_epoch=best[1], drop_epochs=drop_epochs)
 
 
 def _pair_loss(model, code, rows, inputs, neighbours, input_dropout, code_noise, temperature, generator):

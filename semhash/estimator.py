@@ -123,7 +123,12 @@ class DeepCodeModel(TransformerMixin, BaseEstimator):
         code size). ``"auto"``: 1 for short documents (the ``neighbour_similarity``
         rule) with binary codes, 0 otherwise.
     validation_fraction : share of the training documents held out for early stopping.
-    patience : fine-tuning epochs without validation improvement before stopping.
+    patience, tol, learning_rate_drops : when to stop fine-tuning. An epoch counts as
+        progress when it lowers the validation loss by at least ``tol`` (relative) below
+        the last progress; after ``patience`` epochs without progress, Adam's step is
+        divided by 4, up to ``learning_rate_drops`` times, and then fine-tuning stops
+        (``finetune_epochs`` is only a cap). The weights kept are those of the epoch with
+        the lowest validation loss.
     random_state : seed; the same seed and data give the same model.
     verbose : show progress (layer, epoch, loss) on stderr while fitting (the lines go to
         the ``semhash`` loggers; see :mod:`semhash.progress`).
@@ -177,6 +182,10 @@ class DeepCodeModel(TransformerMixin, BaseEstimator):
             raise ValueError(f"neighbour_similarity must be 'auto', 'tfidf' or 'lsa', got {self.neighbour_similarity!r}")
         if self.pair_weight != "auto" and (isinstance(self.pair_weight, str) or not self.pair_weight >= 0):
             raise ValueError(f"pair_weight must be a non-negative number or 'auto', got {self.pair_weight!r}")
+        if isinstance(self.tol, bool) or not (isinstance(self.tol, (int, float)) and 0 <= self.tol < 1):
+            raise ValueError(f"tol must be a number in [0, 1), got {self.tol!r}")
+        if not isinstance(self.learning_rate_drops, Integral) or self.learning_rate_drops < 0:
+            raise ValueError(f"learning_rate_drops must be a non-negative integer, got {self.learning_rate_drops!r}")
         if self.batch_size != "auto" and (not isinstance(self.batch_size, Integral) or self.batch_size < 1):
             raise ValueError(f"batch_size must be a positive integer or 'auto', got {self.batch_size!r}")
 
@@ -230,6 +239,8 @@ class DeepCodeModel(TransformerMixin, BaseEstimator):
             pair_weight=self.pair_weight_,
             pair_temperature=self.pair_temperature,
             patience=self.patience,
+            tol=self.tol,
+            learning_rate_drops=self.learning_rate_drops,
             generator=generator,
         )
         self.finetune_history_ = result.history
@@ -445,6 +456,8 @@ class DeepCodeModel(TransformerMixin, BaseEstimator):
             raise ModelFormatError(f"the file holds a {config['class']}, not a {cls.__name__}")
         params = dict(config["params"])
         params["hidden_layers"] = tuple(params["hidden_layers"])
+        # Files from before fine-tuning ran to convergence were trained without it.
+        params = {"tol": 0.0, "learning_rate_drops": 0} | params
         unknown = sorted(set(params) - set(model_class._get_param_names()))
         if unknown:
             raise ModelFormatError(

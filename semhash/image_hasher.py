@@ -238,6 +238,8 @@ class ImageHasher(ImageInput, DeepCodeModel):
         pair_temperature: float = 0.1,
         validation_fraction: float = 0.1,
         patience: int = 5,
+        tol: float = 0.0,
+        learning_rate_drops: int = 0,
         packed: bool = True,
         random_state: int | None = 0,
         verbose: bool = False,

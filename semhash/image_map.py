@@ -60,6 +60,8 @@ class ImageMap(ImageInput, TopicMap):
         pair_temperature: float = 0.1,
         validation_fraction: float = 0.1,
         patience: int = 5,
+        tol: float = 0.0,
+        learning_rate_drops: int = 0,
         objective: str = "tsne",
         perplexity: float = 30.0,
         tsne_epochs: int = 30,

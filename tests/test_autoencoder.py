@@ -54,6 +54,28 @@ def test_early_stopping_keeps_the_best_validation_epoch():
     assert abs(evaluate_loss(model, inputs[150:], targets[150:]) - min(val_losses)) < 1e-4
 
 
+def test_training_runs_to_convergence_lowering_the_step_at_each_plateau():
+    counts, _ = topic_counts(n_docs=200)
+    inputs, targets = encoder_input(counts), word_distribution(counts)
+
+    def run(tol, drops):
+        model = DeepAutoencoder.from_rbms(_stack(counts), code="linear", output="softmax")
+        return fine_tune(model, inputs[:150], targets[:150], validation=(inputs[150:], targets[150:]),
+                         n_epochs=300, learning_rate=1e-2, patience=3, tol=tol, learning_rate_drops=drops,
+                         warmup_epochs=2, generator=as_generator(0))
+
+    creeping = run(0.0, 0)  # every tiny improvement counts: runs long
+    converged = run(0.01, 0)  # 1% in 3 epochs, or stop
+    assert len(converged.history) < len(creeping.history)
+    assert converged.drop_epochs == []
+    dropped = run(0.01, 2)
+    # the same run up to the first plateau, where the step is lowered instead of stopping
+    assert dropped.drop_epochs[0] == len(converged.history) - 1
+    assert len(dropped.drop_epochs) == 2 and len(dropped.history) > len(converged.history)
+    val_losses = [val for _, val in dropped.history]
+    assert dropped.best_epoch == int(np.argmin(val_losses)) and min(val_losses) <= min(
+        val for _, val in converged.history)
+
 
 def test_input_dropout_still_trains_and_makes_codes_robust_to_missing_words():
     counts, _ = topic_counts(n_docs=300)

@@ -101,6 +101,10 @@ def test_bad_inputs_are_named(fitted, topic_corpus):
         SemanticHasher().transform(counts)
     with pytest.raises(ValueError, match="n_bits must be a positive integer"):
         SemanticHasher(n_bits=0).fit(counts)
+    with pytest.raises(ValueError, match="tol must be a number in \\[0, 1\\), got -0.1"):
+        SemanticHasher(tol=-0.1).fit(counts)
+    with pytest.raises(ValueError, match="learning_rate_drops must be a non-negative integer, got 1.5"):
+        SemanticHasher(learning_rate_drops=1.5).fit(counts)
     # An empty query row is encodable (it just gets the code of "no evidence").
     assert fitted.transform(np.zeros((1, 120), np.float32)).shape == (1, 1)
 
