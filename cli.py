@@ -123,7 +123,7 @@ def train_sample_option(function):
 @click.option("--vocab", default=2000, show_default=True, type=click.IntRange(10, 100_000), help="Vocabulary size (words of highest document frequency).")
 @click.option("--address-bits", default=24, show_default=True, type=click.IntRange(0, 32), help="Length of the address codes for `search --mode address` (0: no address model).")
 @click.option("--map-dims", default=2, show_default=True, type=click.IntRange(0, 64), help="Dimensions of the real-valued map code (0: no map model).")
-@click.option("--epochs", type=click.IntRange(1, 1000), help="Fine-tuning epochs (default 50, with early stopping).")
+@click.option("--epochs", type=click.IntRange(1, 1000), help="Most fine-tuning epochs (default 100 for the codes, 50 for the map; early stopping ends most fits sooner).")
 @click.option("--pretrain-epochs", type=click.IntRange(0, 1000), help="CD epochs per RBM layer (default 5).")
 @click.option("--text-column", default="text", show_default=True, help="JSONL/CSV/hf: column holding the text.")
 @click.option("--label-column", default="label", show_default=True, help="JSONL/CSV/hf: column holding the label.")
