@@ -56,6 +56,10 @@ INPUT_TOTAL = 50.0
 # Set between the two corpora on whose validation splits the choice flips
 # (benchmarks/README.md, "Many corpora").
 SHORT_DOCUMENT_WORDS = 10
+# The pair term's weight there: a title's few words make a weak reconstruction target, so
+# the neighbour pairs lead (chosen on StackOverflow's validation split, with the hashers'
+# pair_temperature of 0.2; benchmarks/README.md, "Many corpora").
+SHORT_DOCUMENT_PAIR_WEIGHT = 10.0
 
 
 # A pretrained layer in which this share of the hidden units no longer varies across the
@@ -120,8 +124,8 @@ class DeepCodeModel(TransformerMixin, BaseEstimator):
         code is pulled towards the code of one of its ``neighbour_targets`` nearest
         documents (found as for the targets) and away from the other documents' in the
         mini-batch (InfoNCE over expected Hamming distances, ``pair_temperature`` times the
-        code size). ``"auto"``: 1 for short documents (the ``neighbour_similarity``
-        rule) with binary codes, 0 otherwise.
+        code size). ``"auto"``: :data:`SHORT_DOCUMENT_PAIR_WEIGHT` for short documents
+        (the ``neighbour_similarity`` rule) with binary codes, 0 otherwise.
     validation_fraction : share of the training documents held out for early stopping.
     patience, tol, learning_rate_drops : when to stop fine-tuning. An epoch counts as
         progress when it lowers the validation loss by at least ``tol`` (relative) below
@@ -261,12 +265,13 @@ class DeepCodeModel(TransformerMixin, BaseEstimator):
         return find(X, self.neighbour_targets)
 
     def _pair_weight(self, X) -> float:
-        """The weight of the neighbour-pair term: ``"auto"`` turns it on (weight 1) for
-        collections of short documents, where it is what lifts the codes to the LSA
-        neighbours' level, and off for long ones, where it hurt (benchmarks/README.md)."""
+        """The weight of the neighbour-pair term: ``"auto"`` turns it on (weight
+        :data:`SHORT_DOCUMENT_PAIR_WEIGHT`) for collections of short documents, where it is
+        what lifts the codes towards the LSA neighbours' level, and off for long ones,
+        where it hurt (benchmarks/README.md)."""
         if self.pair_weight == "auto":
             applies = self.neighbour_targets > 0 and self.code_units == "binary"
-            return 1.0 if applies and self._neighbour_similarity(X) == "lsa" else 0.0
+            return SHORT_DOCUMENT_PAIR_WEIGHT if applies and self._neighbour_similarity(X) == "lsa" else 0.0
         return float(self.pair_weight) if self.neighbour_targets > 0 else 0.0
 
     def _check_spread(self, inputs) -> None:

@@ -61,7 +61,7 @@ class SemanticHasher(DeepCodeModel):
         idf_input: bool | str = "auto",
         input_dropout: float = 0.5,
         pair_weight: float | str = "auto",
-        pair_temperature: float = 0.1,
+        pair_temperature: float = 0.2,
         validation_fraction: float = 0.1,
         # Trained to convergence: stop once the validation loss has not fallen 0.5% in 5
         # epochs, after one quartering of the step (chosen on the same splits, by the

@@ -58,7 +58,7 @@ class TextHasher(SemanticHasher):
         idf_input: bool | str = "auto",
         input_dropout: float = 0.5,
         pair_weight: float | str = "auto",
-        pair_temperature: float = 0.1,
+        pair_temperature: float = 0.2,
         validation_fraction: float = 0.1,
         patience: int = 5,
         tol: float = 5e-3,

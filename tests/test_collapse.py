@@ -17,7 +17,7 @@ import torch
 
 import semhash.estimator as estimator
 from semhash.codes import code_spread
-from semhash.estimator import CodeCollapseWarning, dead_unit_share
+from semhash.estimator import SHORT_DOCUMENT_PAIR_WEIGHT, CodeCollapseWarning, dead_unit_share
 from semhash.neighbours import lsa_neighbours, tfidf_neighbours
 from semhash.hasher import SemanticHasher
 from semhash.rbm import RBM
@@ -130,7 +130,7 @@ def test_pair_term_is_on_for_short_documents_only(topic_corpus):
     titles = titles[np.diff(titles.indptr) > 0]
     small = dict(n_bits=8, hidden_layers=(16,), pretrain_epochs=1, finetune_epochs=1)
     assert SemanticHasher(**small).fit(counts).pair_weight_ == 0.0
-    assert SemanticHasher(**small).fit(titles).pair_weight_ == 1.0
+    assert SemanticHasher(**small).fit(titles).pair_weight_ == SHORT_DOCUMENT_PAIR_WEIGHT
     assert SemanticHasher(**small, pair_weight=0.5).fit(counts).pair_weight_ == 0.5
     assert SemanticHasher(**small, neighbour_targets=0).fit(titles).pair_weight_ == 0.0  # no neighbours, no pairs
     with pytest.raises(ValueError, match="pair_weight"):

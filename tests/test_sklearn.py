@@ -78,24 +78,24 @@ DEFAULTS = {
     "SemanticHasher": dict(
         n_bits=128, hidden_layers=(500, 500), pretrain_epochs=5, pretrain_learning_rate=0.5, finetune_epochs=100,
         finetune_learning_rate=0.003, code_noise=4.0, neighbour_targets=10, idf_target=True, idf_input="auto",
-        input_dropout=0.5, tol=0.005, learning_rate_drops=1),
+        input_dropout=0.5, tol=0.005, learning_rate_drops=1, pair_temperature=0.2),
     "TopicMap": dict(
         n_components=2, hidden_layers=(500, 250, 125), pretrain_epochs=5, pretrain_learning_rate=0.1,
         finetune_epochs=50, finetune_learning_rate=0.003, code_noise=0.0, neighbour_targets=10, idf_target=False, idf_input="auto",
-        input_dropout=0.0, objective="tsne", perplexity=30.0, tsne_epochs=40, tsne_min_documents=400_000, tsne_input_dropout=0.5, tol=0.0, learning_rate_drops=0),
+        input_dropout=0.0, objective="tsne", perplexity=30.0, tsne_epochs=40, tsne_min_documents=400_000, tsne_input_dropout=0.5, tol=0.0, learning_rate_drops=0, pair_temperature=0.1),
     "ImageHasher": dict(
         n_bits=256, hidden_layers=(1024, 512), pretrain_epochs=10, pretrain_learning_rate=0.1, finetune_epochs=30,
         finetune_learning_rate=0.001, code_noise=4.0, neighbour_targets=0, idf_target=False, idf_input=False,
-        input_dropout=0.0, gaussian_learning_rate=0.002, tol=0.0, learning_rate_drops=0),
+        input_dropout=0.0, gaussian_learning_rate=0.002, tol=0.0, learning_rate_drops=0, pair_temperature=0.1),
     "ImageMap": dict(
         n_components=2, hidden_layers=(512, 128), pretrain_epochs=10, pretrain_learning_rate=0.1, finetune_epochs=30,
         finetune_learning_rate=0.001, code_noise=0.0, neighbour_targets=0, idf_target=False, idf_input=False,
         input_dropout=0.0, objective="tsne", perplexity=30.0, tsne_epochs=30, tsne_min_documents=0, tsne_input_dropout=0.2,
         gaussian_learning_rate=0.002,
-        n_pca=50, tol=0.0, learning_rate_drops=0),
+        n_pca=50, tol=0.0, learning_rate_drops=0, pair_temperature=0.1),
 }
 SHARED = dict(batch_size="auto", neighbour_weight=0.5, neighbour_similarity="auto",
-              pair_weight="auto", pair_temperature=0.1, validation_fraction=0.1, patience=5, random_state=0,
+              pair_weight="auto", validation_fraction=0.1, patience=5, random_state=0,
               verbose=False)
 
 
