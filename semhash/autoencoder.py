@@ -278,11 +278,10 @@ def fine_tune(
         val_loss = evaluate_loss(model, *validation) if validation is not None else train_loss
         history.append((train_loss, val_loss))
         spread_ok = not _codes_collapsed(model, validation[0] if validation is not None else inputs)
-        first_spread = spread_ok and not best_spread_ok
-        if (spread_ok or not best_spread_ok) and (
-            val_loss < best[0] or epoch < warmup_epochs or epoch == 0 or first_spread
-        ):
-            if val_loss < progress[0] * (1 - tol) or epoch < warmup_epochs or epoch == 0 or first_spread:
+        # warm-up epochs and the first epoch whose codes keep their spread are always taken
+        taken = epoch < warmup_epochs or epoch == 0 or (spread_ok and not best_spread_ok)
+        if (spread_ok or not best_spread_ok) and (val_loss < best[0] or taken):
+            if val_loss < progress[0] * (1 - tol) or taken:
                 progress = (val_loss, epoch)
             best = (val_loss, epoch, copy.deepcopy(model.state_dict()))
             best_spread_ok = spread_ok
