@@ -249,7 +249,7 @@ def run_corpus(corpus: Corpus, data: dict, args, cache: Path) -> dict:
         row["sizes"][str(size)] = entry
         log(f"{corpus.name} {size} bits: semhash {entry['semhash']:.3f}, best baseline {best:.3f} "
             f"(ratio {entry['ratio']:.2f}; fit {entry['fit_seconds']:.0f}s, best epoch {entry['best_epoch']})")
-    if not args.no_maps:
+    if not args.no_maps and corpus.name not in _earlier_maps(args.maps_from):
         map_params = dict(QUICK_MAP if args.quick else {}, **args.map_params)
         model, _, _ = fit_or_load(TopicMap(n_components=2, **map_params), db, cache)
         row["map"] = {"topicmap": knn_accuracy(model.transform(db), ydb, model.transform(queries), yq),
@@ -266,6 +266,21 @@ def run_corpus(corpus: Corpus, data: dict, args, cache: Path) -> dict:
             f"UMAP {row['map']['umap'] if row['map']['umap'] is None else round(row['map']['umap'], 3)}")
     row["seconds"] = round(time.perf_counter() - started, 1)
     return row
+
+
+def _earlier_maps(path: Path | None) -> dict:
+    """Each corpus's map row of an earlier run's JSON (``--maps-from``): a change that
+    leaves ``TopicMap`` as it was need not re-fit the maps."""
+    if path is None:
+        return {}
+    return {row["corpus"]: row["map"] for row in json.loads(path.read_text())["corpora"] if "map" in row}
+
+
+def _with_earlier_maps(rows: list[dict], path: Path | None) -> list[dict]:
+    """``rows``, those without a map given their map row from ``path`` (and a note saying so)."""
+    earlier = _earlier_maps(path)
+    return [dict(row, map=earlier[row["corpus"]], notes=[*row["notes"], f"map row from {path.name} (an earlier run)"])
+            if "map" not in row and row["corpus"] in earlier else row for row in rows]
 
 
 # ----------------------------------------------------------------------- report
@@ -299,7 +314,7 @@ def format_markdown(rows: list[dict], settings: dict) -> str:
                          f"{m['topicmap_fit_seconds']:.0f} |")
     notes = [f"- {row['corpus']}: {'; '.join(row['notes'])}" for row in rows if row["notes"]]
     if notes:
-        lines += ["", "Variants:", *notes]
+        lines += ["", "Notes:", *notes]
     return "\n".join(lines) + "\n"
 
 
@@ -340,6 +355,8 @@ def main(argv=None) -> int:
     parser.add_argument("--map-params", type=json.loads, default={}, help="TopicMap overrides, JSON")
     parser.add_argument("--only", nargs="+", help="run only these corpora (names as in the table)")
     parser.add_argument("--no-maps", action="store_true", help="skip the 2-D maps")
+    parser.add_argument("--maps-from", type=Path, help="take each corpus's map row from this earlier corpora.json "
+                        "instead of fitting it (for changes that leave TopicMap as it was)")
     parser.add_argument("--no-variants", action="store_true", help="skip the 20 Newsgroups variants")
     parser.add_argument("--merge", type=Path, nargs="+", help="only combine these corpora*.json (runs of disjoint --only sets) into one report")
     args = parser.parse_args(argv)
@@ -347,7 +364,7 @@ def main(argv=None) -> int:
     if args.merge:
         runs = [json.loads(path.read_text()) for path in args.merge]
         settings, rows = runs[0]["settings"], [row for run in runs for row in run["corpora"]]
-        return _report(rows, settings, args.out, suffix, runs[0].get("environment") or environment())
+        return _report(_with_earlier_maps(rows, args.maps_from), settings, args.out, suffix, runs[0].get("environment") or environment())
     if not args.data.is_dir():
         parser.error(f"no data folder at {args.data}")
     corpora = discover(args.data)
@@ -367,6 +384,7 @@ def main(argv=None) -> int:
         log(f"corpus {corpus.name}: {corpus.source.name} [{corpus.train} | {corpus.test}]")
         data = load(corpus, quick=args.quick, validation=args.validation, cache=args.cache)
         rows.append(run_corpus(corpus, data, args, args.cache))
+        rows = _with_earlier_maps(rows, args.maps_from)
         _report(rows, settings, args.out, suffix, env, show=False)  # an interrupted run keeps what it finished
     return _report(rows, settings, args.out, suffix, env)
 

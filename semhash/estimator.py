@@ -60,6 +60,9 @@ SHORT_DOCUMENT_WORDS = 10
 # the neighbour pairs lead (chosen on StackOverflow's validation split, with the hashers'
 # pair_temperature of 0.2; benchmarks/README.md, "Many corpora").
 SHORT_DOCUMENT_PAIR_WEIGHT = 10.0
+# And for longer documents, where reconstruction leads and the pairs refine it (chosen by
+# the worst ratio over the other corpora's validation splits; same README section).
+DOCUMENT_PAIR_WEIGHT = 0.5
 
 
 # A pretrained layer in which this share of the hidden units no longer varies across the
@@ -124,8 +127,9 @@ class DeepCodeModel(TransformerMixin, BaseEstimator):
         code is pulled towards the code of one of its ``neighbour_targets`` nearest
         documents (found as for the targets) and away from the other documents' in the
         mini-batch (InfoNCE over expected Hamming distances, ``pair_temperature`` times the
-        code size). ``"auto"``: :data:`SHORT_DOCUMENT_PAIR_WEIGHT` for short documents
-        (the ``neighbour_similarity`` rule) with binary codes, 0 otherwise.
+        code size). ``"auto"``, for binary codes: :data:`SHORT_DOCUMENT_PAIR_WEIGHT` for
+        short documents (the ``neighbour_similarity`` rule), :data:`DOCUMENT_PAIR_WEIGHT`
+        otherwise; 0 for real-valued codes.
     validation_fraction : share of the training documents held out for early stopping.
     patience, tol, learning_rate_drops : when to stop fine-tuning. An epoch counts as
         progress when it lowers the validation loss by at least ``tol`` (relative) below
@@ -265,13 +269,13 @@ class DeepCodeModel(TransformerMixin, BaseEstimator):
         return find(X, self.neighbour_targets)
 
     def _pair_weight(self, X) -> float:
-        """The weight of the neighbour-pair term: ``"auto"`` turns it on (weight
-        :data:`SHORT_DOCUMENT_PAIR_WEIGHT`) for collections of short documents, where it is
-        what lifts the codes towards the LSA neighbours' level, and off for long ones,
-        where it hurt (benchmarks/README.md)."""
+        """The weight of the neighbour-pair term: ``"auto"`` turns it on for binary codes,
+        strongest for collections of short documents, where it is what lifts the codes
+        towards the LSA neighbours' level (benchmarks/README.md)."""
         if self.pair_weight == "auto":
-            applies = self.neighbour_targets > 0 and self.code_units == "binary"
-            return SHORT_DOCUMENT_PAIR_WEIGHT if applies and self._neighbour_similarity(X) == "lsa" else 0.0
+            if self.neighbour_targets == 0 or self.code_units != "binary":
+                return 0.0
+            return SHORT_DOCUMENT_PAIR_WEIGHT if self._neighbour_similarity(X) == "lsa" else DOCUMENT_PAIR_WEIGHT
         return float(self.pair_weight) if self.neighbour_targets > 0 else 0.0
 
     def _check_spread(self, inputs) -> None:

@@ -290,3 +290,34 @@ def test_hasher_validation_split_is_carved_from_train_only():
     again = module.split_counts(data, "validation")
     assert (again[0] != Xq).nnz == 0  # the split is fixed
     assert module.split_counts(data, "test")[0] is test
+
+
+# ----------------------------------------------------------------------- corpora
+def _corpora_row(name: str, semhash: float, with_map: bool) -> dict:
+    size = {"lsa": 0.3, "lsa_tf": "sublinear", "itq": 0.25, "itq_tf": "raw", "semhash": semhash, "fit_seconds": 1.0,
+            "best_epoch": 3, "distinct_codes": 10, "live_bits": 8, "ratio": semhash / 0.3}
+    row = {"corpus": name, "notes": [], "n_db": 10, "n_queries": 5, "n_labels": 2, "mean_words": 4.0,
+           "tfidf-raw": 0.2, "tfidf-sublinear": 0.21, "sizes": {"8": size}}
+    if with_map:
+        row["map"] = {"topicmap": 0.6, "lsa2": 0.2, "umap": 0.5, "topicmap_fit_seconds": 2.0}
+    return row
+
+
+def test_corpora_merge_takes_map_rows_from_an_earlier_run(tmp_path, monkeypatch):
+    spec = importlib.util.spec_from_file_location("corpora_benchmark", REPO / "benchmarks" / "corpora.py")
+    corpora = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, corpora)  # its dataclasses look their module up there
+    spec.loader.exec_module(corpora)
+    settings = {"validation": False, "quick": False, "params": {}, "map_params": {}}
+    runs = {"new": [_corpora_row("a", 0.36, False), _corpora_row("b", 0.30, False)],
+            "earlier": [_corpora_row("a", 0.33, True)]}
+    for name, rows in runs.items():
+        (tmp_path / f"{name}.json").write_text(json.dumps({"settings": settings, "corpora": rows}))
+    out = tmp_path / "out"
+    corpora.main(["--merge", str(tmp_path / "new.json"), "--maps-from", str(tmp_path / "earlier.json"), "--out", str(out)])
+    merged = json.loads((out / "corpora.json").read_text())["corpora"]
+    assert [row["sizes"]["8"]["semhash"] for row in merged] == [0.36, 0.30]  # the new run's codes
+    assert merged[0]["map"]["topicmap"] == 0.6 and "earlier.json" in merged[0]["notes"][0]
+    assert "map" not in merged[1]  # no earlier map: none invented
+    text = (out / "corpora.md").read_text()
+    assert "| a | 0.600 | 0.200 | 0.500 | 1.20 | PASS |" in text and "map row from earlier.json" in text

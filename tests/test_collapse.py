@@ -17,9 +17,10 @@ import torch
 
 import semhash.estimator as estimator
 from semhash.codes import code_spread
-from semhash.estimator import SHORT_DOCUMENT_PAIR_WEIGHT, CodeCollapseWarning, dead_unit_share
+from semhash.estimator import DOCUMENT_PAIR_WEIGHT, SHORT_DOCUMENT_PAIR_WEIGHT, CodeCollapseWarning, dead_unit_share
 from semhash.neighbours import lsa_neighbours, tfidf_neighbours
 from semhash.hasher import SemanticHasher
+from semhash.topic_map import TopicMap
 from semhash.rbm import RBM
 
 OHSUMED = Path(__file__).resolve().parents[2] / "shared" / "data" / "ohsumed-single-23.tar.gz"
@@ -124,13 +125,17 @@ def test_ohsumed_keeps_its_spread_with_the_defaults(ohsumed_counts):
     assert model.code_spread_.distinct > 100 and model.code_spread_.live_bits >= 24
 
 
-def test_pair_term_is_on_for_short_documents_only(topic_corpus):
+def test_pair_term_is_strongest_for_short_documents_and_off_for_maps(topic_corpus):
     counts, _ = topic_corpus
     titles = sp.csr_matrix(counts.multiply(counts > 2), dtype=np.float32)
     titles = titles[np.diff(titles.indptr) > 0]
     small = dict(n_bits=8, hidden_layers=(16,), pretrain_epochs=1, finetune_epochs=1)
-    assert SemanticHasher(**small).fit(counts).pair_weight_ == 0.0
+    assert SHORT_DOCUMENT_PAIR_WEIGHT > DOCUMENT_PAIR_WEIGHT > 0
+    assert SemanticHasher(**small).fit(counts).pair_weight_ == DOCUMENT_PAIR_WEIGHT
     assert SemanticHasher(**small).fit(titles).pair_weight_ == SHORT_DOCUMENT_PAIR_WEIGHT
+    tiny_map = dict(n_components=2, hidden_layers=(16,), pretrain_epochs=1, finetune_epochs=1, tsne_epochs=1,
+                    tsne_min_documents=0)
+    assert TopicMap(**tiny_map).fit(counts).pair_weight_ == 0.0  # real-valued codes: no Hamming pairs
     assert SemanticHasher(**small, pair_weight=0.5).fit(counts).pair_weight_ == 0.5
     assert SemanticHasher(**small, neighbour_targets=0).fit(titles).pair_weight_ == 0.0  # no neighbours, no pairs
     with pytest.raises(ValueError, match="pair_weight"):
