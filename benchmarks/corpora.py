@@ -217,7 +217,7 @@ def knn_accuracy(train_points, train_labels, query_points, query_labels, k: int 
     return float((classifier.predict(query_points) == np.asarray(query_labels)).mean())
 
 
-def run_corpus(corpus: Corpus, data: dict, args, cache: Path) -> dict:
+def run_corpus(corpus: Corpus, data: dict, args, cache: Path, fit_map: bool = True) -> dict:
     from semhash.baselines import ITQ, LSA, TfidfCosine
     from semhash.hasher import SemanticHasher
     from semhash.pipelines.baseline_maps import LSAMap, UMAPMap
@@ -249,7 +249,7 @@ def run_corpus(corpus: Corpus, data: dict, args, cache: Path) -> dict:
         row["sizes"][str(size)] = entry
         log(f"{corpus.name} {size} bits: semhash {entry['semhash']:.3f}, best baseline {best:.3f} "
             f"(ratio {entry['ratio']:.2f}; fit {entry['fit_seconds']:.0f}s, best epoch {entry['best_epoch']})")
-    if not args.no_maps and corpus.name not in _earlier_maps(args.maps_from):
+    if fit_map:
         map_params = dict(QUICK_MAP if args.quick else {}, **args.map_params)
         model, _, _ = fit_or_load(TopicMap(n_components=2, **map_params), db, cache)
         row["map"] = {"topicmap": knn_accuracy(model.transform(db), ydb, model.transform(queries), yq),
@@ -276,9 +276,8 @@ def _earlier_maps(path: Path | None) -> dict:
     return {row["corpus"]: row["map"] for row in json.loads(path.read_text())["corpora"] if "map" in row}
 
 
-def _with_earlier_maps(rows: list[dict], path: Path | None) -> list[dict]:
-    """``rows``, those without a map given their map row from ``path`` (and a note saying so)."""
-    earlier = _earlier_maps(path)
+def _with_earlier_maps(rows: list[dict], earlier: dict, path: Path | None) -> list[dict]:
+    """``rows``, those without a map given their ``earlier`` row from ``path`` (and a note saying so)."""
     return [dict(row, map=earlier[row["corpus"]], notes=[*row["notes"], f"map row from {path.name} (an earlier run)"])
             if "map" not in row and row["corpus"] in earlier else row for row in rows]
 
@@ -361,10 +360,11 @@ def main(argv=None) -> int:
     parser.add_argument("--merge", type=Path, nargs="+", help="only combine these corpora*.json (runs of disjoint --only sets) into one report")
     args = parser.parse_args(argv)
     suffix = ".quick" if args.quick else ".validation" if args.validation else ""
+    earlier_maps = _earlier_maps(args.maps_from)
     if args.merge:
         runs = [json.loads(path.read_text()) for path in args.merge]
         settings, rows = runs[0]["settings"], [row for run in runs for row in run["corpora"]]
-        return _report(_with_earlier_maps(rows, args.maps_from), settings, args.out, suffix, runs[0].get("environment") or environment())
+        return _report(_with_earlier_maps(rows, earlier_maps, args.maps_from), settings, args.out, suffix, runs[0].get("environment") or environment())
     if not args.data.is_dir():
         parser.error(f"no data folder at {args.data}")
     corpora = discover(args.data)
@@ -383,8 +383,8 @@ def main(argv=None) -> int:
     for corpus in corpora:
         log(f"corpus {corpus.name}: {corpus.source.name} [{corpus.train} | {corpus.test}]")
         data = load(corpus, quick=args.quick, validation=args.validation, cache=args.cache)
-        rows.append(run_corpus(corpus, data, args, args.cache))
-        rows = _with_earlier_maps(rows, args.maps_from)
+        row = run_corpus(corpus, data, args, args.cache, fit_map=not args.no_maps and corpus.name not in earlier_maps)
+        rows += _with_earlier_maps([row], earlier_maps, args.maps_from)
         _report(rows, settings, args.out, suffix, env, show=False)  # an interrupted run keeps what it finished
     return _report(rows, settings, args.out, suffix, env)
 
