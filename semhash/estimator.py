@@ -67,9 +67,12 @@ DOCUMENT_PAIR_WEIGHT = 0.5
 
 # A pretrained layer in which this share of the hidden units no longer varies across the
 # training documents (std of the activation under DEAD_UNIT_STD) is re-trained, up to
-# DEAD_LAYER_RETRIES times, each time with DEAD_LAYER_STEP times the CD step.
+# DEAD_LAYER_RETRIES times, each time with DEAD_LAYER_STEP times the CD step. Units that
+# are off but flicker (std 0.01-0.02, mean activity 0.001) pass on as little as units
+# pinned off: at 0.01 such a layer slipped through and collapsed a whole fit's codes.
+# Live units vary far more (std 0.1-0.4).
 DEAD_LAYER_SHARE = 0.9
-DEAD_UNIT_STD = 0.01
+DEAD_UNIT_STD = 0.05
 DEAD_LAYER_RETRIES = 2
 DEAD_LAYER_STEP = 0.2
 

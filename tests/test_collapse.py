@@ -51,6 +51,17 @@ def test_dead_unit_share_sees_units_pinned_off():
     assert dead_unit_share(rbm, np.random.default_rng(1).random((40, 5)).astype(np.float32)) == 0.75
 
 
+def test_dead_unit_share_sees_units_that_are_off_but_flicker():
+    # What a 2,000-post collection's second layer looked like at one seed (std ~0.01,
+    # mean activity ~0.001): it passed the old check and every code came out the same.
+    rbm = RBM(8, n_epochs=0).fit(np.random.default_rng(0).random((40, 5)).astype(np.float32))
+    rbm.weights_ = torch.full((5, 8), 3.0)
+    rbm.hidden_bias_[:] = -13.5
+    data = np.random.default_rng(1).random((40, 5)).astype(np.float32)
+    assert 0.01 < rbm.transform(data).std(axis=0).min() < 0.02
+    assert dead_unit_share(rbm, data) == 1.0
+
+
 def test_long_documents_keep_their_input_scale(topic_corpus):
     counts, _ = topic_corpus
     long = sp.csr_matrix(counts * 1000.0, dtype=np.float32)  # log(1 + count) sums far above INPUT_TOTAL
