@@ -67,12 +67,15 @@ DOCUMENT_PAIR_WEIGHT = 0.5
 
 # A pretrained layer in which this share of the hidden units no longer varies across the
 # training documents (std of the activation under DEAD_UNIT_STD) is re-trained, up to
-# DEAD_LAYER_RETRIES times, each time with DEAD_LAYER_STEP times the CD step. Units that
-# are off but flicker (std 0.01-0.02, mean activity 0.001) pass on as little as units
-# pinned off: at 0.01 such a layer slipped through and collapsed a whole fit's codes.
-# Live units vary far more (std 0.1-0.4).
+# DEAD_LAYER_RETRIES times, each time with DEAD_LAYER_STEP times the CD step. A unit that
+# is nearly off (or on) and only flickers (std 0.01-0.02, mean activity 0.001) passes on
+# as little, and gets as little gradient, as one pinned there: such a layer once slipped
+# through and collapsed a whole fit's codes, so saturated units count as dead up to
+# SATURATED_UNIT_STD. An undertrained unit near 0.5 still learns in fine-tuning.
 DEAD_LAYER_SHARE = 0.9
-DEAD_UNIT_STD = 0.05
+DEAD_UNIT_STD = 0.01
+SATURATED_UNIT_STD = 0.05
+SATURATED_MEAN = 0.05
 DEAD_LAYER_RETRIES = 2
 DEAD_LAYER_STEP = 0.2
 
@@ -530,9 +533,12 @@ def _json_value(value):
 
 def dead_unit_share(rbm: RBM, data, sample: int = 2000) -> float:
     """Share of ``rbm``'s hidden units whose activation barely varies over (up to ``sample``
-    rows of) ``data``: a unit pinned at 0 or 1 passes nothing on."""
+    rows of) ``data``, or that sit near 0 or 1 and only flicker: such a unit passes
+    nothing on (see DEAD_UNIT_STD, SATURATED_UNIT_STD)."""
     activations = rbm.transform(data[:sample])
-    return float((activations.std(axis=0) < DEAD_UNIT_STD).mean())
+    std, mean = activations.std(axis=0), activations.mean(axis=0)
+    saturated = (np.minimum(mean, 1.0 - mean) < SATURATED_MEAN) & (std < SATURATED_UNIT_STD)
+    return float(((std < DEAD_UNIT_STD) | saturated).mean())
 
 
 def _is_ready_counts(X, width: int) -> bool:

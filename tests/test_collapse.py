@@ -60,6 +60,11 @@ def test_dead_unit_share_sees_units_that_are_off_but_flicker():
     data = np.random.default_rng(1).random((40, 5)).astype(np.float32)
     assert 0.01 < rbm.transform(data).std(axis=0).min() < 0.02
     assert dead_unit_share(rbm, data) == 1.0
+    # as little spread near 0.5 is an undertrained unit, which fine-tuning still moves
+    rbm.weights_ = torch.full((5, 8), 0.12)
+    rbm.hidden_bias_[:] = -0.3
+    assert 0.01 < rbm.transform(data).std(axis=0).min() < 0.05
+    assert dead_unit_share(rbm, data) == 0.0
 
 
 def test_long_documents_keep_their_input_scale(topic_corpus):
