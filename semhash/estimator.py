@@ -70,8 +70,8 @@ DOCUMENT_PAIR_WEIGHT = 0.5
 # DEAD_LAYER_RETRIES times, each time with DEAD_LAYER_STEP times the CD step. A unit that
 # is nearly off (or on) and only flickers (std 0.01-0.02, mean activity 0.001) passes on
 # as little, and gets as little gradient, as one pinned there: such a layer once slipped
-# through and collapsed a whole fit's codes, so saturated units count as dead up to
-# SATURATED_UNIT_STD. An undertrained unit near 0.5 still learns in fine-tuning.
+# through and collapsed a whole fit's codes, so saturated binary units count as dead up
+# to SATURATED_UNIT_STD. An undertrained unit near 0.5 still learns in fine-tuning.
 DEAD_LAYER_SHARE = 0.9
 DEAD_UNIT_STD = 0.01
 SATURATED_UNIT_STD = 0.05
@@ -339,14 +339,18 @@ class DeepCodeModel(TransformerMixin, BaseEstimator):
                 random_state=int(torch.randint(0, 2**31 - 1, (1,), generator=generator)),
             )
             rbm.fit(data)
+            dead = dead_unit_share(rbm, data)
             for _ in range(DEAD_LAYER_RETRIES):
-                dead = dead_unit_share(rbm, data)
                 if dead < DEAD_LAYER_SHARE:
                     break
                 # Too large a step drives every hidden unit off (total input ~ -20, where no
                 # gradient reaches it in fine-tuning); a smaller one keeps them alive.
                 log.info(f"  {dead:.0%} of the layer's units never change: re-training with a fifth of the step")
                 rbm.set_params(learning_rate=rbm.learning_rate * DEAD_LAYER_STEP).fit(data)
+                dead = dead_unit_share(rbm, data)
+            if dead >= DEAD_LAYER_SHARE:
+                log.info(f"  {dead:.0%} of the layer's units still never change: leaving it at random weights")
+                _random_weights(rbm, generator)
             rbms.append(rbm)
             if not top:
                 data = rbm.transform(data)
@@ -533,12 +537,24 @@ def _json_value(value):
 
 def dead_unit_share(rbm: RBM, data, sample: int = 2000) -> float:
     """Share of ``rbm``'s hidden units whose activation barely varies over (up to ``sample``
-    rows of) ``data``, or that sit near 0 or 1 and only flicker: such a unit passes
-    nothing on (see DEAD_UNIT_STD, SATURATED_UNIT_STD)."""
+    rows of) ``data``, or, for binary units, that sit near 0 or 1 and only flicker: such a
+    unit passes nothing on (see DEAD_UNIT_STD, SATURATED_UNIT_STD). A linear unit has no
+    bounds to saturate at, so only the first test applies to it."""
     activations = rbm.transform(data[:sample])
     std, mean = activations.std(axis=0), activations.mean(axis=0)
-    saturated = (np.minimum(mean, 1.0 - mean) < SATURATED_MEAN) & (std < SATURATED_UNIT_STD)
-    return float(((std < DEAD_UNIT_STD) | saturated).mean())
+    dead = std < DEAD_UNIT_STD
+    if rbm.hidden == "binary":
+        dead |= (np.minimum(mean, 1.0 - mean) < SATURATED_MEAN) & (std < SATURATED_UNIT_STD)
+    return float(dead.mean())
+
+
+def _random_weights(rbm: RBM, generator: torch.Generator) -> None:
+    """Give a layer that pretraining could not keep alive random weights of unit-variance
+    fan-in scale and no biases: its units start near 0.5, where fine-tuning's gradient
+    reaches them, and the layer is learned there from scratch."""
+    n_in, n_out = rbm.weights_.shape
+    rbm.weights_ = torch.randn(n_in, n_out, generator=generator) / n_in**0.5
+    rbm.hidden_bias_ = torch.zeros(n_out)
 
 
 def _is_ready_counts(X, width: int) -> bool:

@@ -65,6 +65,14 @@ def test_dead_unit_share_sees_units_that_are_off_but_flicker():
     rbm.hidden_bias_[:] = -0.3
     assert 0.01 < rbm.transform(data).std(axis=0).min() < 0.05
     assert dead_unit_share(rbm, data) == 0.0
+    # a linear unit (a map's top layer) has no 0 or 1 to sit at: a mean near 0 with that
+    # spread, which a binary unit's test would call saturated, is alive
+    rbm.set_params(hidden="linear")
+    rbm.weights_ = torch.full((5, 8), 0.045)
+    rbm.hidden_bias_[:] = -0.1
+    activations = rbm.transform(data)
+    assert abs(activations.mean(axis=0)).max() < 0.05 and 0.01 < activations.std(axis=0).min() < 0.05
+    assert dead_unit_share(rbm, data) == 0.0
 
 
 def test_long_documents_keep_their_input_scale(topic_corpus):
@@ -127,11 +135,27 @@ def _fit(counts, **params):
 
 
 def test_ohsumed_collapse_is_reproduced_without_the_correction(ohsumed_counts, monkeypatch):
-    monkeypatch.setattr(estimator, "DEAD_LAYER_RETRIES", 0)
+    monkeypatch.setattr(estimator, "DEAD_LAYER_SHARE", 1.01)  # no layer is ever found dead
     # The setting: raw log(1 + count) input (idf weighting of it alone avoids the collapse).
     model, caught = _fit(ohsumed_counts, idf_input=False)
     assert model.code_spread_.collapsed and model.code_spread_.distinct <= 2
     assert len(caught) == 1 and "the codes have collapsed" in str(caught[0].message)
+
+
+def test_a_layer_that_stays_dead_is_left_at_random_weights(ohsumed_counts, monkeypatch):
+    # No re-training allowed: the dead second layer goes straight to random weights, which
+    # fine-tuning trains, and the same fit keeps its spread.
+    monkeypatch.setattr(estimator, "DEAD_LAYER_RETRIES", 0)
+    randomised, original = [], estimator._random_weights
+
+    def record(rbm, generator):
+        randomised.append(tuple(rbm.weights_.shape))
+        original(rbm, generator)
+
+    monkeypatch.setattr(estimator, "_random_weights", record)
+    model, caught = _fit(ohsumed_counts, idf_input=False)
+    assert randomised == [(500, 500)] and not caught
+    assert not model.code_spread_.collapsed and model.code_spread_.distinct > 100
 
 
 def test_ohsumed_keeps_its_spread_with_the_defaults(ohsumed_counts):
