@@ -72,6 +72,7 @@ DOCUMENT_PAIR_WEIGHT = 0.5
 # as little, and gets as little gradient, as one pinned there: such a layer once slipped
 # through and collapsed a whole fit's codes, so saturated binary units count as dead up
 # to SATURATED_UNIT_STD. An undertrained unit near 0.5 still learns in fine-tuning.
+# A layer still dead after its re-trainings is left at random weights (_random_weights).
 DEAD_LAYER_SHARE = 0.9
 DEAD_UNIT_STD = 0.01
 SATURATED_UNIT_STD = 0.05
